@@ -1,0 +1,107 @@
+"""WVS-7 respondent-level probe (``individual_answers.tsv``): profile + question → answer.
+
+Answers are on the rescaled 1..N scale stated in each question text ("On a scale of 1 to 5, 1
+meaning 'Disagree' and 5 meaning 'Agree', ..."). Also reads ``participant_demographics.tsv``
+(profiles only) through :func:`load_profiles`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pluralign.data.items import SurveyItem
+from pluralign.data.loaders import register_loader
+from pluralign.data.loaders._tabular import read_table
+from pluralign.data.profile import Profile
+from pluralign.data.tasks import IndividualExample, SurveyDataset
+from pluralign.errors import PluralignError
+from pluralign.paths import shared_data_dir
+
+#: column → Profile field
+PROFILE_COLUMNS = {
+    "B_COUNTRY": "country",
+    "H_URBRURAL": "settlement",
+    "Q260": "sex",
+    "X003R": "age_band",
+    "Q275": "education",
+    "Q288": "income",
+    "Q289": "religion",
+    "Q272": "language",
+}
+REQUIRED = ["D_INTERVIEW", "B_COUNTRY", "question_id", "question_text", "answer"]
+
+_SCALE = re.compile(
+    r"^\s*On a scale of (\d+) to (\d+),\s*\1 meaning '([^']*)' and \2 meaning '([^']*)',?\s*(.*)$", re.S
+)
+
+
+def parse_scale_question(qid: str, text: str, *, file: Path | None = None, row: int | None = None) -> SurveyItem:
+    m = _SCALE.match(text)
+    if not m:
+        raise PluralignError(
+            "question_text does not start with \"On a scale of A to B, A meaning '...' and B meaning '...'\"",
+            file=file,
+            row=row,
+            field="question_text",
+        )
+    lo, hi, lo_lab, hi_lab, rest = int(m[1]), int(m[2]), m[3], m[4], m[5]
+    codes = [str(c) for c in range(lo, hi + 1)]
+    options = [str(c) for c in range(lo, hi + 1)]
+    options[0], options[-1] = lo_lab.strip(), hi_lab.strip()
+    return SurveyItem(id=qid, text=rest.strip(), options=tuple(options), codes=tuple(codes), ordinal=True, source="wvs-probe")
+
+
+def _profile_from_row(row: dict, *, file: Path, rowno: int) -> Profile:
+    data = {field: row.get(col, "") for col, field in PROFILE_COLUMNS.items() if col in row}
+    if data.get("religion", "").lower().startswith("do not belong"):
+        data["religion"] = "no religion"
+    return Profile.from_dict(data, file=str(file), row=rowno)
+
+
+def default_probe_path() -> Path:
+    root = shared_data_dir()
+    if root is None:
+        raise PluralignError(
+            "the WVS respondent probe is not shipped (WVS terms); pass its path, e.g. wvs-probe:/path/individual_answers.tsv"
+        )
+    return root / "wvs_individual_probe" / "individual_answers.tsv"
+
+
+def _detect(p: Path) -> bool:
+    if p.suffix != ".tsv":
+        return False
+    with open(p, encoding="utf-8") as fh:
+        header = fh.readline().rstrip("\n").split("\t")
+    return all(c in header for c in REQUIRED)
+
+
+@register_loader("wvs-probe", detect=_detect, help="WVS-7 respondent probe TSV (profile + question → answer on 1..N)")
+def load_wvs_probe(path: Path | None = None) -> SurveyDataset:
+    path = Path(path) if path else default_probe_path()
+    df = read_table(path, REQUIRED)
+    items: dict[str, SurveyItem] = {}
+    examples: list[IndividualExample] = []
+    profiles: dict[str, Profile] = {}
+    for i, row in enumerate(df.to_dict("records"), start=1):
+        qid = row["question_id"].strip()
+        if not qid:
+            raise PluralignError("empty question id", file=path, row=i, field="question_id")
+        if qid not in items:
+            items[qid] = parse_scale_question(qid, row["question_text"], file=path, row=i)
+        item = items[qid]
+        rid = row["D_INTERVIEW"].strip()
+        if rid not in profiles:
+            profiles[rid] = _profile_from_row(row, file=path, rowno=i)
+        ans = item.index_of_code(row["answer"], file=str(path), row=i)
+        examples.append(IndividualExample(respondent_id=rid, profile=profiles[rid], item_id=qid, answer=ans))
+    return SurveyDataset(name="wvs-probe", kind="individual", items=items, examples=examples, source=str(path))
+
+
+def load_profiles(path: Path) -> dict[str, Profile]:
+    """``participant_demographics.tsv`` → respondent id → profile."""
+    df = read_table(Path(path), ["D_INTERVIEW", "B_COUNTRY"])
+    return {
+        r["D_INTERVIEW"].strip(): _profile_from_row(r, file=Path(path), rowno=i)
+        for i, r in enumerate(df.to_dict("records"), start=1)
+    }

@@ -1,0 +1,280 @@
+"""The evaluation runner: dataset + model + method → predictions → metrics → results dict.
+
+Identical prompts (e.g. ``vanilla`` for every country) are scored once. Model-free reference
+predictors (uniform; mean answer distribution of the *training* groups) are always reported beside
+the model. The results dict follows ``docs/results-schema.md`` (schema ``pluralign.eval/1``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from pluralign import __version__
+from pluralign.data.profile import Profile
+from pluralign.data.tasks import IndividualExample, SurveyDataset, mean_distributions
+from pluralign.evaluation import metrics as M
+from pluralign.evaluation.methods import FewShot, get_method
+from pluralign.evaluation.scoring import OptionScorer, option_labels
+from pluralign.models.chat import build_chat_prompt
+
+SCHEMA = "pluralign.eval/1"
+
+
+@dataclass
+class EvalConfig:
+    method: str = "vanilla"
+    k_shot: int = 3
+    batch_size: int = 16
+    scoring: str = "next-token"  # or "loglik"
+    labels: str = "auto"  # auto | digits | letters
+    chat_template: bool | None = None  # None = use the model's if it has one
+    seed: int = 0
+    max_length: int | None = None
+    keep_predictions: bool = True
+
+
+@dataclass
+class Predictions:
+    probs: list[np.ndarray]
+    mass: list[float]
+    seconds: float = 0.0
+    n_prompts: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------- metrics
+def compute_metrics(test: SurveyDataset, probs: Sequence[np.ndarray | None]) -> tuple[dict, dict]:
+    """Metrics of predicted distributions against the human answers of ``test``.
+
+    Returns ``(overall, per_group)``. Examples whose prediction is ``None`` are skipped (a
+    reference predictor may not cover every item); ``coverage`` reports the fraction scored.
+    """
+    keep = [i for i, p in enumerate(probs) if p is not None]
+    exs = [test.examples[i] for i in keep]
+    ps = [np.asarray(probs[i], dtype=float) for i in keep]
+    out: dict = {"n": len(exs), "coverage": len(exs) / max(1, len(test.examples))}
+    if not exs:
+        return out, {}
+    out["entropy"] = float(np.mean([M.entropy(p) for p in ps]))
+    per_group: dict[str, dict] = {}
+    groups: dict[str, list[int]] = defaultdict(list)
+    for j, e in enumerate(exs):
+        groups[e.group].append(j)
+
+    if test.kind == "individual":
+        gold = [e.answer for e in exs]  # type: ignore[union-attr]
+        pred = [int(np.argmax(p)) for p in ps]
+        qs = [e.item_id for e in exs]
+        out["accuracy"] = M.accuracy(pred, gold)
+        out["macro_f1"] = M.macro_f1_per_question(pred, gold, qs)
+        out["macro_f1_pooled"] = M.macro_f1_pooled(pred, gold, qs)
+        # group-level distributions: mean prediction vs empirical answers of the same group and item
+        cells: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for j, e in enumerate(exs):
+            cells[(e.group, e.item_id)].append(j)
+        cell_emd, cell_jsd, cell_group = [], [], []
+        for (g, q), js in cells.items():
+            item = test.items[q]
+            h = np.bincount([gold[j] for j in js], minlength=item.n_options).astype(float)
+            pm = np.mean([ps[j] for j in js], axis=0)
+            cell_emd.append(M.emd(pm, h, item.ordinal))
+            cell_jsd.append(M.jsd(pm, h))
+            cell_group.append(g)
+        out["emd"] = float(np.mean(cell_emd))
+        out["jsd"] = float(np.mean(cell_jsd))
+        out["n_cells"] = len(cells)
+        for g, js in groups.items():
+            ge = [cell_emd[c] for c in range(len(cell_group)) if cell_group[c] == g]
+            per_group[g] = {
+                "n": len(js),
+                "accuracy": M.accuracy([pred[j] for j in js], [gold[j] for j in js]),
+                "emd": float(np.mean(ge)),
+            }
+        out["accuracy_by_group"] = M.mean_std([v["accuracy"] for v in per_group.values()])
+    else:
+        emds, jsds, hits, hent = [], [], [], []
+        for p, e in zip(ps, exs):
+            h = np.asarray(e.probs)  # type: ignore[union-attr]
+            item = test.items[e.item_id]
+            emds.append(M.emd(p, h, item.ordinal))
+            jsds.append(M.jsd(p, h))
+            hits.append(int(np.argmax(p) == np.argmax(h)))
+            hent.append(M.entropy(h))
+        out["emd"] = float(np.mean(emds))
+        out["jsd"] = float(np.mean(jsds))
+        out["accuracy"] = float(np.mean(hits))  # predicted mode == human majority option
+        out["human_entropy"] = float(np.mean(hent))
+        for g, js in groups.items():
+            per_group[g] = {
+                "n": len(js),
+                "emd": float(np.mean([emds[j] for j in js])),
+                "jsd": float(np.mean([jsds[j] for j in js])),
+                "accuracy": float(np.mean([hits[j] for j in js])),
+            }
+    out["emd_by_group"] = M.mean_std([v["emd"] for v in per_group.values()])
+    return out, per_group
+
+
+def reference_predictions(test: SurveyDataset, train: SurveyDataset | None) -> dict[str, list[np.ndarray | None]]:
+    """``uniform`` and ``train_mean``: per item, the mean of the training groups' answer
+    distributions (what a model that collapsed to the mean would say); ``None`` for items absent
+    from training."""
+    refs: dict[str, list[np.ndarray | None]] = {
+        "uniform": [np.full(test.items[e.item_id].n_options, 1.0 / test.items[e.item_id].n_options) for e in test.examples]
+    }
+    if train is not None and len(train) and train is not test:
+        mean = mean_distributions(train)
+        refs["train_mean"] = [mean.get(e.item_id) for e in test.examples]
+    return refs
+
+
+# ---------------------------------------------------------------------------------- prompts
+def build_prompts(tok, test: SurveyDataset, cfg: EvalConfig, train: SurveyDataset | None = None):
+    """Unique prompts for ``test``; returns (prompts, labels, options, profiles, index per example)."""
+    labels_for = lambda item: option_labels(item.n_options, cfg.labels)  # noqa: E731
+    kwargs = {"k": cfg.k_shot, "seed": cfg.seed, "labels_for": labels_for} if cfg.method == "fewshot" else {}
+    method = get_method(cfg.method, **kwargs)
+    if isinstance(method, FewShot):
+        method.fit(train)
+    prompts: list[str] = []
+    labels: list[list[str]] = []
+    options: list[list[str]] = []
+    profiles: list[Profile] = []
+    index: list[int] = []
+    seen: dict[tuple[str, str], int] = {}
+    for e in test.examples:
+        item = test.items[e.item_id]
+        key = (e.item_id, method.cache_key(e))
+        if key not in seen:
+            labs = labels_for(item)
+            msgs = method.messages(e, item, labs)
+            prompts.append(build_chat_prompt(tok, msgs, use_chat_template=cfg.chat_template))
+            labels.append(labs)
+            options.append(list(item.options))
+            profiles.append(e.profile)
+            seen[key] = len(prompts) - 1
+        index.append(seen[key])
+    return prompts, labels, options, profiles, index
+
+
+def predict(
+    model,
+    tok,
+    test: SurveyDataset,
+    cfg: EvalConfig,
+    *,
+    train: SurveyDataset | None = None,
+    profile_kwargs: Callable[[list[Profile]], dict] | None = None,
+    progress: bool = True,
+) -> Predictions:
+    """Score every example. ``profile_kwargs(profiles)`` returns extra forward kwargs for a batch
+    (a profile-conditioned adapter uses it); then prompts are never shared across profiles."""
+    prompts, labels, options, profiles, index = build_prompts(tok, test, cfg, train)
+    if profile_kwargs is not None:  # each profile gets its own rows even when the text is identical
+        prompts, labels, options, profiles, index = _expand_by_profile(test, prompts, labels, options, index)
+    scorer = OptionScorer(model, tok, batch_size=cfg.batch_size, max_length=cfg.max_length)
+    extra = (lambda idx: profile_kwargs([profiles[i] for i in idx])) if profile_kwargs else None
+    t0 = time.perf_counter()
+    bar = _progress_bar(len(prompts), f"{cfg.method}", progress)
+    try:
+        if cfg.scoring == "loglik":
+            scores = scorer.continuation(prompts, options, progress=bar.update if bar else None, batch_extra=extra)
+        elif cfg.scoring == "next-token":
+            scores = scorer.next_token(prompts, labels, progress=bar.update if bar else None, batch_extra=extra)
+        else:
+            from pluralign.errors import PluralignError
+
+            raise PluralignError(f"unknown scoring {cfg.scoring!r} (next-token | loglik)", field="scoring")
+    finally:
+        if bar:
+            bar.close()
+    dt = time.perf_counter() - t0
+    return Predictions(
+        probs=[scores[i].probs for i in index],
+        mass=[scores[i].mass for i in index],
+        seconds=dt,
+        n_prompts=len(prompts),
+    )
+
+
+def _expand_by_profile(test, prompts, labels, options, index):
+    new_p, new_l, new_o, new_prof, new_idx = [], [], [], [], []
+    seen: dict[tuple[int, str], int] = {}
+    for e, i in zip(test.examples, index):
+        key = (i, e.profile.key())
+        if key not in seen:
+            new_p.append(prompts[i])
+            new_l.append(labels[i])
+            new_o.append(options[i])
+            new_prof.append(e.profile)
+            seen[key] = len(new_p) - 1
+        new_idx.append(seen[key])
+    return new_p, new_l, new_o, new_prof, new_idx
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"scoring [{desc}]", unit="prompt", leave=False)
+
+
+def evaluate(
+    model,
+    tok,
+    test: SurveyDataset,
+    cfg: EvalConfig | None = None,
+    *,
+    train: SurveyDataset | None = None,
+    model_name: str = "",
+    split: dict | None = None,
+    profile_kwargs: Callable[[list[Profile]], dict] | None = None,
+    progress: bool = True,
+    adapter: str | None = None,
+) -> dict:
+    """Evaluate and return the results dict (schema ``pluralign.eval/1``)."""
+    cfg = cfg or EvalConfig()
+    preds = predict(model, tok, test, cfg, train=train, profile_kwargs=profile_kwargs, progress=progress)
+    overall, per_group = compute_metrics(test, preds.probs)
+    overall["option_mass"] = float(np.mean(preds.mass))
+    refs = {}
+    for name, ps in reference_predictions(test, train).items():
+        m, g = compute_metrics(test, ps)
+        refs[name] = {"metrics": m, "per_group": g}
+    result = {
+        "schema": SCHEMA,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "pluralign_version": __version__,
+        "model": model_name,
+        "adapter": adapter,
+        "dataset": {"name": test.name, "source": test.source, "kind": test.kind, "n_items": len(test.items), "groups": test.groups()},
+        "split": split or {},
+        "method": cfg.method,
+        "config": asdict(cfg),
+        "timing": {"seconds": preds.seconds, "prompts": preds.n_prompts, "prompts_per_second": preds.n_prompts / max(preds.seconds, 1e-9)},
+        "metrics": overall,
+        "per_group": per_group,
+        "references": refs,
+    }
+    if cfg.keep_predictions:
+        result["predictions"] = [
+            _pred_row(e, p, m) for e, p, m in zip(test.examples, preds.probs, preds.mass)
+        ]
+    return result
+
+
+def _pred_row(e, p, mass) -> dict:
+    row = {"group": e.group, "item_id": e.item_id, "probs": [round(float(x), 6) for x in p], "mass": round(float(mass), 6)}
+    if isinstance(e, IndividualExample):
+        row["respondent_id"] = e.respondent_id
+        row["answer"] = e.answer
+    else:
+        row["human"] = [round(float(x), 6) for x in e.probs]
+    return row
