@@ -36,7 +36,7 @@ def eval_cmd(
     test_frac: float = typer.Option(0.2, help="Fraction of units held out for testing when --test-units is not given."),
     countries: Optional[str] = typer.Option(None, help="Restrict the dataset to these countries (ISO3 codes or names) before splitting."),
     questions: Optional[str] = typer.Option(None, help="Restrict to these question ids (comma-separated)."),
-    max_items: Optional[int] = typer.Option(None, help="Keep only the first N test questions (quick runs)."),
+    max_items: Optional[int] = typer.Option(None, help="Keep N test questions spread evenly over the questionnaire (quick runs)."),
     k_shot: int = typer.Option(3, help="Demonstrations for the fewshot method."),
     scoring: str = typer.Option("next-token", help="next-token: one forward pass, label-token probabilities; loglik: full option-text log-likelihood."),
     labels: str = typer.Option("auto", help="Option labels: auto (digits up to 9 options, else letters), digits, letters."),
@@ -59,6 +59,17 @@ def eval_cmd(
         labels=labels, chat_template=chat_template, batch_size=batch_size, dtype=dtype, device=device,
         adapter=adapter, soft_prompt=soft_prompt, seed=seed, out=out, plot=plot, progress=progress,
     )
+
+
+def spread_items(ds, n: int) -> list[str]:
+    """``n`` question ids evenly spread over the dataset's items in questionnaire order."""
+    import re
+
+    ids = sorted(ds.items, key=lambda q: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", q)])
+    if n >= len(ids):
+        return ids
+    step = len(ids) / n
+    return [ids[int(i * step)] for i in range(n)]
 
 
 def _csv(s: str | None) -> list[str] | None:
@@ -88,8 +99,7 @@ def _run(**a) -> None:
     sp = split_dataset(ds, by, test_frac=a["test_frac"], seed=a["seed"], test_units=_csv(a["test_units"]))
     test = sp.test
     if a["max_items"]:
-        keep = sorted(test.items)[: a["max_items"]] if False else list(dict.fromkeys(e.item_id for e in test.examples))[: a["max_items"]]
-        test = test.filter(questions=keep)
+        test = test.filter(questions=spread_items(test, a["max_items"]))
     typer.echo(
         f"data {ds.name} ({ds.kind}): {len(ds)} examples; split by {by}: train {len(sp.train)}, test {len(test)} "
         f"({len(test.items)} items, {len(test.groups())} groups)",
