@@ -91,8 +91,49 @@ def _gguf_cache_path(ref: ModelRef) -> Path:
     return cache_dir() / "models" / f"{f.stem}-{key}"
 
 
+def gguf_architecture(path: str | os.PathLike) -> str:
+    """``general.architecture`` of a GGUF file (metadata only, fast); a clear error for a file that
+    is not GGUF."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+        f = reader.fields.get("general.architecture")
+        if f is None:
+            raise PluralignError("GGUF file has no general.architecture", file=path, field="general.architecture")
+        return bytes(f.parts[f.data[0]]).decode("utf-8")
+    except PluralignError:
+        raise
+    except Exception as e:  # gguf raises ValueError / struct / numpy errors on foreign files
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise PluralignError(f"not a readable GGUF file ({msg})", file=path) from None
+
+
+#: llama.cpp architecture names that transformers maps to another name before checking support
+_GGUF_ALIASES = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss", "minimax-m2": "minimax_m2",
+                 "t5encoder": "t5", "gemma3_text": "gemma3"}
+
+
+def _check_gguf_architecture(path: Path) -> str:
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    arch = gguf_architecture(path)
+    supported = set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"}  # metadata sections, not models
+    if arch not in supported and _GGUF_ALIASES.get(arch, arch) not in supported:
+        raise PluralignError(
+            f"unsupported GGUF architecture {arch!r} (transformers can dequantize: "
+            f"{', '.join(sorted(supported))})",
+            file=path,
+            field="general.architecture",
+        )
+    return arch
+
+
 def _convert_gguf(ref: ModelRef) -> Path:
-    """Dequantize a GGUF once into a safetensors folder (atomic: written aside, then renamed)."""
+    """Dequantize a GGUF once into a safetensors folder (atomic: written aside, then renamed).
+
+    Safe against concurrent conversions of the same file: whoever renames first wins, the other
+    discards its copy."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = _gguf_cache_path(ref)
@@ -100,26 +141,34 @@ def _convert_gguf(ref: ModelRef) -> Path:
         return target
     if importlib.util.find_spec("gguf") is None:
         raise PluralignError("loading a GGUF file needs the 'gguf' package: pip install gguf", file=ref.gguf_file)
+    src = Path(ref.location) / str(ref.gguf_file)
+    _check_gguf_architecture(src)
     log.warning("converting %s to a safetensors cache (once; later loads take seconds)", ref.gguf_file)
     try:
         tok = AutoTokenizer.from_pretrained(ref.location, gguf_file=ref.gguf_file)
         model = AutoModelForCausalLM.from_pretrained(ref.location, gguf_file=ref.gguf_file, dtype=torch.float32)
-    except (ValueError, KeyError, RuntimeError) as e:
+    except (ValueError, KeyError, RuntimeError, NotImplementedError, OSError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "not supported" in msg.lower() or "architecture" in msg.lower():
-            raise PluralignError(f"unsupported GGUF architecture: {msg}", file=Path(ref.location) / ref.gguf_file) from None
-        raise PluralignError(f"cannot load GGUF: {msg}", file=Path(ref.location) / ref.gguf_file) from None
+            raise PluralignError(f"unsupported GGUF architecture: {msg}", file=src, field="general.architecture") from None
+        raise PluralignError(f"cannot load GGUF: {msg}", file=src) from None
     q = getattr(model, "hf_quantizer", None)
     if q is not None:
         q.remove_quantization_config(model)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        if (target / "config.json").exists():  # another process finished first
+            return target
+        if target.exists():  # a stale partial folder (never renamed complete): replace it
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / "config.json").exists():
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -162,9 +211,14 @@ def load_tokenizer(name: str | os.PathLike):
     loc = _location(ref)
     try:
         tok = AutoTokenizer.from_pretrained(loc)
-    except OSError as e:
-        raise PluralignError(f"cannot load tokenizer: {str(e).splitlines()[0]}", file=loc) from None
+    except (OSError, ValueError, KeyError) as e:
+        raise PluralignError(f"cannot load tokenizer: {_first_line(e)}", file=loc) from None
     return tok
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__
 
 
 def load_backbone(name: str | os.PathLike, *, dtype: str | torch.dtype | None = None, device: str | None = None):
@@ -182,10 +236,8 @@ def load_backbone(name: str | os.PathLike, *, dtype: str | torch.dtype | None = 
     tok = load_tokenizer(loc)
     try:
         model = AutoModelForCausalLM.from_pretrained(loc, dtype=torch_dtype)
-    except OSError as e:
-        raise PluralignError(f"cannot load model: {str(e).splitlines()[0]}", file=loc) from None
-    except ValueError as e:
-        raise PluralignError(f"cannot load model: {str(e).splitlines()[0]}", file=loc) from None
+    except (OSError, ValueError, KeyError) as e:
+        raise PluralignError(f"cannot load model: {_first_line(e)}", file=loc) from None
     model.to(device).eval()
     prepare_tokenizer(tok)
     return model, tok
