@@ -45,6 +45,7 @@ def eval_cmd(
     dtype: str = typer.Option("auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
     adapter: Optional[Path] = typer.Option(None, help="A trained adapter folder (pluralign train) to apply to the model."),
+    split_from: Optional[Path] = typer.Option(None, help="A training run folder (pluralign train --out): rebuild its data selection and held-out split from its split.json (overrides --data, --split, --test-units, --test-frac, --countries, --questions, --seed)."),
     soft_prompt: Optional[Path] = typer.Option(None, help="A soft prompt (pluralign softprompt) to prepend."),
     seed: int = typer.Option(0, help="Seed of the split and of demonstration sampling."),
     out: Path = typer.Option(Path("runs/eval"), help="Output folder: one results JSON per method, summary.json, summary.png."),
@@ -57,7 +58,7 @@ def eval_cmd(
         _run, model=model, data=data, method=method, split=split, test_units=test_units, test_frac=test_frac,
         countries=countries, questions=questions, max_items=max_items, k_shot=k_shot, scoring=scoring,
         labels=labels, chat_template=chat_template, batch_size=batch_size, dtype=dtype, device=device,
-        adapter=adapter, soft_prompt=soft_prompt, seed=seed, out=out, plot=plot, progress=progress,
+        adapter=adapter, split_from=split_from, soft_prompt=soft_prompt, seed=seed, out=out, plot=plot, progress=progress,
     )
 
 
@@ -76,6 +77,24 @@ def _csv(s: str | None) -> list[str] | None:
     return [x.strip() for x in s.split(",") if x.strip()] if s else None
 
 
+def _apply_split_from(a: dict) -> None:
+    """Overwrite the data / split arguments with those a training run recorded in split.json."""
+    from pluralign.io import read_json
+
+    f = Path(a["split_from"]) / "split.json"
+    if not f.exists():
+        raise PluralignError("no split.json in this folder (is it a `pluralign train` output?)", file=a["split_from"], field="split_from")
+    rec = read_json(f)
+    try:
+        a["data"], a["split"], a["test_frac"], a["seed"] = rec["data"], rec["by"], float(rec["test_frac"]), int(rec["seed"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise PluralignError(f"malformed split record ({e})", file=f) from None
+    a["test_units"] = ",".join(rec.get("test_units") or []) or None
+    a["countries"] = ",".join(rec.get("countries") or []) or None
+    a["questions"] = ",".join(rec.get("questions") or []) or None
+    typer.echo(f"split from {f}: {rec['data']} by {rec['by']}, test_frac {rec['test_frac']}, seed {rec['seed']}", err=True)
+
+
 def _run(**a) -> None:
     quiet_libraries()
     import torch
@@ -92,6 +111,10 @@ def _run(**a) -> None:
             raise PluralignError(f"unknown method {m!r} (available: {', '.join(sorted(METHODS))})", field="method")
     if a["scoring"] not in ("next-token", "loglik"):
         raise PluralignError(f"unknown scoring {a['scoring']!r} (next-token | loglik)", field="scoring")
+    if a.get("split_from"):
+        _apply_split_from(a)
+    elif a["adapter"] and (Path(a["adapter"]).parent / "split.json").exists():
+        typer.echo(f"note: {a['adapter']} was trained with a held-out split; pass --split-from {Path(a['adapter']).parent} to evaluate on it", err=True)
     ds = load_dataset(a["data"])
     if a["countries"] or a["questions"]:
         ds = ds.filter(countries=_csv(a["countries"]), questions=_csv(a["questions"]))
