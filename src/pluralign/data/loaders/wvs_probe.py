@@ -49,7 +49,9 @@ def parse_scale_question(qid: str, text: str, *, file: Path | None = None, row: 
     codes = [str(c) for c in range(lo, hi + 1)]
     options = [str(c) for c in range(lo, hi + 1)]
     options[0], options[-1] = lo_lab.strip(), hi_lab.strip()
-    return SurveyItem(id=qid, text=rest.strip(), options=tuple(options), codes=tuple(codes), ordinal=True, source="wvs-probe")
+    text = rest.strip()
+    text = text[:1].upper() + text[1:]
+    return SurveyItem(id=qid, text=text, options=tuple(options), codes=tuple(codes), ordinal=True, source="wvs-probe")
 
 
 def _profile_from_row(row: dict, *, file: Path, rowno: int) -> Profile:
