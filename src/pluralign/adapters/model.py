@@ -1,0 +1,161 @@
+"""The adapted model: one wrapper for every method, with a uniform forward signature.
+
+``forward(input_ids, attention_mask, ..., profile_embeds=None, **kw)`` returns the backbone's
+``CausalLMOutputWithPast`` with one extra attribute ``aux_loss``: the routers' load-balancing
+(+ z) losses summed over layers, already weighted by their coefficients (a 0 tensor for methods
+without routers). ``out.loss`` stays the language-model loss only: train on ``out.loss + out.aux_loss``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from pluralign.adapters.config import MoELoRAConfig
+from pluralign.adapters.moe_lora import RoutingContext, checkpoint_context_fn, routers_of, routing
+from pluralign.errors import PluralignError
+
+
+class AdaptedModel(nn.Module):
+    """A backbone (or a peft model around it) plus the method's trainable parts."""
+
+    def __init__(self, model: nn.Module, method: str, config: Any):
+        super().__init__()
+        self.model = model
+        self.method = method
+        self.adapter_config = config
+        self.is_moe = isinstance(config, MoELoRAConfig)
+        self.needs_profile = self.is_moe and config.uses_profile
+
+    # ------------------------------------------------------------------ attribute passthrough
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in ("model", "_modules", "_parameters", "_buffers"):
+                raise
+            return getattr(self._modules["model"], name)
+
+    @property
+    def config(self):
+        return self._modules["model"].config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(p for p in self.model.parameters()).dtype
+
+    # ------------------------------------------------------------------ calls
+    def _context(self, profile_embeds, attention_mask, collect_aux: bool) -> RoutingContext:
+        if self.needs_profile:
+            if profile_embeds is None:
+                raise PluralignError(
+                    f"method {self.method!r} routes on the demographic profile: pass profile_embeds "
+                    "(Tensor[B, D], see ProfileEncoder)", field="profile_embeds"
+                )
+            if profile_embeds.dim() != 2 or profile_embeds.shape[-1] != self.adapter_config.profile_dim:
+                raise PluralignError(
+                    f"profile_embeds must have shape [batch, {self.adapter_config.profile_dim}], got {tuple(profile_embeds.shape)}",
+                    field="profile_embeds",
+                )
+            profile_embeds = profile_embeds.to(self.device)
+        else:
+            profile_embeds = None
+        mask = attention_mask if (attention_mask is not None and attention_mask.dim() == 2) else None
+        return RoutingContext(profile=profile_embeds, token_mask=mask, collect_aux=collect_aux)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor | None = None,
+        profile_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        """Run the backbone. ``profile_embeds`` ``[B, D]``: one demographic embedding per sample
+        (required by profile-routed methods, ignored by the others)."""
+        named = dict(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            past_key_values=past_key_values, inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+        )
+        kwargs.update({k: v for k, v in named.items() if v is not None})
+        if not self.is_moe:
+            out = self.model(**kwargs)
+            _set_aux(out, torch.zeros((), device=self.device))
+            return out
+        ctx = self._context(profile_embeds, attention_mask, collect_aux=self.training and torch.is_grad_enabled())
+        with routing(ctx):
+            out = self.model(**kwargs)
+        aux = torch.stack(ctx.aux).sum() if ctx.aux else torch.zeros((), device=self.device)
+        _set_aux(out, aux)
+        return out
+
+    @torch.no_grad()
+    def generate(self, *args, profile_embeds: torch.Tensor | None = None, **kwargs):
+        """``generate`` of the backbone; ``profile_embeds`` ``[B, D]`` routes every decode step."""
+        if not self.is_moe:
+            return self.model.generate(*args, **kwargs)
+        ctx = self._context(profile_embeds, None, collect_aux=False)
+        with routing(ctx):
+            return self.model.generate(*args, **kwargs)
+
+    # ------------------------------------------------------------------ training helpers
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Non-reentrant checkpointing; MoE routing is re-entered in the recomputation."""
+        kw = dict(gradient_checkpointing_kwargs or {})
+        kw.setdefault("use_reentrant", False)
+        if self.is_moe:
+            if kw["use_reentrant"]:
+                raise PluralignError("MoE-LoRA adapters need non-reentrant gradient checkpointing (use_reentrant=False)")
+            kw["context_fn"] = checkpoint_context_fn
+        inner = self.model
+        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+        if hasattr(inner, "config"):
+            inner.config.use_cache = False
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.model.gradient_checkpointing_disable()
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts."""
+        seen, total, train = set(), 0, 0
+        for p in self.parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            total += p.numel()
+            train += p.numel() if p.requires_grad else 0
+        return train, total
+
+
+def _set_aux(out, aux) -> None:
+    try:
+        object.__setattr__(out, "aux_loss", aux)
+    except (AttributeError, TypeError):  # tuple outputs (return_dict=False)
+        pass
+
+
+def uses_profile(model) -> bool:
+    """True when the model's routers read the demographic profile (router input hidden+profile / profile)."""
+    return bool(getattr(model, "needs_profile", False))
+
+
+def gate_probs(model) -> dict[str, torch.Tensor]:
+    """Per decoder layer (``model.layers.3`` ...), the gates of the last forward call:
+    ``[B, T, E]`` (``[B, 1, E]`` for profile-only routing), rows summing to 1 with ``top_k`` non-zeros
+    (before the alpha / r scaling). Empty for methods without routers."""
+    return {k: r.last_gates for k, r in routers_of(model).items() if r.last_gates is not None}
