@@ -1,0 +1,27 @@
+"""Black-box soft-prompt alignment to Hofstede's cultural dimensions (VSM 2013).
+
+The model stays frozen; T virtual-token embeddings are searched with gradient-free optimisers
+(differential evolution, particle swarm, CMA-ES) so that the model's answers to the 24 VSM 2013
+items give a country's published dimension scores (L1 loss).
+
+* :mod:`~pluralign.blackbox.vsm`: index formulas, dimension scores, L1 loss;
+* :mod:`~pluralign.blackbox.softprompt`: :class:`SoftPromptModel`, saving / loading prompts;
+* :mod:`~pluralign.blackbox.population`: batched scoring of a whole population (the hot loop);
+* :mod:`~pluralign.blackbox.optimizers`: ask/tell optimisers on pymoo and cma;
+* :mod:`~pluralign.blackbox.search`: the search loop with checkpoints, logs and plots;
+* :mod:`~pluralign.blackbox.knowledge`: a BLEnD multiple-choice knowledge check.
+"""
+
+from pluralign.blackbox.softprompt import SoftPromptModel, load_soft_prompt, load_soft_prompt_model, save_soft_prompt
+from pluralign.data.loaders.hofstede import DIMENSIONS, country_target, load_hofstede_scores, load_vsm_items
+
+__all__ = [
+    "DIMENSIONS",
+    "SoftPromptModel",
+    "country_target",
+    "load_hofstede_scores",
+    "load_soft_prompt",
+    "load_soft_prompt_model",
+    "load_vsm_items",
+    "save_soft_prompt",
+]
