@@ -68,7 +68,7 @@ class Profile:
 
     def __post_init__(self) -> None:
         if self.age is not None:
-            if not isinstance(self.age, int) or not (0 < self.age < 130):
+            if not isinstance(self.age, int) or isinstance(self.age, bool) or not (0 < self.age < 130):
                 raise PluralignError(f"age must be an integer in years (1-129), got {self.age!r}", field="age")
         if self.sex is not None:
             s = _SEX.get(str(self.sex).strip().lower())

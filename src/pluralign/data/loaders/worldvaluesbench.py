@@ -369,16 +369,16 @@ def _answer_index(
 
 # --------------------------------------------------------------------------- loader
 def _detect(p: Path) -> bool:
+    """The release's file names (``<split>_value_qa.tsv`` / ``<split>_demographic_qa.tsv``) or a folder
+    holding them (a split folder or the release root)."""
     try:
         if p.is_file():
-            if not p.name.endswith(("value_qa.tsv", "demographic_qa.tsv")):
-                return False
-            with open(p, encoding="utf-8", errors="replace") as fh:
-                return fh.readline().split("\t", 1)[0].strip() == ID_COLUMN
+            return p.name.endswith(("value_qa.tsv", "demographic_qa.tsv"))
         if p.is_dir():
             for root in (p, p / "WorldValuesBench"):
-                if any(root.glob("*value_qa.tsv")) or any((root / s).is_dir() and any((root / s).glob("*value_qa.tsv")) for s in SPLITS):
-                    return True
+                for d in (root, *(root / s for s in SPLITS)):
+                    if d.is_dir() and any(d.glob("*value_qa.tsv")):
+                        return True
     except OSError:
         return False
     return False
