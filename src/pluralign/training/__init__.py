@@ -1,0 +1,28 @@
+"""Training: conditional SFT (individual answers, group distributions) and DPO on top of adapters.
+
+* :class:`TrainConfig` — every knob of a run, with help text;
+* :func:`train` — the whole pipeline (data, split, prompts, adapter, Trainer, saved adapter);
+* :class:`ConditionalTrainer` / :class:`DPOConditionalTrainer` — ``transformers.Trainer`` with the
+  answer-token / soft-label / DPO losses;
+* :mod:`pluralign.training.data` — prompts identical to evaluation, collator with ``profile_embeds``.
+
+Multi-GPU: ``accelerate launch -m pluralign.cli.main train ...`` (the Trainer picks the
+distributed set-up from accelerate); see ``scripts/accelerate_smoke.sh`` for 2 CPU processes.
+"""
+
+from pluralign.training.config import TrainConfig
+from pluralign.training.run import build_trainer, load_split, train
+
+__all__ = ["TrainConfig", "train", "build_trainer", "load_split", "ConditionalTrainer", "DPOConditionalTrainer"]
+
+
+def __getattr__(name):  # keep `import pluralign.training` light (no transformers import)
+    if name == "ConditionalTrainer":
+        from pluralign.training.trainer import ConditionalTrainer
+
+        return ConditionalTrainer
+    if name == "DPOConditionalTrainer":
+        from pluralign.training.dpo import DPOConditionalTrainer
+
+        return DPOConditionalTrainer
+    raise AttributeError(name)

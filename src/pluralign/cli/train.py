@@ -1,0 +1,121 @@
+"""``pluralign train``: conditional SFT (and DPO) of an adapter on survey answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pluralign.cli._common import quiet_libraries
+
+TRAIN_HELP = """Fine-tune a causal LM to answer survey questions as a demographic profile would.
+
+Every method is an adapter on the same backbone: cuma (mixture of LoRA experts routed on the token state AND the profile embedding), mixlora (experts routed on the token state), hydralora (shared A, many B), lora, dora, ptuning-v2 (deep prefix tuning), full (all weights).
+
+Tasks: individual = one respondent's answer (WVS respondent probe), loss on the answer label token only, profile in the system prompt; distributional = a group's answer shares (WVS country shares), cross-entropy against the human distribution over the option labels. Training prompts are exactly the prompts `pluralign eval --method persona` (or vanilla with --no-profile-prompt) scores.
+
+The held-out part is never trained on: its recipe is written to OUT/split.json, and `pluralign eval --split-from OUT` rebuilds the same split.
+
+Examples:
+
+  pluralign train --method cuma --task individual --data wvs-probe --steps 200 --out runs/cuma
+  pluralign eval --adapter runs/cuma/adapter --split-from runs/cuma --method persona
+  pluralign train --method lora --task distributional --data wvs-shares --out runs/lora-shares
+  pluralign train --method cuma --stage dpo --init-adapter runs/cuma/adapter --out runs/cuma-dpo
+  pluralign train --method cuma --no-demographic-routing --out runs/abl-norouting   # ablations
+  pluralign train ... --out runs/cuma --resume                                      # continue
+  accelerate launch --num_processes 4 -m pluralign.cli.main train --method cuma ... # multi-GPU
+
+Outputs (OUT): adapter/, checkpoints/, log.jsonl, train_config.json, split.json, train_summary.json.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", help=TRAIN_HELP)(train_cmd)
+
+
+def train_cmd(
+    method: str = typer.Option("cuma", help="cuma, mixlora, hydralora, lora, dora, ptuning-v2, full."),
+    task: str = typer.Option("individual", help="individual (respondent answers) or distributional (group answer shares)."),
+    stage: str = typer.Option("sft", help="sft, or dpo (human answer preferred over the mean-collapse answer; start from --init-adapter)."),
+    model: str = typer.Option("smollm2-135m", help="Backbone: short name, hub id, local folder or .gguf file."),
+    data: str = typer.Option("wvs-probe", help="Dataset: wvs-probe (individual), wvs-shares (distributional), or a path."),
+    split: str = typer.Option("auto", help="Hold-out unit: respondent, question, country, profile; auto = respondent (individual) / question (distributional)."),
+    test_frac: float = typer.Option(0.2, help="Fraction of units held out for testing."),
+    test_units: Optional[str] = typer.Option(None, help="Comma-separated test units (e.g. countries for --split country)."),
+    countries: Optional[str] = typer.Option(None, help="Restrict to these countries before splitting."),
+    questions: Optional[str] = typer.Option(None, help="Restrict to these question ids before splitting."),
+    max_examples: Optional[int] = typer.Option(None, help="Train on at most N rows (deterministic sample)."),
+    steps: int = typer.Option(100, help="Optimizer steps."),
+    batch_size: int = typer.Option(8, help="Rows per device per forward pass."),
+    grad_accum: int = typer.Option(1, help="Gradient accumulation steps."),
+    lr: float = typer.Option(2e-4, help="Peak AdamW learning rate (warm-up then cosine decay)."),
+    warmup_ratio: float = typer.Option(0.05, help="Fraction of steps of linear warm-up."),
+    scheduler: str = typer.Option("cosine", help="Learning-rate schedule (transformers name)."),
+    weight_decay: float = typer.Option(0.0, help="AdamW weight decay."),
+    rank: Optional[int] = typer.Option(None, help="LoRA rank (per expert for mixtures); default: the method's."),
+    alpha: Optional[float] = typer.Option(None, help="LoRA alpha; default: the method's."),
+    experts: Optional[int] = typer.Option(None, help="Experts of mixture methods; default: the method's."),
+    top_k: Optional[int] = typer.Option(None, help="Experts per token; default: the method's."),
+    target_modules: Optional[str] = typer.Option(None, help="Comma-separated linear layers to adapt (default q_proj,v_proj)."),
+    profile_prompt: bool = typer.Option(True, "--profile-prompt/--no-profile-prompt", help="Profile in the system prompt (off: ablation; evaluate with --method vanilla)."),
+    demographic_routing: bool = typer.Option(True, "--demographic-routing/--no-demographic-routing", help="CuMA router sees the profile embedding (off: hidden-state routing, ablation)."),
+    balance_loss: bool = typer.Option(True, "--balance-loss/--no-balance-loss", help="Load-balancing loss of mixtures (off: ablation)."),
+    soft_routing: bool = typer.Option(False, "--soft-routing", help="Route every token to all experts (top-k = experts; ablation)."),
+    soft_label_norm: str = typer.Option("vocab", help="Distributional loss over the full vocabulary (vocab) or renormalised over the option labels (options)."),
+    profile_encoder: str = typer.Option("minilm-l6", help="Sentence encoder of profiles for profile-routed methods."),
+    init_adapter: Optional[Path] = typer.Option(None, help="Start from a trained adapter (e.g. SFT before DPO)."),
+    dpo_beta: float = typer.Option(0.1, help="DPO beta (stage dpo)."),
+    labels: str = typer.Option("auto", help="Option labels: auto, digits, letters (must match evaluation)."),
+    chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template", help="Use the model's chat template."),
+    max_length: Optional[int] = typer.Option(None, help="Keep only the last N prompt tokens."),
+    dtype: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda."),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Trade compute for memory."),
+    seed: int = typer.Option(0, help="Seed of the split, sampling and initialisation."),
+    out: Path = typer.Option(Path("runs/train"), help="Output folder."),
+    save_steps: int = typer.Option(50, help="Checkpoint every N steps (0: none before the end)."),
+    logging_steps: int = typer.Option(5, help="Log every N steps (OUT/log.jsonl)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in OUT (same configuration)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    from pluralign.cli.main import run_guarded
+
+    run_guarded(_run, **locals())
+
+
+def _csv(s: str | None) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()] if s else []
+
+
+def _run(**a) -> None:
+    quiet_libraries()
+    from pluralign.training import TrainConfig, train
+
+    cfg = TrainConfig(
+        method=a["method"], task=a["task"], stage=a["stage"], model=a["model"], data=a["data"], split=a["split"],
+        test_frac=a["test_frac"], test_units=_csv(a["test_units"]), countries=_csv(a["countries"]),
+        questions=_csv(a["questions"]), max_examples=a["max_examples"], seed=a["seed"],
+        profile_prompt=a["profile_prompt"], labels=a["labels"], chat_template=a["chat_template"],
+        max_length=a["max_length"], soft_label_norm=a["soft_label_norm"], rank=a["rank"], alpha=a["alpha"],
+        experts=a["experts"], top_k=a["top_k"], target_modules=_csv(a["target_modules"]),
+        demographic_routing=a["demographic_routing"], balance_loss=a["balance_loss"], soft_routing=a["soft_routing"],
+        profile_encoder=a["profile_encoder"], init_adapter=str(a["init_adapter"]) if a["init_adapter"] else None,
+        steps=a["steps"], batch_size=a["batch_size"], grad_accum=a["grad_accum"], lr=a["lr"],
+        weight_decay=a["weight_decay"], warmup_ratio=a["warmup_ratio"], scheduler=a["scheduler"], dtype=a["dtype"],
+        device=a["device"], gradient_checkpointing=a["gradient_checkpointing"], dpo_beta=a["dpo_beta"], out=str(a["out"]),
+        save_steps=a["save_steps"], logging_steps=a["logging_steps"], resume=a["resume"], progress=a["progress"],
+    ).validate()
+    s = train(cfg)
+    typer.echo(
+        f"{s['method']} ({s['task']}, {s['stage']}): {s['steps']} steps on {s['rows']} rows "
+        f"({s['profiles']} profiles), train loss {s['train_loss']:.4f}, {s['seconds']:.0f} s; "
+        f"adapter: {Path(cfg.out) / 'adapter'}",
+        err=True,
+    )
+    typer.echo(
+        f"evaluate: pluralign eval --model {cfg.model} --adapter {Path(cfg.out) / 'adapter'} "
+        f"--split-from {cfg.out} --method {s['eval_method']}",
+        err=True,
+    )

@@ -1,0 +1,116 @@
+"""Configuration of a training run (conditional SFT or DPO), one field per knob, each with help text.
+
+The same dataclass drives the Python API (:func:`pluralign.training.train`) and the CLI
+(``pluralign train``); it is saved next to the outputs as ``train_config.json`` so a run can be
+repeated and its held-out split rebuilt (``pluralign eval --split-from RUN``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from pluralign.errors import PluralignError
+
+TASKS = ("individual", "distributional")
+STAGES = ("sft", "dpo")
+SOFT_NORMS = ("vocab", "options")
+
+
+def _f(default: Any, help: str, **kw: Any):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class TrainConfig:
+    # ---------------------------------------------------------------- what
+    method: str = _f("cuma", "Adapter method: cuma, mixlora, hydralora, lora, dora, ptuning-v2, full.")
+    task: str = _f("individual", "individual: one respondent's answer (loss on the answer label token); distributional: a group's answer distribution (soft-label cross-entropy).")
+    stage: str = _f("sft", "sft: conditional supervised fine-tuning; dpo: direct preference optimisation on (human answer ≻ mean-collapse answer) pairs.")
+    model: str = _f("smollm2-135m", "Backbone: short name, hub id, local folder or .gguf file.")
+    data: str = _f("wvs-probe", "Dataset: a loader name (wvs-probe, wvs-shares, ...) or a path.")
+    # ---------------------------------------------------------------- split
+    split: str = _f("auto", "Hold-out unit: respondent, question, country, profile; auto = respondent for individual data, question for group data.")
+    test_frac: float = _f(0.2, "Fraction of units held out for testing (never trained on).")
+    test_units: list = _f([], "Explicit units of the test part (overrides test_frac).")
+    countries: list = _f([], "Restrict the dataset to these countries before splitting.")
+    questions: list = _f([], "Restrict the dataset to these question ids before splitting.")
+    max_examples: int | None = _f(None, "Use at most this many training examples (a deterministic shuffle, then the first N).")
+    seed: int = _f(0, "Seed of the split, of the shuffling and of the adapter initialisation.")
+    # ---------------------------------------------------------------- prompt
+    profile_prompt: bool = _f(True, "Put the profile in the system prompt (the paper's protocol); off for the ablation.")
+    labels: str = _f("auto", "Option labels: auto (digits up to 9 options, else letters), digits, letters; must match evaluation.")
+    chat_template: bool = _f(True, "Use the model's chat template (as `pluralign eval` does by default).")
+    max_length: int | None = _f(None, "Truncate prompts to their last N tokens (None: no truncation).")
+    soft_label_norm: str = _f("vocab", "Distributional loss: 'vocab' = cross-entropy of the full next-token distribution against the human distribution placed on the label tokens (also pushes mass onto the labels); 'options' = cross-entropy after renormalising over the option labels (what evaluation reads).")
+    # ---------------------------------------------------------------- adapter
+    rank: int | None = _f(None, "LoRA rank per expert (None: the adapter default).")
+    alpha: float | None = _f(None, "LoRA alpha (None: the adapter default).")
+    experts: int | None = _f(None, "Experts of MoE methods (None: the adapter default).")
+    top_k: int | None = _f(None, "Experts used per token (None: the adapter default).")
+    target_modules: list = _f([], "Linear layers to adapt (empty: the adapter default, q_proj and v_proj).")
+    demographic_routing: bool = _f(True, "CuMA's router sees the profile embedding; off = hidden-state-only routing (ablation).")
+    balance_loss: bool = _f(True, "Add the load-balancing loss of MoE methods; off for the ablation.")
+    soft_routing: bool = _f(False, "Route every token to all experts (top-k = experts; the paper's soft-routing ablation).")
+    profile_encoder: str = _f("minilm-l6", "Sentence encoder of the profile for profile-routed methods (short name, hub id or folder).")
+    init_adapter: str | None = _f(None, "Start from this trained adapter folder (e.g. the SFT adapter before DPO).")
+    # ---------------------------------------------------------------- optimisation
+    steps: int = _f(100, "Optimizer steps.")
+    batch_size: int = _f(8, "Examples per device per forward pass.")
+    grad_accum: int = _f(1, "Gradient accumulation steps (effective batch = batch_size x grad_accum x processes).")
+    lr: float = _f(2e-4, "Peak learning rate of AdamW.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    warmup_ratio: float = _f(0.05, "Fraction of steps of linear warm-up before the cosine decay.")
+    scheduler: str = _f("cosine", "Learning-rate schedule (any transformers scheduler name: cosine, linear, constant, ...).")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
+    dtype: str = _f("auto", "auto (bf16 mixed precision on CUDA, fp32 on CPU), fp32, bf16.")
+    device: str = _f("auto", "auto, cpu, cuda (multi-GPU: launch with `accelerate launch`).")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass (less memory, ~30% slower).")
+    dpo_beta: float = _f(0.1, "DPO temperature beta (stage dpo).")
+    # ---------------------------------------------------------------- bookkeeping
+    out: str = _f("runs/train", "Output folder: adapter/, checkpoints/, log.jsonl, train_config.json, split.json.")
+    save_steps: int = _f(50, "Save a resumable checkpoint every N steps (0: only at the end).")
+    save_total_limit: int = _f(2, "Keep at most this many checkpoints.")
+    logging_steps: int = _f(5, "Log loss and learning rate every N steps.")
+    resume: bool = _f(False, "Resume from the latest checkpoint in OUT/checkpoints (same config).")
+    progress: bool = _f(True, "Show a progress bar.")
+    num_workers: int = _f(0, "DataLoader worker processes.")
+
+    def validate(self) -> "TrainConfig":
+        from pluralign.training.methods import METHODS
+
+        if self.method not in METHODS:
+            raise PluralignError(f"unknown method {self.method!r} (available: {', '.join(METHODS)})", field="method")
+        if self.task not in TASKS:
+            raise PluralignError(f"unknown task {self.task!r} (individual | distributional)", field="task")
+        if self.stage not in STAGES:
+            raise PluralignError(f"unknown stage {self.stage!r} (sft | dpo)", field="stage")
+        if self.soft_label_norm not in SOFT_NORMS:
+            raise PluralignError(f"unknown soft-label normalisation {self.soft_label_norm!r} (vocab | options)", field="soft_label_norm")
+        for name in ("steps", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise PluralignError(f"{name} must be >= 1, got {getattr(self, name)}", field=name)
+        if self.lr <= 0:
+            raise PluralignError(f"lr must be positive, got {self.lr}", field="lr")
+        if self.save_steps < 0:
+            raise PluralignError(f"save_steps must be >= 0, got {self.save_steps}", field="save_steps")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise PluralignError(f"max_examples must be >= 1, got {self.max_examples}", field="max_examples")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise PluralignError(f"unknown training config field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+        return cls(**d)
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
