@@ -98,9 +98,15 @@ class OptionScorer:
             if k >= len(full):
                 raise PluralignError(f"label {lab!r} adds no token after the prompt", field="labels")
             if k == len(base):
-                ids.append(full[k])
-            else:  # the label merged with the prompt's last token: use the label's own first token
-                ids.append((self._encode(sep + lab) or self._encode(lab))[0])
+                new = full[k:]
+            else:  # the label merged with the prompt's last token: use the label's own tokens
+                new = self._encode(sep + lab) or self._encode(lab)
+            if len(new) != 1:
+                raise PluralignError(
+                    f"label {lab!r} is {len(new)} tokens after the prompt, not one; use continuation scoring (--scoring loglik)",
+                    field="labels",
+                )
+            ids.append(new[0])
         if len(set(ids)) != len(ids):
             raise PluralignError(
                 f"labels {list(labels)} do not map to distinct single tokens; use continuation scoring (--scoring loglik)",
