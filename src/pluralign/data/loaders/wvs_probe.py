@@ -85,16 +85,30 @@ def load_wvs_probe(path: Path | None = None) -> SurveyDataset:
     items: dict[str, SurveyItem] = {}
     examples: list[IndividualExample] = []
     profiles: dict[str, Profile] = {}
+    first_row: dict[str, tuple[int, tuple]] = {}
+    texts: dict[str, tuple[int, str]] = {}
     for i, row in enumerate(df.to_dict("records"), start=1):
         qid = row["question_id"].strip()
         if not qid:
             raise PluralignError("empty question id", file=path, row=i, field="question_id")
         if qid not in items:
             items[qid] = parse_scale_question(qid, row["question_text"], file=path, row=i)
+            texts[qid] = (i, row["question_text"])
+        elif texts[qid][1] != row["question_text"]:
+            raise PluralignError(f"question {qid} has a different text than in row {texts[qid][0]}", file=path, row=i, field="question_text")
         item = items[qid]
         rid = row["D_INTERVIEW"].strip()
+        if not rid:
+            raise PluralignError("empty respondent id", file=path, row=i, field="D_INTERVIEW")
+        demo = tuple(row.get(c, "") for c in PROFILE_COLUMNS)
         if rid not in profiles:
             profiles[rid] = _profile_from_row(row, file=path, rowno=i)
+            first_row[rid] = (i, demo)
+        elif first_row[rid][1] != demo:
+            col = next(c for c, a, b in zip(PROFILE_COLUMNS, first_row[rid][1], demo) if a != b)
+            raise PluralignError(
+                f"respondent {rid} has a different {col} than in row {first_row[rid][0]}", file=path, row=i, field=col
+            )
         ans = item.index_of_code(row["answer"], file=str(path), row=i)
         examples.append(IndividualExample(respondent_id=rid, profile=profiles[rid], item_id=qid, answer=ans))
     return SurveyDataset(name="wvs-probe", kind="individual", items=items, examples=examples, source=str(path))

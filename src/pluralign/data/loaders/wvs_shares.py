@@ -38,7 +38,9 @@ def _items_from_questions(qpath: Path, props: dict, ordinal_meta: dict | None = 
     questions = read_json(qpath)
     if not isinstance(questions, list):
         raise PluralignError("expected a list of {Q_id, question, option_lst}", file=qpath)
-    zero_based = {q for c in props.values() for q, cell in c.items() if "0" in cell}
+    zero_based = {
+        q for c in props.values() if isinstance(c, dict) for q, cell in c.items() if isinstance(cell, dict) and "0" in cell
+    }
     items: dict[str, SurveyItem] = {}
     for i, q in enumerate(questions, start=1):
         for f in ("Q_id", "question", "option_lst"):
@@ -78,7 +80,10 @@ def _normalise(cell: dict, item: SurveyItem, *, file: Path, row: str) -> np.ndar
     return None if s <= 0 else p / s
 
 
-def _dataset(items: dict[str, SurveyItem], props: dict, *, source: Path, value_only: bool) -> SurveyDataset:
+def _dataset(
+    items: dict[str, SurveyItem], props: dict, *, source: Path, value_only: bool, open_questions: frozenset = frozenset()
+) -> SurveyDataset:
+    """``open_questions``: ids listed without answer options (open / numeric); their shares are skipped."""
     examples: list[GroupExample] = []
     for iso, per_q in props.items():
         if not isinstance(per_q, dict):
@@ -86,14 +91,21 @@ def _dataset(items: dict[str, SurveyItem], props: dict, *, source: Path, value_o
         prof = Profile(country=country_name(iso))
         for qid, cell in per_q.items():
             if qid not in items:
-                if qid.startswith("Q") and value_only:
-                    continue
+                if qid in open_questions:
+                    continue  # listed in wvs_questions.json without answer options
                 raise PluralignError(f"unknown question id {qid!r}", file=source, field=f"{iso}/{qid}")
             if value_only and _is_demographic(qid):
                 continue
+            if not isinstance(cell, (dict, list)):
+                raise PluralignError(f"expected {{code: share}} or a list of shares, got {cell!r}", file=source, field=f"{iso}/{qid}")
             p = _normalise(cell, items[qid], file=source, row=f"{iso}/{qid}") if isinstance(cell, dict) else None
             if isinstance(cell, list):
-                p = np.asarray(cell, dtype=float)
+                try:
+                    p = np.asarray(cell, dtype=float)
+                except (TypeError, ValueError):
+                    raise PluralignError("shares must be numbers", file=source, field=f"{iso}/{qid}") from None
+                if (p < 0).any() or not np.isfinite(p).all():
+                    raise PluralignError("shares must be finite and non-negative", file=source, field=f"{iso}/{qid}")
                 if len(p) != items[qid].n_options:
                     raise PluralignError(f"{len(p)} shares for {items[qid].n_options} options", file=source, field=f"{iso}/{qid}")
                 p = p / p.sum() if p.sum() > 0 else None
@@ -132,7 +144,9 @@ def load_wvs_shares(path: Path | None = None, *, value_only: bool = True) -> Sur
     if path.is_dir():
         path = path / "proportions_group_by_country.json"
     data = read_json(path)
-    if isinstance(data, dict) and "items" in data and "shares" in data:  # shipped format
+    if not isinstance(data, dict):
+        raise PluralignError("expected {country: {question: {code: share}}}", file=path)
+    if "items" in data and "shares" in data:  # shipped format
         items = {d["id"]: SurveyItem.from_dict(d) for d in data["items"]}
         return _dataset(items, data["shares"], source=path, value_only=value_only)
     qpath = path.parent / "wvs_questions.json"
@@ -141,4 +155,5 @@ def load_wvs_shares(path: Path | None = None, *, value_only: bool = True) -> Sur
     meta_path = path.parent.parent / "worldvaluesbench" / "question_metadata.json"
     meta = read_json(meta_path) if meta_path.exists() else None
     items = _items_from_questions(qpath, data, meta)
-    return _dataset(items, data, source=path, value_only=value_only)
+    listed = {str(q.get("Q_id")) for q in read_json(qpath) if isinstance(q, dict)}
+    return _dataset(items, data, source=path, value_only=value_only, open_questions=frozenset(listed - set(items)))
