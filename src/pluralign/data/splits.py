@@ -70,7 +70,11 @@ def split_dataset(
     """Split ``ds`` by unit. With ``by='none'`` train and test are both the whole dataset (zero-shot
     evaluation with no training)."""
     if by == "none":
+        if test_units:
+            raise PluralignError("test units need a split unit (respondent, question, country or profile), not 'none'", field="split")
         return Split(train=ds, val=None, test=ds, by=by, seed=seed)
+    if by not in SPLIT_BY:
+        raise PluralignError(f"unknown split {by!r} (use one of {', '.join(SPLIT_BY)})", field="split")
     if not 0 < test_frac < 1 or not 0 <= val_frac < 1 or test_frac + val_frac >= 1:
         raise PluralignError(f"bad split fractions test={test_frac} val={val_frac}", field="split")
     parts: dict[str, list[Example]] = {"train": [], "val": [], "test": []}
