@@ -22,6 +22,7 @@ import hashlib
 import math
 import re
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -135,7 +136,7 @@ def _detect(p: Path) -> bool:
 def load_globalopinionqa(
     path: Path | None = None,
     *,
-    sources: list[str] | None = None,
+    sources: Sequence[str] | str | None = None,
     ordinal: bool = False,
     skip_invalid: bool = False,
 ) -> SurveyDataset:
@@ -156,7 +157,9 @@ def load_globalopinionqa(
     items: dict[str, SurveyItem] = {}
     examples: list[GroupExample] = []
     skipped: list[dict] = []
-    keep_sources = {s.upper() for s in sources} if sources else None
+    if isinstance(sources, str):
+        sources = sources.split(",")
+    keep_sources = {s.strip().upper() for s in sources if s.strip()} if sources else None
     for i, row in enumerate(df.to_dict("records"), start=1):
         src = row.get("source", "").strip() if has_source else ""
         if keep_sources is not None and src.upper() not in keep_sources:

@@ -92,9 +92,13 @@ class WVBMetadata:
     def choices(self, qid: str) -> dict[str, str]:
         return dict((self.codebook.get(qid) or {}).get("choices") or {})
 
-    def missing_labels(self, qid: str) -> set[str]:
-        """Labels of the negative (missing-value) codes of ``qid``, lower-cased."""
-        return {str(lab).strip().lower() for code, lab in self.choices(qid).items() if _is_negative(code)}
+    def missing_labels(self, qid: str) -> frozenset[str]:
+        """Labels of the negative (missing-value) codes of ``qid``, lower-cased (cached)."""
+        cache = self.__dict__.setdefault("_missing", {})
+        if qid not in cache:
+            choices = (self.codebook.get(qid) or {}).get("choices") or {}
+            cache[qid] = frozenset(str(lab).strip().lower() for code, lab in choices.items() if _is_negative(code))
+        return cache[qid]
 
 
 def _is_negative(code: object) -> bool:
@@ -278,7 +282,7 @@ def _clean_demographic(value: str, col: str, meta: WVBMetadata, *, raw_codes: bo
         if code < 0:
             return ""
         if not meta.is_ordinal(col) and (raw_codes or col == "B_COUNTRY"):
-            return str(meta.choices(col).get(str(code), v))
+            return str(((meta.codebook.get(col) or {}).get("choices") or {}).get(str(code), v))
         return str(code) if meta.is_ordinal(col) or col in ("Q262",) else v
     if v.lower() in meta.missing_labels(col):
         return ""
@@ -394,8 +398,8 @@ def load_worldvaluesbench(
     *,
     split: str | None = None,
     metadata_dir: Path | None = None,
-    questions: Sequence[str] | None = None,
-    countries: Sequence[str] | None = None,
+    questions: Sequence[str] | str | None = None,
+    countries: Sequence[str] | str | None = None,
     max_respondents: int | None = None,
     profile_columns: Mapping[str, str] | None = None,
     raw_codes: bool = False,
@@ -412,6 +416,10 @@ def load_worldvaluesbench(
         raise PluralignError(
             "the WorldValuesBench answers are not shipped (WVS terms); pass the release folder, e.g. worldvaluesbench:/data/WorldValuesBench/test"
         )
+    if isinstance(questions, str):
+        questions = questions.split(",")
+    if isinstance(countries, str):
+        countries = countries.split(",")
     if split is not None and split not in SPLITS:
         raise PluralignError(f"unknown split {split!r} (one of {', '.join(SPLITS)})", field="split")
     demo_path, value_path = resolve_files(Path(path), split)
