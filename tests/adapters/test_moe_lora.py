@@ -46,7 +46,8 @@ def test_topk_renormalises_over_selected_logits_only():
     cfg = adapter_config("mixlora", n_experts=5, top_k=2)
     r = MoERouter(8, cfg, "l0")
     logits = torch.randn(4, 7, 5)
-    gates, _, _ = r.gate(logits)
+    gates, idx = r.gate(logits)
+    assert idx.shape == (4, 7, 2)
     for b in range(4):
         for t in range(7):
             vals, idx = logits[b, t].sort(descending=True)
@@ -144,27 +145,29 @@ def test_balance_loss_matches_hand_computation_and_is_minimal_when_uniform():
     cfg = adapter_config("mixlora", n_experts=4, top_k=2, balance_coef=1.0, z_loss_coef=0.0)
     r = MoERouter(8, cfg, "L")
     logits = torch.tensor([[[3.0, 2.0, 0.0, -1.0], [0.0, 1.0, 4.0, 2.0], [5.0, -2.0, 1.0, 0.0]]])
-    gates, probs, idx = r.gate(logits)
-    loss = r.aux_loss(logits, gates, probs, idx, None)
+    gates, idx = r.gate(logits)
+    loss = r.aux_loss(logits, idx)
     P = logits.softmax(-1).mean((0, 1))
     # top-2 sets: {0,1}, {2,3}, {0,2} -> expert slot fractions over 3 tokens x 2 slots
     f = torch.tensor([2, 1, 2, 1]) / 6.0
     torch.testing.assert_close(loss, 4 * (f * P).sum())
     # uniform routing gives exactly 1; skewed routing more
-    torch.testing.assert_close(r.aux_loss(torch.zeros(1, 8, 4), *r.gate(torch.zeros(1, 8, 4)), None), torch.tensor(1.0))
+    flat = torch.zeros(1, 8, 4)
+    torch.testing.assert_close(r.aux_loss(flat, r.gate(flat)[1]), torch.tensor(1.0))
     skew = torch.tensor([4.0, 3.0, 0.0, 0.0]).expand(1, 8, 4)
-    assert r.aux_loss(skew, *r.gate(skew), None) > 1.5
+    assert r.aux_loss(skew, r.gate(skew)[1]) > 1.5
     # padding tokens do not count
     mask = torch.tensor([[1, 1, 0]])
-    l_masked = r.aux_loss(logits, gates, probs, idx, mask)
-    g2, p2, i2 = r.gate(logits[:, :2])
-    torch.testing.assert_close(l_masked, r.aux_loss(logits[:, :2], g2, p2, i2, None))
+    torch.testing.assert_close(r.aux_loss(logits, idx, mask), r.aux_loss(logits[:, :2], r.gate(logits[:, :2])[1]))
+    # stacked layers: the sum of the per-layer losses
+    two = torch.stack([logits, logits.flip(-1)])
+    torch.testing.assert_close(r.aux_loss(two, r.gate(two)[1]), loss + r.aux_loss(logits.flip(-1), r.gate(logits.flip(-1))[1]))
     # soft routing: E * sum P^2, minimal (=1) at uniform
     soft = MoERouter(8, adapter_config("mixlora", n_experts=4, top_k=4, balance_coef=1.0), "L")
-    torch.testing.assert_close(soft.aux_loss(logits, *soft.gate(logits), None), 4 * (P**2).sum())
+    torch.testing.assert_close(soft.aux_loss(logits, soft.gate(logits)[1]), 4 * (P**2).sum())
     # z-loss
     zr = MoERouter(8, adapter_config("mixlora", n_experts=4, top_k=2, balance_coef=0.0, z_loss_coef=0.5), "L")
-    torch.testing.assert_close(zr.aux_loss(logits, *zr.gate(logits), None), 0.5 * (torch.logsumexp(logits, -1) ** 2).mean())
+    torch.testing.assert_close(zr.aux_loss(logits, zr.gate(logits)[1]), 0.5 * (torch.logsumexp(logits, -1) ** 2).mean())
 
 
 def test_aux_loss_summed_over_layers_only_in_training():

@@ -52,6 +52,10 @@ class MoELoRAConfig:
     z_loss_coef: float = field(
         default=0.0, metadata={"help": "Weight of the router z-loss mean(logsumexp(logits)^2) (ST-MoE); 0 disables it."}
     )
+    adapter_dtype: str = field(
+        default="fp32",
+        metadata={"help": "Storage dtype of expert and router weights: 'fp32' (master weights in fp32, cast to the activation dtype when used; safe for bf16 backbones) or 'model' (the backbone's dtype: no casts, fastest, pure low-precision training)."},
+    )
     profile_dim: int = field(
         default=384, metadata={"help": "Size of the demographic embedding (384 for all-MiniLM-L6-v2); used by profile-routed routers."}
     )
@@ -184,6 +188,8 @@ def validate_config(method: str, cfg: Any) -> None:
             raise PluralignError(f"profile_dim must be >= 1, got {cfg.profile_dim}", field="profile_dim")
         if not cfg.target_modules:
             raise PluralignError("target_modules is empty", field="target_modules")
+        if cfg.adapter_dtype not in ("fp32", "model"):
+            raise PluralignError(f"adapter_dtype must be fp32 or model, got {cfg.adapter_dtype!r}", field="adapter_dtype")
     elif isinstance(cfg, LoRASettings):
         if cfg.r < 1:
             raise PluralignError(f"rank r must be >= 1, got {cfg.r}", field="r")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from pluralign.adapters.config import MoELoRAConfig
-from pluralign.adapters.moe_lora import RoutingContext, checkpoint_context_fn, routers_of, routing
+from pluralign.adapters.moe_lora import RoutingContext, checkpoint_context_fn, collect_aux_loss, routers_of, routing
 from pluralign.errors import PluralignError
 
 
@@ -97,8 +97,8 @@ class AdaptedModel(nn.Module):
         ctx = self._context(profile_embeds, attention_mask, collect_aux=self.training and torch.is_grad_enabled())
         with routing(ctx):
             out = self.model(**kwargs)
-        aux = torch.stack(ctx.aux).sum() if ctx.aux else torch.zeros((), device=self.device)
-        _set_aux(out, aux)
+        _set_aux(out, collect_aux_loss(ctx, self.device))
+        ctx.router_logits.clear()
         return out
 
     @torch.no_grad()

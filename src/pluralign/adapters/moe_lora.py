@@ -39,9 +39,10 @@ class RoutingContext:
 
     profile: torch.Tensor | None = None  # [B, D] demographic embeddings, one row per sample
     token_mask: torch.Tensor | None = None  # [B, T] 1 = real token (for the balance loss)
-    collect_aux: bool = False  # compute the balance / z losses (training)
-    gates: dict = field(default_factory=dict)  # layer key -> scaled gates [B, T or 1, E]
-    aux: list = field(default_factory=list)  # per-layer auxiliary losses (already weighted)
+    collect_aux: bool = False  # keep router logits for the balance / z losses (training)
+    gates: dict = field(default_factory=dict)  # layer key -> gates [B, T or 1, E] (rows sum to 1)
+    profile_parts: dict = field(default_factory=dict)  # layer key -> W_d d [B, 1, H_r], once per call
+    router_logits: list = field(default_factory=list)  # (logits, top_idx) per layer when collect_aux
 
 
 _ACTIVE: contextvars.ContextVar[RoutingContext | None] = contextvars.ContextVar("pluralign_routing", default=None)
@@ -68,17 +69,63 @@ def checkpoint_context_fn():
     return contextlib.nullcontext(), (routing(ctx) if ctx is not None else contextlib.nullcontext())
 
 
+# ----------------------------------------------------------------------------- losses
+def router_aux_loss(
+    logits: torch.Tensor,
+    top_idx: torch.Tensor | None,
+    token_mask: torch.Tensor | None,
+    *,
+    top_k: int,
+    balance_coef: float,
+    z_loss_coef: float,
+) -> torch.Tensor:
+    """Weighted load-balancing (+ z) loss, summed over the leading (layer) dimensions.
+
+    ``logits`` ``[..., B, T, E]``; ``top_idx`` ``[..., B, T, k]`` (None for soft routing);
+    ``token_mask`` ``[B, T]`` (1 = real token) or None. Balance (Switch / Mixtral):
+    ``E * sum_i f_i P_i`` with ``P_i`` the mean router probability of expert i and ``f_i`` the
+    fraction of the top-k dispatch slots that go to expert i; 1 when routing is uniform. With
+    soft routing every expert is dispatched, so ``f = P`` (``E * sum P_i^2``, also 1 at uniform).
+    z-loss (ST-MoE): ``mean(logsumexp(logits)^2)``."""
+    logits = logits.float()
+    E = logits.shape[-1]
+    T = logits.shape[-2]
+    if token_mask is None or T == 1:
+        m = logits.new_ones(logits.shape[-3:-1])
+    else:
+        m = token_mask[:, -T:].to(logits.dtype)
+    denom = m.sum().clamp(min=1.0)
+    m3 = m.unsqueeze(-1)
+    loss = logits.new_zeros(())
+    if balance_coef:
+        probs = logits.softmax(-1)
+        P = (probs * m3).sum((-3, -2)) / denom  # [..., E]
+        if top_idx is None:
+            f = P
+        else:
+            hits = torch.zeros_like(logits).scatter_(-1, top_idx, 1.0)
+            f = (hits * m3).sum((-3, -2)) / (denom * top_k)
+        loss = loss + balance_coef * E * (f * P).sum()
+    if z_loss_coef:
+        z = torch.logsumexp(logits, dim=-1) ** 2
+        loss = loss + z_loss_coef * (z * m).sum() / (denom * (z.numel() // m.numel()))
+    return loss
+
+
 # ----------------------------------------------------------------------------- router
+def _w(t: torch.Tensor | None, dtype: torch.dtype):
+    return None if t is None else (t if t.dtype == dtype else t.to(dtype))
+
+
 class MoERouter(nn.Module):
     """Router of one decoder layer: logits over experts from the (RMS-normalised) layer input and/or
-    the sample's demographic embedding; top-k with softmax over the selected logits."""
+    the sample's demographic embedding; top-k with softmax over the selected logits only."""
 
     def __init__(self, hidden_size: int, cfg: MoELoRAConfig, layer_key: str):
         super().__init__()
         self.layer_key = layer_key
         self.n_experts = cfg.n_experts
         self.top_k = cfg.top_k
-        self.scaling = cfg.alpha / cfg.r
         self.balance_coef = cfg.balance_coef
         self.z_loss_coef = cfg.z_loss_coef
         self.uses_hidden = "hidden" in cfg.router_input
@@ -91,83 +138,87 @@ class MoERouter(nn.Module):
         self.last_gates: torch.Tensor | None = None  # detached gates of the last call (analysis)
         self.record = True
 
-    def logits(self, h: torch.Tensor | None, profile: torch.Tensor | None) -> torch.Tensor:
-        """``[B, T, E]`` (or ``[B, 1, E]`` for profile-only routing)."""
+    def profile_part(self, profile: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``W_d d (+ b)``: ``[B, 1, width]``, one vector per sample."""
+        w = self.w_profile
+        return F.linear(profile.to(dtype), _w(w.weight, dtype), _w(w.bias, dtype)).unsqueeze(1)
+
+    def logits(self, h: torch.Tensor | None, profile_part: torch.Tensor | None) -> torch.Tensor:
+        """``[B, T, E]`` (``[B, 1, E]`` for profile-only routing), in the activation dtype."""
         z = None
         if self.uses_hidden:
             w = self.w_hidden
-            hn = F.rms_norm(h, (h.shape[-1],), eps=1e-6)
-            z = F.linear(hn, w.weight.to(h.dtype), w.bias.to(h.dtype))
-        if self.uses_profile:
-            w = self.w_profile
-            dt = h.dtype if h is not None else w.weight.dtype
-            zp = F.linear(profile.to(dt), w.weight.to(dt), None if w.bias is None else w.bias.to(dt))[:, None, :]
-            z = zp if z is None else z + zp  # one vector per sample, broadcast over tokens
+            dt = h.dtype
+            z = F.linear(F.rms_norm(h, (h.shape[-1],), eps=1e-6), _w(w.weight, dt), _w(w.bias, dt))
+        if profile_part is not None:
+            z = profile_part if z is None else z + profile_part  # broadcast over tokens
         if self.mlp:
             w = self.w_out
-            z = F.linear(F.gelu(z), w.weight.to(z.dtype), w.bias.to(z.dtype))
+            z = F.linear(F.gelu(z), _w(w.weight, z.dtype), _w(w.bias, z.dtype))
         return z
 
     def gate(self, logits: torch.Tensor):
-        """Dense gate matrix with exactly ``top_k`` non-zeros per row, rows summing to 1.
-
-        Returns ``(gates, probs, top_idx)``; probs is the full softmax (for the balance loss)."""
-        logits = logits.float()
+        """``(gates, top_idx)``: dense gates with exactly ``top_k`` non-zeros per row, rows summing
+        to 1 (softmax over the selected logits); ``top_idx`` is None for soft routing."""
         if self.top_k >= self.n_experts:
-            probs = logits.softmax(-1)
-            return probs, probs, None
+            return logits.softmax(-1), None
         top_val, top_idx = logits.topk(self.top_k, dim=-1)
-        gates = torch.zeros_like(logits).scatter(-1, top_idx, top_val.softmax(-1))
-        return gates, None, top_idx
+        return torch.zeros_like(logits).scatter_(-1, top_idx, top_val.softmax(-1)), top_idx
 
-    def aux_loss(self, logits, gates, probs, top_idx, token_mask) -> torch.Tensor:
-        logits = logits.float()
-        if probs is None:
-            probs = logits.softmax(-1)
-        E = self.n_experts
-        if token_mask is None or logits.shape[1] == 1:
-            m = logits.new_ones(logits.shape[:2])
-        else:
-            m = token_mask[:, -logits.shape[1]:].to(logits.dtype)
-        denom = m.sum().clamp(min=1.0)
-        m3 = m.unsqueeze(-1)
-        P = (probs * m3).sum((0, 1)) / denom  # mean router probability per expert
-        if top_idx is None:  # soft routing: every expert is dispatched; use P itself (min at uniform)
-            f = P
-        else:  # fraction of the top-k dispatch slots that go to each expert
-            hits = torch.zeros_like(logits).scatter(-1, top_idx, 1.0)
-            f = (hits * m3).sum((0, 1)) / (denom * self.top_k)
-        loss = logits.new_zeros(())
-        if self.balance_coef:
-            loss = loss + self.balance_coef * E * (f * P).sum()
-        if self.z_loss_coef:
-            z = torch.logsumexp(logits, dim=-1) ** 2
-            loss = loss + self.z_loss_coef * (z * m).sum() / denom
-        return loss
+    def aux_loss(self, logits, top_idx, token_mask=None) -> torch.Tensor:
+        return router_aux_loss(
+            logits, top_idx, token_mask, top_k=self.top_k, balance_coef=self.balance_coef, z_loss_coef=self.z_loss_coef
+        )
 
     def route(self, h: torch.Tensor, ctx: RoutingContext) -> torch.Tensor:
-        profile = None
+        part = None
         if self.uses_profile:
-            profile = ctx.profile
-            if profile is None:
-                raise PluralignError(
-                    "this adapter routes on the demographic profile: pass profile_embeds (one row per sample)",
-                    field="profile_embeds",
-                )
-            if profile.shape[0] != h.shape[0]:
-                if profile.shape[0] and h.shape[0] % profile.shape[0] == 0:  # beams / num_return_sequences
-                    profile = profile.repeat_interleave(h.shape[0] // profile.shape[0], dim=0)
-                else:
-                    raise PluralignError(
-                        f"profile_embeds has {profile.shape[0]} rows for a batch of {h.shape[0]}", field="profile_embeds"
-                    )
-        logits = self.logits(h if self.uses_hidden else None, profile)
-        gates, probs, top_idx = self.gate(logits)
+            part = ctx.profile_parts.get(self.layer_key)
+            if part is None:
+                part = self.profile_part(self._profile_rows(ctx, h.shape[0]), h.dtype)
+                ctx.profile_parts[self.layer_key] = part  # reused by every decode step of generate()
+            elif part.shape[0] != h.shape[0]:
+                part = self.profile_part(self._profile_rows(ctx, h.shape[0]), h.dtype)
+                ctx.profile_parts[self.layer_key] = part
+        logits = self.logits(h if self.uses_hidden else None, part)
+        gates, top_idx = self.gate(logits)
         if ctx.collect_aux and (self.balance_coef or self.z_loss_coef):
-            ctx.aux.append(self.aux_loss(logits, gates, probs, top_idx, ctx.token_mask))
+            ctx.router_logits.append((self, logits, top_idx))
         if self.record:
             self.last_gates = gates.detach()
-        return (gates * self.scaling).to(h.dtype)
+        return gates
+
+    @staticmethod
+    def _profile_rows(ctx: RoutingContext, batch: int) -> torch.Tensor:
+        profile = ctx.profile
+        if profile is None:
+            raise PluralignError(
+                "this adapter routes on the demographic profile: pass profile_embeds (one row per sample)",
+                field="profile_embeds",
+            )
+        if profile.shape[0] != batch:
+            if profile.shape[0] and batch % profile.shape[0] == 0:  # beams / num_return_sequences
+                return profile.repeat_interleave(batch // profile.shape[0], dim=0)
+            raise PluralignError(f"profile_embeds has {profile.shape[0]} rows for a batch of {batch}", field="profile_embeds")
+        return profile
+
+
+def collect_aux_loss(ctx: RoutingContext, device) -> torch.Tensor:
+    """Sum of the routers' weighted auxiliary losses of one call, computed for all layers at once
+    (one stacked computation instead of a dozen small ops per layer)."""
+    if not ctx.router_logits:
+        return torch.zeros((), device=device)
+    groups: dict[tuple, list] = {}
+    for router, logits, idx in ctx.router_logits:
+        key = (router.top_k, router.balance_coef, router.z_loss_coef, tuple(logits.shape), idx is None)
+        groups.setdefault(key, []).append((logits, idx))
+    total = None
+    for (k, bc, zc, _, soft), items in groups.items():
+        logits = torch.stack([l for l, _ in items])
+        idx = None if soft else torch.stack([i for _, i in items])
+        loss = router_aux_loss(logits, idx, ctx.token_mask, top_k=k, balance_coef=bc, z_loss_coef=zc)
+        total = loss if total is None else total + loss
+    return total
 
 
 def _router_pre_hook(router: MoERouter):
@@ -187,7 +238,7 @@ def _router_pre_hook(router: MoERouter):
 
 # ----------------------------------------------------------------------------- expert layer
 class MoELoRALinear(nn.Module):
-    """``base(x) + sum_e g_e(x, d) * B_e A_e dropout(x)`` with the gates of its decoder layer."""
+    """``base(x) + (alpha / r) * sum_e g_e(x, d) * B_e A_e dropout(x)`` with the gates of its decoder layer."""
 
     def __init__(self, base: nn.Linear, cfg: MoELoRAConfig, layer_key: str, name: str = ""):
         super().__init__()
@@ -199,8 +250,9 @@ class MoELoRALinear(nn.Module):
         self.base = base
         self.layer_key = layer_key
         self.n_experts, self.r, self.shared_A = cfg.n_experts, cfg.r, cfg.shared_A
+        self.scaling = cfg.alpha / cfg.r
         w = base.weight
-        dtype = torch.float32 if w.dtype in (torch.float16, torch.bfloat16) else w.dtype
+        dtype = adapter_dtype(cfg, w.dtype)
         n_a = cfg.r if cfg.shared_A else cfg.n_experts * cfg.r
         bound = 1.0 / math.sqrt(d_in)  # = nn.Linear / peft kaiming_uniform(a=sqrt(5)) bound
         self.lora_A = nn.Parameter(torch.empty(d_in, n_a, device=w.device, dtype=dtype).uniform_(-bound, bound))
@@ -219,6 +271,10 @@ class MoELoRALinear(nn.Module):
     def weight(self):  # some model code reads .weight of projections (dtype / device checks)
         return self.base.weight
 
+    @property
+    def bias(self):
+        return self.base.bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
         ctx = _ACTIVE.get()
@@ -228,15 +284,25 @@ class MoELoRALinear(nn.Module):
                 f"no routing for {self.layer_key}: call the model through its adapted wrapper; with gradient "
                 "checkpointing use the wrapper's gradient_checkpointing_enable()", field="model"
             )
-        xa = self.dropout(x) @ self.lora_A.to(x.dtype)  # all A's in one matmul: [..., E*r] (or [..., r])
+        dt = x.dtype
+        xa = self.dropout(x) @ _w(self.lora_A, dt)  # all A's in one matmul: [..., E*r] (or [..., r] shared)
         if self.shared_A:
             mixed = g.unsqueeze(-1) * xa.unsqueeze(-2)  # [..., E, r]
         else:
             mixed = g.unsqueeze(-1) * xa.unflatten(-1, (self.n_experts, self.r))
-        return out + mixed.flatten(-2) @ self.lora_B.to(x.dtype)  # all B's in one matmul
+        # all B's in one matmul, scaled and added to the base output in the same kernel
+        y = torch.addmm(out.reshape(-1, out.shape[-1]), mixed.reshape(-1, mixed.shape[-2] * mixed.shape[-1]),
+                        _w(self.lora_B, dt), alpha=self.scaling)
+        return y.view(out.shape)
 
     def extra_repr(self) -> str:
         return f"experts={self.n_experts}, r={self.r}, shared_A={self.shared_A}"
+
+
+def adapter_dtype(cfg: MoELoRAConfig, backbone_dtype: torch.dtype) -> torch.dtype:
+    if cfg.adapter_dtype == "model":
+        return backbone_dtype
+    return torch.float32 if backbone_dtype in (torch.float16, torch.bfloat16) else backbone_dtype
 
 
 # ----------------------------------------------------------------------------- installation
@@ -289,7 +355,7 @@ def install_moe_lora(model: nn.Module, cfg: MoELoRAConfig) -> list[str]:
         layer = model.get_submodule(layer_key)
         if layer_key not in routers:
             h = hidden or lin.in_features
-            router = MoERouter(h, cfg, layer_key).to(device=lin.weight.device)
+            router = MoERouter(h, cfg, layer_key).to(device=lin.weight.device, dtype=adapter_dtype(cfg, lin.weight.dtype))
             layer.add_module("moe_router", router)
             layer.register_forward_pre_hook(_router_pre_hook(router), with_kwargs=True)
             routers[layer_key] = router
