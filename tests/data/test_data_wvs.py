@@ -44,7 +44,7 @@ def _msg(spec, **kw) -> str:
 
 
 def test_registry_lists_all_formats():
-    assert {"wvs-probe", "wvs-shares", "worldvaluesbench", "globalopinionqa"} <= set(available_loaders())
+    assert {"wvs-probe", "wvs-shares", "worldvaluesbench", "globalopinionqa", "wvs7-drhur"} <= set(available_loaders())
 
 
 # --------------------------------------------------------------------------- wvs-probe
