@@ -166,3 +166,13 @@ def test_shipped_shares_equal_the_culturespa_source():
     total = sum(cell.values())
     assert total < 1
     np.testing.assert_allclose(db[("United States", "Q1")], [cell[c] / total for c in sorted(cell, key=int)])
+
+
+def test_undetectable_inputs_give_one_line_errors(tmp_path):
+    binary = tmp_path / "x.tsv"
+    binary.write_bytes(b"\xff\xfe\x00\x81garbage\n\x00")
+    assert "cannot tell the format of this file" in _msg(binary)
+    folder = tmp_path / "empty.tsv"
+    folder.mkdir()
+    assert "cannot tell the format" in _msg(folder)
+    assert "no such dataset file or registered name" in _msg(tmp_path / "missing.csv")

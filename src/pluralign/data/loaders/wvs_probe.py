@@ -71,10 +71,13 @@ def default_probe_path() -> Path:
 
 
 def _detect(p: Path) -> bool:
-    if p.suffix != ".tsv":
+    if p.suffix != ".tsv" or not p.is_file():
         return False
-    with open(p, encoding="utf-8") as fh:
-        header = fh.readline().rstrip("\n").split("\t")
+    try:
+        with open(p, encoding="utf-8", errors="replace") as fh:
+            header = fh.readline().rstrip("\r\n").split("\t")
+    except OSError:
+        return False
     return all(c in header for c in REQUIRED)
 
 
