@@ -1,0 +1,108 @@
+"""`pluralign train` → `pluralign eval --adapter --split-from` → `pluralign compare` on a tiny model folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pluralign.cli.main import app
+
+QUESTIONS = "Q1,Q2,Q3,Q4,Q5,Q6"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _invoke(args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _error_lines(res) -> list[str]:
+    text = getattr(res, "stderr", "") or res.output
+    return [l for l in text.splitlines() if l.startswith("error:")]
+
+
+def test_train_eval_compare_round_trip(tmp_path, tiny_model_dir):
+    run = tmp_path / "lora"
+    common = ["--model", tiny_model_dir, "--data", "wvs-shares", "--countries", "USA,DEU,THA", "--questions", QUESTIONS]
+    res = _invoke(["train", "--method", "lora", "--task", "distributional", *common, "--test-frac", "0.34",
+                   "--steps", "3", "--batch-size", "4", "--save-steps", "2", "--logging-steps", "1", "--no-progress",
+                   "--out", run])
+    assert res.exit_code == 0, res.output
+    for f in ("adapter", "train_config.json", "split.json", "log.jsonl", "train_summary.json", "checkpoints/checkpoint-2"):
+        assert (run / f).exists(), f
+    split = json.loads((run / "split.json").read_text())
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert split["by"] == "question" and summary["steps"] == 3 and summary["eval_method"] == "persona"
+    test_qs = set(split["test_unit_list"])
+    assert test_qs and not test_qs & set(_train_questions(run))  # held-out questions never trained on
+
+    # the same output folder is never clobbered
+    res = _invoke(["train", "--method", "lora", "--task", "distributional", *common, "--steps", "3", "--no-progress", "--out", run])
+    assert res.exit_code == 2 and len(_error_lines(res)) == 1
+
+    ev = tmp_path / "eval"
+    res = _invoke(["eval", "--model", tiny_model_dir, "--adapter", run / "adapter", "--split-from", run,
+                   "--method", "persona", "--no-plot", "--no-progress", "--out", ev])
+    assert res.exit_code == 0, res.output
+    r = json.loads((ev / "eval-wvs-shares-persona.json").read_text())
+    assert {p["item_id"] for p in r["predictions"]} == test_qs
+    assert r["split"]["by"] == "question" and r["metrics"]["n"] == split["sizes"]["test"]
+
+    base = tmp_path / "eval-base"
+    res = _invoke(["eval", "--model", tiny_model_dir, "--split-from", run, "--method", "vanilla,persona",
+                   "--no-plot", "--no-progress", "--out", base])
+    assert res.exit_code == 0, res.output
+    res = _invoke(["compare", ev, base, "--out", tmp_path / "table.md"])
+    assert res.exit_code == 0, res.output
+    table = (tmp_path / "table.md").read_text()
+    assert "| method | emd | jsd |" in table and "lora:persona" in table and "ref:train_mean" in table
+    assert table.count("\n") == 2 + 3 + 2  # header, 3 results, 2 references
+
+
+def _train_questions(run):
+    from pluralign.training import TrainConfig, load_split
+
+    cfg = TrainConfig(**json.loads((run / "train_config.json").read_text()))
+    _, sp = load_split(cfg)
+    return {e.item_id for e in sp.train.examples}
+
+
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--method", "qlora"], "method"),
+        (["--task", "ranking"], "task"),
+        (["--stage", "ppo"], "stage"),
+        (["--steps", "0"], "steps"),
+        (["--task", "individual", "--data", "wvs-shares"], "task"),
+    ],
+)
+def test_bad_input_is_one_error_line(tmp_path, args, field):
+    res = _invoke(["train", *args, "--model", tmp_path / "missing-model", "--out", tmp_path / "x"])
+    assert res.exit_code == 2, res.output
+    errs = _error_lines(res)
+    assert len(errs) == 1 and "Traceback" not in res.output, res.output
+    assert field in errs[0]
+
+
+def test_resume_without_a_run_is_an_error(tmp_path):
+    res = _invoke(["train", "--method", "lora", "--out", tmp_path / "none", "--resume"])
+    assert res.exit_code == 2 and "nothing to resume" in _error_lines(res)[0]
+
+
+def test_compare_rejects_mixed_kinds_and_missing_files(tmp_path):
+    res = _invoke(["compare", tmp_path / "nope.json"])
+    assert res.exit_code == 2 and len(_error_lines(res)) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = _invoke(["compare", empty])
+    assert res.exit_code == 2 and "eval-" in _error_lines(res)[0]
