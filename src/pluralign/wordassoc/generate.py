@@ -1,0 +1,178 @@
+"""Batched generation (left padding) and the held-out evaluation of both tasks.
+
+Generation sorts prompts by length, left-pads each batch (``model.generate`` then continues every
+row from its last real token; transformers derives position ids from the attention mask), and
+decodes only the new tokens. With ``num_samples`` > 1 the model is sampled that many times per cue
+and the associations are merged: a word named in more samples ranks higher, ties by mean position.
+This mirrors how SWOW strengths count how many people gave a response.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from pluralign.data.loaders.swow import SwowData, check_language
+from pluralign.errors import PluralignError
+from pluralign.models.chat import build_chat_prompt
+from pluralign.wordassoc.metrics import precision_at_k, ranking_spearman
+from pluralign.wordassoc.tasks import generation_messages, parse_associations, ranking_examples
+
+
+@dataclass
+class GenConfig:
+    batch_size: int = field(default=16, metadata={"help": "Prompts per generate() call (left-padded)."})
+    max_new_tokens: int = field(default=32, metadata={"help": "New tokens per completion."})
+    num_samples: int = field(default=1, metadata={"help": "Completions per prompt: 1 = greedy; >1 = sampled and merged."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (num_samples > 1)."})
+    top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass (num_samples > 1)."})
+    seed: int = field(default=0, metadata={"help": "Seed of sampling."})
+    chat_template: bool | None = field(default=None, metadata={"help": "Use the model's chat template (None = if it has one)."})
+    min_new_tokens: int | None = field(default=None, metadata={"help": "Force at least this many new tokens (benchmarks only)."})
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _encode(tok, text: str) -> list[int]:
+    add = not (tok.bos_token and text.startswith(tok.bos_token))
+    return tok(text, add_special_tokens=add)["input_ids"]
+
+
+@torch.inference_mode()
+def generate_texts(model, tok, prompts: Sequence[str], cfg: GenConfig | None = None, *, progress: bool = True) -> list[list[str]]:
+    """Completions for each prompt (``cfg.num_samples`` of them), in prompt order."""
+    cfg = cfg or GenConfig()
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    seqs = [_encode(tok, p) for p in prompts]
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    out: list[list[str]] = [[] for _ in prompts]
+    sample = cfg.num_samples > 1
+    gen_kw = dict(max_new_tokens=cfg.max_new_tokens, do_sample=sample, num_return_sequences=cfg.num_samples,
+                  pad_token_id=tok.pad_token_id)
+    if sample:
+        gen_kw.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
+    else:
+        gen_kw.update(temperature=None, top_p=None, top_k=None)
+    if cfg.min_new_tokens:
+        gen_kw["min_new_tokens"] = cfg.min_new_tokens
+    torch.manual_seed(cfg.seed)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(prompts), desc="generating", unit="prompt", leave=False)
+    dev = _device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        for s in range(0, len(order), cfg.batch_size):
+            idx = order[s:s + cfg.batch_size]
+            width = max(len(seqs[i]) for i in idx)
+            ids = torch.full((len(idx), width), tok.pad_token_id, dtype=torch.long)
+            att = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, i in enumerate(idx):
+                L = len(seqs[i])
+                ids[r, width - L:] = torch.tensor(seqs[i])
+                att[r, width - L:] = 1
+            gen = model.generate(input_ids=ids.to(dev), attention_mask=att.to(dev), **gen_kw)
+            new = gen[:, width:].cpu()
+            texts = tok.batch_decode(new, skip_special_tokens=True)
+            for r, i in enumerate(idx):
+                out[i] = texts[r * cfg.num_samples:(r + 1) * cfg.num_samples]
+            if bar:
+                bar.update(len(idx))
+    finally:
+        if bar:
+            bar.close()
+        if was_training:
+            model.train()
+    return out
+
+
+def merge_samples(samples: Sequence[Sequence[str]]) -> list[str]:
+    """Merge the association lists of several samples: more samples first, then mean position."""
+    count: dict[str, int] = defaultdict(int)
+    pos: dict[str, list[int]] = defaultdict(list)
+    for words in samples:
+        for p, w in enumerate(words):
+            count[w] += 1
+            pos[w].append(p)
+    return sorted(count, key=lambda w: (-count[w], float(np.mean(pos[w])), w))
+
+
+def _prompt(tok, messages, cfg: GenConfig) -> str:
+    return build_chat_prompt(tok, messages, use_chat_template=cfg.chat_template)
+
+
+def evaluate_generation(
+    model, tok, data: SwowData, cfg: GenConfig | None = None, *, n_words: int = 3, ks: Sequence[int] = (5, 10, 40),
+    progress: bool = True, keep: int = 20,
+) -> dict:
+    """P@K of generated associations on the cues of ``data`` (held-out cues)."""
+    cfg = cfg or GenConfig()
+    check_language(data, data.language)
+    cues = list(data.cues)
+    prompts = [_prompt(tok, generation_messages(c, n_words, data.language), cfg) for c in cues]
+    t0 = time.perf_counter()
+    texts = generate_texts(model, tok, prompts, cfg, progress=progress)
+    dt = time.perf_counter() - t0
+    res: dict = {"task": "generation", "n_cues": len(cues), "n_words_asked": n_words, "config": asdict(cfg)}
+    words_per_cue = []
+    pk: dict[int, list[float]] = {k: [] for k in ks}
+    rows = []
+    for c, samples in zip(cues, texts):
+        words = merge_samples([parse_associations(t) for t in samples])
+        human = [a.response for a in data.cues[c]]
+        for k in ks:
+            pk[k].append(precision_at_k(words, human, k))
+        words_per_cue.append(len(words))
+        rows.append({"cue": c, "generated": words[:max(ks)], "human_top": human[:10], "raw": samples[0]})
+    for k in ks:
+        res[f"P@{k}"] = float(np.mean(pk[k])) if pk[k] else float("nan")
+    res["cues_below_k_human"] = {f"{k}": sum(len(data.cues[c]) < k for c in cues) for k in ks}
+    res["mean_associations_per_cue"] = float(np.mean(words_per_cue)) if words_per_cue else 0.0
+    res["seconds"] = dt
+    res["cues_per_second"] = len(cues) / max(dt, 1e-9)
+    res["examples"] = rows[:keep]
+    return res
+
+
+def evaluate_ranking(
+    model, tok, data: SwowData, cfg: GenConfig | None = None, *, n_candidates: int = 5, seed: int = 0,
+    progress: bool = True, keep: int = 20,
+) -> dict:
+    """Spearman ρ between the model's ranking of each cue's candidates and the human strengths
+    (greedy decoding unless ``cfg.num_samples`` > 1, then the mean over samples)."""
+    cfg = cfg or GenConfig()
+    recs = ranking_examples(data, n_candidates=n_candidates, seed=seed)
+    prompts = [_prompt(tok, r["prompt"], cfg) for r in recs]
+    t0 = time.perf_counter()
+    texts = generate_texts(model, tok, prompts, cfg, progress=progress)
+    dt = time.perf_counter() - t0
+    rhos, parsed, rows = [], [], []
+    for r, samples in zip(recs, texts):
+        vals = []
+        for t in samples:
+            words = parse_associations(t)
+            vals.append(ranking_spearman(words, r["candidates"], r["strengths"]))
+            parsed.append(any(w in {c.lower() for c in r["candidates"]} for w in words))
+        rhos.append(float(np.mean(vals)))
+        rows.append({"cue": r["cue"], "candidates": r["candidates"], "human_order": r["target"], "raw": samples[0], "spearman": rhos[-1]})
+    if not rhos:
+        raise PluralignError("no cue to rank", file=data.source)
+    return {
+        "task": "ranking", "n_cues": len(recs), "n_candidates": n_candidates, "spearman": float(np.mean(rhos)),
+        "spearman_std": float(np.std(rhos)), "listed_a_candidate": float(np.mean(parsed)), "seconds": dt,
+        "config": asdict(cfg), "examples": rows[:keep],
+    }
+
+
+__all__ = ["GenConfig", "generate_texts", "merge_samples", "evaluate_generation", "evaluate_ranking"]

@@ -1,0 +1,253 @@
+"""ALIGN training: SFT with LoRA on word associations, then RL with a Spearman ranking reward.
+
+Stage 1 (:func:`train_sft`): TRL ``SFTTrainer`` with a peft ``LoraConfig`` on the generation task
+(cue → ``n_targets`` human responses ordered by strength; loss on the completion only). Optionally
+the ranking task is mixed in (``tasks="generation,ranking"``).
+
+Stage 2 (:func:`train_rl`): TRL ``GRPOTrainer`` on the ranking task, continuing the stage-1 LoRA
+adapter, with a reward from :data:`pluralign.wordassoc.metrics.REWARDS` (default ``spearman``:
+Spearman's ρ between the completion's order of the candidates and the human strengths).
+
+**Deviation from the paper.** ALIGN used PPO for the preference stage. TRL removed its PPO trainer,
+so this uses GRPO (group-relative advantages over ``num_generations`` completions per prompt, no
+value model; with ``beta=0`` no reference model either, as in TRL's default). The reward and the
+data are the paper's; the policy-gradient estimator differs.
+
+Both stages write Hugging Face checkpoints (``checkpoint-N``) every ``save_steps`` and resume from the
+newest one when re-run with the same ``output_dir``; the final adapter is written to
+``<output_dir>/adapter`` (written aside, then renamed, so a crash never leaves a half adapter).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from pluralign.data.loaders.swow import SwowData, check_language
+from pluralign.errors import PluralignError
+from pluralign.io import atomic_write_json
+
+
+@dataclass
+class LoraSettings:
+    r: int = field(default=16, metadata={"help": "LoRA rank."})
+    alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    target_modules: str = field(default="all-linear", metadata={"help": "Modules to adapt: all-linear or comma-separated names (q_proj,v_proj)."})
+
+    def to_peft(self):
+        from peft import LoraConfig
+
+        tm = self.target_modules if self.target_modules == "all-linear" else [m.strip() for m in self.target_modules.split(",") if m.strip()]
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=tm, task_type="CAUSAL_LM")
+
+
+@dataclass
+class SFTStage:
+    output_dir: str = field(default="runs/wordassoc/sft", metadata={"help": "Checkpoints and the final adapter (<dir>/adapter)."})
+    tasks: str = field(default="generation", metadata={"help": "Training tasks: generation, or generation,ranking."})
+    n_targets: int = field(default=3, metadata={"help": "Responses per generation target (ALIGN used 3)."})
+    samples_per_cue: int = field(default=1, metadata={"help": "Generation samples per cue (next strength-ordered groups of n_targets)."})
+    n_candidates: int = field(default=5, metadata={"help": "Candidates per ranking sample (when ranking is a task)."})
+    max_steps: int = field(default=100, metadata={"help": "Optimizer steps (-1: use epochs)."})
+    epochs: float = field(default=1.0, metadata={"help": "Epochs when max_steps is -1."})
+    batch_size: int = field(default=8, metadata={"help": "Per-device batch size."})
+    grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate (LoRA)."})
+    max_length: int = field(default=256, metadata={"help": "Truncate prompt+completion to this many tokens."})
+    save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps (resumable)."})
+    logging_steps: int = field(default=5, metadata={"help": "Log the loss every N steps."})
+    seed: int = field(default=0, metadata={"help": "Seed of shuffling, dropout and LoRA init."})
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA settings."})
+
+
+@dataclass
+class RLStage:
+    output_dir: str = field(default="runs/wordassoc/rl", metadata={"help": "Checkpoints and the final adapter (<dir>/adapter)."})
+    reward: str = field(default="spearman", metadata={"help": "Reward: spearman (ranking, ALIGN) or precision (generation)."})
+    n_candidates: int = field(default=5, metadata={"help": "Candidates per ranking prompt."})
+    n_targets: int = field(default=3, metadata={"help": "Words asked for (precision reward)."})
+    max_steps: int = field(default=30, metadata={"help": "Optimizer steps."})
+    batch_size: int = field(default=8, metadata={"help": "Completions per device step (= prompts x num_generations)."})
+    num_generations: int = field(default=4, metadata={"help": "Completions per prompt (GRPO group size)."})
+    max_completion_length: int = field(default=32, metadata={"help": "New tokens per completion."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of rollouts."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate."})
+    beta: float = field(default=0.0, metadata={"help": "KL coefficient to the reference policy (0 = none, TRL default)."})
+    save_steps: int = field(default=25, metadata={"help": "Checkpoint every N steps (resumable)."})
+    logging_steps: int = field(default=5, metadata={"help": "Log reward every N steps."})
+    seed: int = field(default=0, metadata={"help": "Seed of sampling and shuffling."})
+    lora: LoraSettings | None = field(default_factory=LoraSettings, metadata={"help": "LoRA settings when no SFT adapter is given (None: train all weights; tiny models only)."})
+
+
+def _last_checkpoint(out: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(out)) if out.is_dir() else None
+
+
+def _save_adapter(model, tok, target: Path, meta: dict) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        atomic_write_json(tmp / "pluralign_wordassoc.json", meta)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _cpu_flags() -> dict:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {"bf16": bool(cuda and torch.cuda.is_bf16_supported()), "use_cpu": not cuda}
+
+
+def sft_records(data: SwowData, stage: SFTStage) -> list[dict]:
+    from pluralign.wordassoc.tasks import generation_examples, ranking_examples
+
+    tasks = [t.strip() for t in stage.tasks.split(",") if t.strip()]
+    bad = set(tasks) - {"generation", "ranking"}
+    if bad or not tasks:
+        raise PluralignError(f"unknown SFT task(s) {sorted(bad)} (generation, ranking)", field="tasks")
+    recs: list[dict] = []
+    if "generation" in tasks:
+        recs += [{"prompt": r["prompt"], "completion": r["completion"]} for r in
+                 generation_examples(data, n_targets=stage.n_targets, samples_per_cue=stage.samples_per_cue)]
+    if "ranking" in tasks:
+        recs += [{"prompt": r["prompt"], "completion": [{"role": "assistant", "content": r["target"]}]} for r in
+                 ranking_examples(data, n_candidates=stage.n_candidates, seed=stage.seed)]
+    return recs
+
+
+def train_sft(model, tok, data: SwowData, stage: SFTStage | None = None, *, callbacks: Sequence = (), progress: bool = True) -> dict:
+    """Stage 1. ``model`` is the base causal LM (not a PeftModel). Returns a summary with the loss
+    curve and the adapter path."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    stage = stage or SFTStage()
+    check_language(data, data.language)
+    out = Path(stage.output_dir)
+    recs = sft_records(data, stage)
+    ds = Dataset.from_list(recs).shuffle(seed=stage.seed)
+    args = SFTConfig(
+        output_dir=str(out), max_steps=stage.max_steps, num_train_epochs=stage.epochs,
+        per_device_train_batch_size=stage.batch_size, gradient_accumulation_steps=stage.grad_accum,
+        learning_rate=stage.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, stage.max_steps // 20) if stage.max_steps > 0 else 0,
+        logging_steps=stage.logging_steps, save_steps=stage.save_steps, save_total_limit=2, seed=stage.seed,
+        max_length=stage.max_length, report_to="none", disable_tqdm=not progress, dataloader_num_workers=0,
+        completion_only_loss=True, **_cpu_flags(),
+    )
+    _ensure_pad(tok)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                         peft_config=stage.lora.to_peft(), callbacks=list(callbacks))
+    resume = _last_checkpoint(out)
+    result = trainer.train(resume_from_checkpoint=resume)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    meta = {"stage": "sft", "config": asdict(stage), "n_records": len(recs), "n_cues": len(data), "language": data.language,
+            "losses": losses, "resumed_from": resume, "train_runtime": result.metrics.get("train_runtime")}
+    adapter = _save_adapter(trainer.model, tok, out / "adapter", meta)
+    meta["adapter"] = str(adapter)
+    atomic_write_json(out / "summary.json", meta)
+    return meta
+
+
+def _ensure_pad(tok) -> None:
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+
+
+def rl_records(data: SwowData, stage: RLStage) -> list[dict]:
+    from pluralign.wordassoc.tasks import generation_examples, ranking_examples
+
+    if stage.reward == "spearman":
+        return [{"prompt": r["prompt"], "candidates": r["candidates"], "strengths": r["strengths"]}
+                for r in ranking_examples(data, n_candidates=stage.n_candidates, seed=stage.seed)]
+    if stage.reward == "precision":
+        return [{"prompt": r["prompt"], "human": [a.response for a in data.cues[r["cue"]]], "k": stage.n_targets}
+                for r in generation_examples(data, n_targets=stage.n_targets)]
+    raise PluralignError(f"no dataset for reward {stage.reward!r}", field="reward")
+
+
+def train_rl(
+    model, tok, data: SwowData | None = None, stage: RLStage | None = None, *, records: list[dict] | None = None,
+    reward_fn: Callable | None = None, callbacks: Sequence = (), progress: bool = True,
+) -> dict:
+    """Stage 2 (GRPO). ``model``: a PeftModel holding the trainable SFT adapter (it is trained
+    further), or a plain model (a fresh LoRA from ``stage.lora`` is added). ``records`` and
+    ``reward_fn`` override the SWOW ranking data and the registered reward (tests use a toy reward)."""
+    from datasets import Dataset
+    from peft import PeftModel
+    from trl import GRPOConfig, GRPOTrainer
+
+    from pluralign.wordassoc.metrics import REWARDS
+
+    stage = stage or RLStage()
+    if reward_fn is None:
+        if stage.reward not in REWARDS:
+            raise PluralignError(f"unknown reward {stage.reward!r} (available: {', '.join(sorted(REWARDS))})", field="reward")
+        reward_fn = REWARDS[stage.reward]
+    if records is None:
+        if data is None:
+            raise PluralignError("train_rl needs SWOW data or records", field="data")
+        check_language(data, data.language)
+        records = rl_records(data, stage)
+    if stage.batch_size % stage.num_generations:
+        raise PluralignError(f"batch_size {stage.batch_size} must be a multiple of num_generations {stage.num_generations}", field="batch_size")
+    out = Path(stage.output_dir)
+    ds = Dataset.from_list(records)
+    args = GRPOConfig(
+        output_dir=str(out), max_steps=stage.max_steps, per_device_train_batch_size=stage.batch_size,
+        num_generations=stage.num_generations, max_completion_length=stage.max_completion_length,
+        temperature=stage.temperature, learning_rate=stage.learning_rate, beta=stage.beta,
+        logging_steps=stage.logging_steps, save_steps=stage.save_steps, save_total_limit=2, seed=stage.seed,
+        report_to="none", disable_tqdm=not progress, dataloader_num_workers=0, log_completions=False,
+        **_cpu_flags(),
+    )
+    _ensure_pad(tok)
+    peft_cfg = None if isinstance(model, PeftModel) or stage.lora is None else stage.lora.to_peft()
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_fn, args=args, train_dataset=ds, processing_class=tok,
+                          peft_config=peft_cfg, callbacks=list(callbacks))
+    resume = _last_checkpoint(out)
+    result = trainer.train(resume_from_checkpoint=resume)
+    hist = trainer.state.log_history
+    rewards = [h["reward"] for h in hist if "reward" in h]
+    meta = {"stage": "rl", "algorithm": "GRPO (TRL)", "config": asdict(stage), "n_records": len(records),
+            "rewards": rewards, "resumed_from": resume, "train_runtime": result.metrics.get("train_runtime"),
+            "deviation": "ALIGN used PPO; TRL removed PPO, so GRPO is used with the same Spearman reward."}
+    if data is not None:
+        meta.update(n_cues=len(data), language=data.language)
+    adapter = _save_adapter(trainer.model, tok, out / "adapter", meta)
+    meta["adapter"] = str(adapter)
+    atomic_write_json(out / "summary.json", meta)
+    return meta
+
+
+def load_with_adapter(model, adapter: str | Path, *, trainable: bool = False):
+    """Apply a saved word-association adapter to ``model`` (a PeftModel)."""
+    from peft import PeftModel
+
+    p = Path(adapter)
+    if not (p / "adapter_config.json").exists():
+        raise PluralignError("not an adapter folder (no adapter_config.json)", file=p)
+    return PeftModel.from_pretrained(model, str(p), is_trainable=trainable)
+
+
+def read_meta(adapter: str | Path) -> dict:
+    p = Path(adapter) / "pluralign_wordassoc.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+__all__ = ["LoraSettings", "SFTStage", "RLStage", "train_sft", "train_rl", "sft_records", "rl_records", "load_with_adapter"]
