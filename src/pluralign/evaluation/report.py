@@ -77,7 +77,7 @@ def write_plot(results: list[dict], path: str | Path) -> Path:
     ax.set_ylabel("EMD to human answers (lower is better)")
     title = results[0]["model"] + " on " + results[0]["dataset"]["name"] if results else ""
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
