@@ -61,3 +61,7 @@ def run_guarded(fn, *args, **kwargs):
             raise
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+
+
+if __name__ == "__main__":  # `python -m pluralign.cli.main` / `accelerate launch -m pluralign.cli.main`
+    main()

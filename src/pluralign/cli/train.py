@@ -108,6 +108,8 @@ def _run(**a) -> None:
         save_steps=a["save_steps"], logging_steps=a["logging_steps"], resume=a["resume"], progress=a["progress"],
     ).validate()
     s = train(cfg)
+    if not s.get("main_process", True):  # other ranks of a distributed run stay quiet
+        return
     typer.echo(
         f"{s['method']} ({s['task']}, {s['stage']}): {s['steps']} steps on {s['rows']} rows "
         f"({s['profiles']} profiles), train loss {s['train_loss']:.4f}, {s['seconds']:.0f} s; "

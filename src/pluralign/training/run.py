@@ -27,7 +27,7 @@ from pluralign.training.config import TrainConfig
 log = logging.getLogger(__name__)
 
 #: config fields that may change between a run and its resumption
-RESUMABLE_CHANGES = {"resume", "steps", "progress", "save_steps", "save_total_limit", "logging_steps", "num_workers", "device"}
+RESUMABLE_CHANGES = {"resume", "progress", "save_steps", "save_total_limit", "logging_steps", "num_workers", "device"}
 
 
 def resolve_split_by(cfg: TrainConfig, kind: str) -> str:
@@ -224,6 +224,7 @@ def train(cfg: TrainConfig) -> dict:
         "processes": trainer.args.world_size,
         "split": sp.describe(),
         "eval_method": eval_method_for(cfg.profile_prompt),
+        "main_process": bool(trainer.args.should_save),
     }
     if trainer.args.should_save:
         extra = {"train_config": cfg.to_dict(), "split": split_record(cfg, ds, sp), "eval_method": summary["eval_method"]}
