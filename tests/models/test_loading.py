@@ -59,6 +59,15 @@ def test_default_dtype_by_device():
     assert L.parse_dtype(torch.float16, "cpu") == torch.float16
 
 
+def test_bad_device(tiny_model_dir):
+    with pytest.raises(PluralignError, match="unknown device 'gpu0'"):
+        load_backbone(tiny_model_dir, device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(PluralignError, match="CUDA is not available") as ei:
+            load_backbone(tiny_model_dir, device="cuda")
+        assert "field 'device'" in _one_line(ei.value)
+
+
 def test_missing_folder(tmp_path):
     missing = tmp_path / "no-such-model"
     with pytest.raises(PluralignError, match="model folder not found") as ei:

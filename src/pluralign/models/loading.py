@@ -185,7 +185,14 @@ def default_dtype(device: str) -> torch.dtype:
 
 
 def pick_device(device: str | None = None) -> str:
+    """``auto``/None: cuda when available, else cpu; an explicit device is checked."""
     if device and device != "auto":
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise PluralignError(f"unknown device {device!r} (use auto, cpu, cuda, cuda:1, ...)", field="device") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise PluralignError(f"device {device!r} asked for but CUDA is not available here (use --device cpu)", field="device")
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"
 
