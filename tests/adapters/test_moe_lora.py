@@ -287,3 +287,37 @@ def test_bad_inputs_raise_one_line_errors():
         m(input_ids=ids, attention_mask=att, profile_embeds=torch.randn(3, 7))
     with pytest.raises(PluralignError, match="profile_embeds"):
         m.generate(input_ids=ids, attention_mask=att, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("route_from_norm", [True, False])
+def test_router_input_norm_hook_or_layer_pre_hook(route_from_norm):
+    from pluralign.adapters.moe_lora import routers_of, uninstall_moe_lora
+
+    base = make_tiny_model("llama").float()
+    ids, att = batch()
+    with torch.no_grad():
+        ref = base(input_ids=ids, attention_mask=att).logits
+    m = cuma(base, n_experts=4, route_from_norm=route_from_norm).train()
+    assert all(r.input_is_normed == route_from_norm for r in routers_of(m).values())
+    randomize_experts(m)
+    m.gradient_checkpointing_enable()
+    out = m(input_ids=ids, attention_mask=att, labels=ids, profile_embeds=torch.randn(3, D))
+    (out.loss + out.aux_loss).backward()
+    assert all(p.grad is not None for p in m.trainable_parameters().values())
+    # uninstalling gives the untouched backbone back
+    m.gradient_checkpointing_disable()
+    plain = uninstall_moe_lora(m.model).eval()
+    assert not any("lora_" in n or "moe_router" in n for n, _ in plain.named_parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(plain(input_ids=ids, attention_mask=att).logits, ref)
+
+
+@pytest.mark.parametrize("adapter_dtype,expect", [("fp32", torch.float32), ("model", torch.bfloat16)])
+def test_bf16_backbone_adapter_dtypes(adapter_dtype, expect):
+    m = cuma(make_tiny_model("qwen2").to(torch.bfloat16), n_experts=4, adapter_dtype=adapter_dtype).train()
+    assert {p.dtype for p in m.trainable_parameters().values()} == {expect}
+    ids, att = batch()
+    out = m(input_ids=ids, attention_mask=att, labels=ids, profile_embeds=torch.randn(3, D))
+    assert out.logits.dtype == torch.bfloat16
+    (out.loss + out.aux_loss).backward()
+    assert all(p.grad is not None and p.grad.dtype == expect for p in m.trainable_parameters().values())

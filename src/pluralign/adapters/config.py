@@ -41,6 +41,10 @@ class MoELoRAConfig:
         default="mlp", metadata={"help": "Router type: 'mlp' (2 layers, GELU, router_hidden units) or 'linear'."}
     )
     router_hidden: int = field(default=256, metadata={"help": "Hidden width of the MLP router."})
+    route_from_norm: bool = field(
+        default=True,
+        metadata={"help": "Route from the output of the decoder layer's input norm (input_layernorm: the tensor q/k/v read) when the layer has one; else from the layer input, RMS-normalised by the router."},
+    )
     target_modules: tuple[str, ...] = field(
         default=("q_proj", "v_proj"),
         metadata={"help": "Names (last path component) of the linear layers that get experts, e.g. q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj."},

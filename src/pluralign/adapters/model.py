@@ -67,7 +67,25 @@ class AdaptedModel(nn.Module):
         else:
             profile_embeds = None
         mask = attention_mask if (attention_mask is not None and attention_mask.dim() == 2) else None
-        return RoutingContext(profile=profile_embeds, token_mask=mask, collect_aux=collect_aux)
+        ctx = RoutingContext(profile=profile_embeds, token_mask=mask, collect_aux=collect_aux)
+        if profile_embeds is not None:
+            # W_d d for every layer, once per call and outside any checkpointed region
+            dt = self._activation_dtype()
+            for key, router in self._routers().items():
+                if router.uses_profile:
+                    ctx.profile_parts[key] = router.profile_part(profile_embeds, dt)
+        return ctx
+
+    def _routers(self):
+        r = self.__dict__.get("_router_cache")
+        if r is None:
+            r = routers_of(self.model)
+            self.__dict__["_router_cache"] = r
+        return r
+
+    def _activation_dtype(self) -> torch.dtype:
+        emb = self.model.get_input_embeddings() if hasattr(self.model, "get_input_embeddings") else None
+        return emb.weight.dtype if emb is not None else self.dtype
 
     def forward(
         self,
@@ -95,10 +113,13 @@ class AdaptedModel(nn.Module):
             _set_aux(out, torch.zeros((), device=self.device))
             return out
         ctx = self._context(profile_embeds, attention_mask, collect_aux=self.training and torch.is_grad_enabled())
-        with routing(ctx):
-            out = self.model(**kwargs)
-        _set_aux(out, collect_aux_loss(ctx, self.device))
-        ctx.router_logits.clear()
+        try:
+            with routing(ctx):
+                out = self.model(**kwargs)
+            _set_aux(out, collect_aux_loss(ctx, self.device))
+        finally:  # a checkpoint recomputation in backward re-routes but must not collect again
+            ctx.collect_aux = False
+            ctx.router_logits.clear()
         return out
 
     @torch.no_grad()

@@ -135,6 +135,8 @@ class MoERouter(nn.Module):
         self.w_hidden = nn.Linear(hidden_size, width, bias=True) if self.uses_hidden else None
         self.w_profile = nn.Linear(cfg.profile_dim, width, bias=not self.uses_hidden) if self.uses_profile else None
         self.w_out = nn.Linear(width, cfg.n_experts, bias=True) if self.mlp else None
+        self.r = cfg.r
+        self.input_is_normed = False  # True when it reads the output of the layer's input norm
         self.last_gates: torch.Tensor | None = None  # detached gates of the last call (analysis)
         self.record = True
 
@@ -149,7 +151,8 @@ class MoERouter(nn.Module):
         if self.uses_hidden:
             w = self.w_hidden
             dt = h.dtype
-            z = F.linear(F.rms_norm(h, (h.shape[-1],), eps=1e-6), _w(w.weight, dt), _w(w.bias, dt))
+            hn = h if self.input_is_normed else F.rms_norm(h, (h.shape[-1],), eps=1e-6)
+            z = F.linear(hn, _w(w.weight, dt), _w(w.bias, dt))
         if profile_part is not None:
             z = profile_part if z is None else z + profile_part  # broadcast over tokens
         if self.mlp:
@@ -171,22 +174,23 @@ class MoERouter(nn.Module):
         )
 
     def route(self, h: torch.Tensor, ctx: RoutingContext) -> torch.Tensor:
+        """Gates of this layer for the tokens of ``h`` ``[B, T, H]``, expanded to one weight per
+        expert rank column: ``[B*T, E*r]`` in ``h``'s dtype (what :class:`MoELoRALinear` multiplies)."""
         part = None
         if self.uses_profile:
             part = ctx.profile_parts.get(self.layer_key)
-            if part is None:
+            if part is None or part.shape[0] != h.shape[0]:
                 part = self.profile_part(self._profile_rows(ctx, h.shape[0]), h.dtype)
                 ctx.profile_parts[self.layer_key] = part  # reused by every decode step of generate()
-            elif part.shape[0] != h.shape[0]:
-                part = self.profile_part(self._profile_rows(ctx, h.shape[0]), h.dtype)
-                ctx.profile_parts[self.layer_key] = part
         logits = self.logits(h if self.uses_hidden else None, part)
         gates, top_idx = self.gate(logits)
         if ctx.collect_aux and (self.balance_coef or self.z_loss_coef):
             ctx.router_logits.append((self, logits, top_idx))
         if self.record:
             self.last_gates = gates.detach()
-        return gates
+        B, T = h.shape[0], h.shape[1]
+        E, r = self.n_experts, self.r
+        return gates.unsqueeze(-1).expand(B, T, E, r).reshape(B * T, E * r).to(h.dtype)
 
     @staticmethod
     def _profile_rows(ctx: RoutingContext, batch: int) -> torch.Tensor:
@@ -221,16 +225,34 @@ def collect_aux_loss(ctx: RoutingContext, device) -> torch.Tensor:
     return total
 
 
+def _active_or_raise() -> RoutingContext:
+    ctx = _ACTIVE.get()
+    if ctx is None:
+        raise PluralignError(
+            "a model with MoE-LoRA adapters must be called through its adapted wrapper (forward or generate), "
+            "not through the inner backbone", field="model"
+        )
+    return ctx
+
+
 def _router_pre_hook(router: MoERouter):
+    """Route from the decoder layer's input (RMS-normalised by the router)."""
+
     def hook(module, args, kwargs):
-        ctx = _ACTIVE.get()
-        if ctx is None:
-            raise PluralignError(
-                "a model with MoE-LoRA adapters must be called through its adapted wrapper (forward or generate), "
-                "not through the inner backbone", field="model"
-            )
         h = args[0] if args else kwargs.get("hidden_states")
+        ctx = _active_or_raise()
         ctx.gates[router.layer_key] = router.route(h, ctx)
+        return None
+
+    return hook
+
+
+def _router_norm_hook(router: MoERouter):
+    """Route from the output of the layer's input norm: the very tensor q/k/v read, no extra norm."""
+
+    def hook(module, args, output):
+        ctx = _active_or_raise()
+        ctx.gates[router.layer_key] = router.route(output, ctx)
         return None
 
     return hook
@@ -285,14 +307,14 @@ class MoELoRALinear(nn.Module):
                 "checkpointing use the wrapper's gradient_checkpointing_enable()", field="model"
             )
         dt = x.dtype
-        xa = self.dropout(x) @ _w(self.lora_A, dt)  # all A's in one matmul: [..., E*r] (or [..., r] shared)
+        x2 = x.reshape(-1, x.shape[-1])
+        xa = self.dropout(x2) @ _w(self.lora_A, dt)  # all A's in one matmul: [N, E*r] ([N, r] when shared)
         if self.shared_A:
-            mixed = g.unsqueeze(-1) * xa.unsqueeze(-2)  # [..., E, r]
+            mixed = (g.view(-1, self.n_experts, self.r) * xa.unsqueeze(1)).view(g.shape)
         else:
-            mixed = g.unsqueeze(-1) * xa.unflatten(-1, (self.n_experts, self.r))
-        # all B's in one matmul, scaled and added to the base output in the same kernel
-        y = torch.addmm(out.reshape(-1, out.shape[-1]), mixed.reshape(-1, mixed.shape[-2] * mixed.shape[-1]),
-                        _w(self.lora_B, dt), alpha=self.scaling)
+            mixed = xa * g  # sparse gate, one weight per expert rank column
+        # all B's in one matmul, scaled by alpha / r and added to the base output in the same kernel
+        y = torch.addmm(out.reshape(-1, out.shape[-1]), mixed, _w(self.lora_B, dt), alpha=self.scaling)
         return y.view(out.shape)
 
     def extra_repr(self) -> str:
@@ -357,7 +379,12 @@ def install_moe_lora(model: nn.Module, cfg: MoELoRAConfig) -> list[str]:
             h = hidden or lin.in_features
             router = MoERouter(h, cfg, layer_key).to(device=lin.weight.device, dtype=adapter_dtype(cfg, lin.weight.dtype))
             layer.add_module("moe_router", router)
-            layer.register_forward_pre_hook(_router_pre_hook(router), with_kwargs=True)
+            norm = getattr(layer, "input_layernorm", None)
+            if cfg.route_from_norm and isinstance(norm, nn.Module):
+                router.input_is_normed = True
+                router._hook = norm.register_forward_hook(_router_norm_hook(router))
+            else:
+                router._hook = layer.register_forward_pre_hook(_router_pre_hook(router), with_kwargs=True)
             routers[layer_key] = router
         parent_name, _, leaf = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -368,3 +395,16 @@ def install_moe_lora(model: nn.Module, cfg: MoELoRAConfig) -> list[str]:
 
 def routers_of(model: nn.Module) -> dict[str, MoERouter]:
     return {m.layer_key: m for m in model.modules() if isinstance(m, MoERouter)}
+
+
+def uninstall_moe_lora(model: nn.Module) -> nn.Module:
+    """Undo :func:`install_moe_lora`: put the base linears back, drop routers and their hooks."""
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, MoELoRALinear):
+            parent_name, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, leaf, mod.base)
+    for name, mod in list(model.named_modules()):
+        if hasattr(mod, "moe_router") and isinstance(mod.moe_router, MoERouter):
+            mod.moe_router._hook.remove()
+            del mod.moe_router
+    return model
