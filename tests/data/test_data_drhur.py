@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared
+from tests.conftest import shared
 from pluralign.data import load_dataset
 from pluralign.errors import PluralignError
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared
+from tests.conftest import shared
 from pluralign.data import load_dataset
 from pluralign.data.loaders.worldvaluesbench import (
     build_items,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import shared
+from tests.conftest import shared
 from pluralign.data import available_loaders, load_dataset
 from pluralign.data.loaders.wvs_shares import SHIPPED, load_wvs_shares
 from pluralign.errors import PluralignError

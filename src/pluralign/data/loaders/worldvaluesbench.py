@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from pluralign.data.countries import country_name
 from pluralign.data.items import SurveyItem
 from pluralign.data.loaders import register_loader
@@ -371,6 +373,25 @@ def _answer_index(
     return item.index_of_code(str(code), file=str(file), row=row, field_name=item.id)
 
 
+def _lookup_table(qid: str, item: SurveyItem, meta: WVBMetadata, *, raw_codes: bool) -> dict[str, int]:
+    """Cell text → option index (-1 = missing) for the values a column usually holds."""
+    table: dict[str, int] = {"": -1}
+    if raw_codes:
+        adj = meta.adjustment.get(qid, {})
+        for raw in meta.choices(qid):
+            rc = _int_code(raw)
+            if rc is None:
+                continue
+            new = str(adj.get(str(rc), str(rc))).strip() if rc >= 0 else ""
+            idx = item.codes.index(new) if new in item.codes else (-1 if rc < 0 or not new else None)
+            if idx is not None:
+                table[str(rc)] = table[f"{rc}.0"] = idx
+    else:
+        for k, c in enumerate(item.codes):
+            table[c] = table[f"{c}.0"] = k
+    return table
+
+
 # --------------------------------------------------------------------------- loader
 def _detect(p: Path) -> bool:
     """The release's file names (``<split>_value_qa.tsv`` / ``<split>_demographic_qa.tsv``) or a folder
@@ -467,22 +488,30 @@ def load_worldvaluesbench(
         if missing:
             raise PluralignError(f"no respondents from {', '.join(sorted(missing))}", file=demo_path, field="B_COUNTRY")
 
-    examples: list[IndividualExample] = []
-    values = vdf[qcols].to_numpy(dtype=object)
-    label_idx = {q: {o.lower(): k for k, o in enumerate(items[q].options)} for q in qcols}
-    for r in keep_rows:
-        rid = ids[r]
-        prof = profiles[rid]
-        row_vals = values[r]
-        for j, q in enumerate(qcols):
-            v = row_vals[j]
-            if not v:
-                continue
+    # answer index per cell (-1 = missing): a lookup table per column for the common values, the
+    # careful per-cell path (and its errors) for anything else
+    answers = np.full((len(vdf), len(qcols)), -1, dtype=np.int32)
+    rows_kept = np.asarray(keep_rows, dtype=np.int64)
+    for j, q in enumerate(qcols):
+        item, adj = items[q], meta.adjustment.get(q, {})
+        label_idx = {o.lower(): k for k, o in enumerate(item.options)}
+        table = _lookup_table(q, item, meta, raw_codes=raw_codes)
+        col = vdf[q].iloc[rows_kept]
+        mapped = col.map(table)
+        for k in np.flatnonzero(mapped.isna().to_numpy()):  # values outside the table: check one by one
             idx = _answer_index(
-                v, items[q], meta.adjustment.get(q, {}), raw_codes=raw_codes, label_index=label_idx[q], file=value_path, row=r + 1
+                col.iat[k], item, adj, raw_codes=raw_codes, label_index=label_idx, file=value_path, row=int(rows_kept[k]) + 1
             )
-            if idx is not None:
-                examples.append(IndividualExample(respondent_id=rid, profile=prof, item_id=q, answer=idx))
+            mapped.iat[k] = -1 if idx is None else idx
+        answers[rows_kept, j] = mapped.to_numpy(dtype=np.int32)
+    examples: list[IndividualExample] = []
+    for r in keep_rows:
+        rid, prof = ids[r], profiles[ids[r]]
+        examples.extend(
+            IndividualExample(respondent_id=rid, profile=prof, item_id=q, answer=a)
+            for q, a in zip(qcols, answers[r].tolist())
+            if a >= 0
+        )
     if not examples:
         raise PluralignError("no answers left (every selected cell is empty)", file=value_path)
     used = {e.item_id for e in examples}
