@@ -40,6 +40,7 @@ class PopulationConfig:
         metadata={"help": "System messages, one set of 24 prompts each (personas / paraphrases); None = the model's default. Item means are averaged over contexts."},
     )
     min_mass: float = field(default=0.05, metadata={"help": "Warn when the mean probability on the option labels is below this."})
+    memo: int = field(default=0, metadata={"help": "Remember the label log-probabilities of up to this many candidates (re-asked or shared initial populations are not re-run); 0 = off."})
 
 
 @dataclass
@@ -96,6 +97,8 @@ class PopulationEvaluator:
             self.suffix_emb = [emb(torch.tensor(s[lp:], dtype=torch.long, device=self.device)) for s in self.seqs]
         self.n_forward = 0
         self._warned = False
+        self._memo: dict[str, torch.Tensor] = {}
+        self.memo_hits = 0
 
     # ------------------------------------------------------------------ construction from the VSM
     @classmethod
@@ -187,9 +190,28 @@ class PopulationEvaluator:
                 progress(B)
         return res
 
+    def _memo_logprobs(self, X, progress=None) -> torch.Tensor:
+        if not self.cfg.memo:
+            return self.label_logprobs(X, progress=progress)
+        import hashlib
+
+        sp = self.as_prompts(X)
+        keys = [hashlib.sha1(sp[i].float().cpu().numpy().tobytes()).hexdigest() for i in range(sp.shape[0])]
+        todo = [i for i, k in enumerate(keys) if k not in self._memo]
+        got = {k: self._memo[k] for k in keys if k in self._memo}
+        if todo:
+            fresh = self.label_logprobs(sp[todo], progress=progress)
+            for j, i in enumerate(todo):
+                got[keys[i]] = fresh[j]
+                while len(self._memo) >= self.cfg.memo:
+                    self._memo.pop(next(iter(self._memo)))
+                self._memo[keys[i]] = fresh[j]
+        self.memo_hits += sp.shape[0] - len(todo)
+        return torch.stack([got[k] for k in keys])
+
     def evaluate(self, X, target: HofstedeTarget | None = None, progress: Callable[[int], None] | None = None) -> PopulationResult:
         """Option distributions, mass, item means, dimension scores (and L1 loss to ``target``) per candidate."""
-        lp = self.label_logprobs(X, progress=progress).double().numpy()
+        lp = self._memo_logprobs(X, progress=progress).double().numpy()
         P = lp.shape[0]
         K = lp.shape[-1]
         lp = lp.reshape(P, self.n_contexts, 24, K)

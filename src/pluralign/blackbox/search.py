@@ -6,7 +6,8 @@ Files in the output folder (all written atomically):
 * ``checkpoint.pkl``: optimiser state (population, RNG), generation, history, best so far;
   ``resume=True`` continues from it (the same seed gives the same run as without interruption);
 * ``log.jsonl``: one line per generation (evaluations, best loss, generation best / mean, best
-  prompt's dimension scores, option mass, seconds); ``convergence.png``: best and mean loss per generation;
+  prompt's dimension scores, option mass, seconds); ``convergence.png`` (at the end): best and mean
+  loss per generation;
 * ``prompt.safetensors`` + ``prompt.json``: the best prompt so far (loadable by ``pluralign eval --soft-prompt``).
 """
 
@@ -158,7 +159,7 @@ def run_search(
             bar.set_postfix(best=f"{opt.best_f:.3f}", gen_mean=f"{f.mean():.2f}")
         stop = state["plateau"].update(opt.best_f)
         if out is not None:
-            _save(out, state, opt, target, T, H, meta, plot)
+            _save(out, state, opt, target, T, H, meta)
         if opt.best_f <= cfg.target_loss:
             stopped = "target_loss"
             break
@@ -167,6 +168,8 @@ def run_search(
             break
     if bar is not None:
         bar.close()
+    if out is not None and plot and history:
+        plot_convergence(history, out / "convergence.png", title=f"{cfg.optimizer} → {target.name}")
     return SearchResult(
         best_x=np.asarray(opt.best_x), best_loss=float(opt.best_f), initial_best=float(state["initial_best"]),
         best_scores=state["best_scores"], history=history, generations=state["gen"], evaluations=opt.n_evals,
@@ -174,7 +177,7 @@ def run_search(
     )
 
 
-def _save(out: Path, state: dict, opt, target: HofstedeTarget, T: int, H: int, meta: dict | None, plot: bool) -> None:
+def _save(out: Path, state: dict, opt, target: HofstedeTarget, T: int, H: int, meta: dict | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / CHECKPOINT, pickle.dumps(state))
     atomic_write_text(out / LOG, "".join(json.dumps(h) + "\n" for h in state["history"]))
@@ -183,8 +186,6 @@ def _save(out: Path, state: dict, opt, target: HofstedeTarget, T: int, H: int, m
          "option_mass": state.get("best_mass"), "optimizer": state["key"]["optimizer"], "generations": state["gen"],
          "evaluations": opt.n_evals, "config": state["config"]}
     save_soft_prompt(out, torch.tensor(np.asarray(opt.best_x, dtype=np.float32).reshape(T, H)), m)
-    if plot:
-        plot_convergence(state["history"], out / "convergence.png", title=f"{state['key']['optimizer']} → {target.name}")
 
 
 def plot_convergence(history: list[dict], path: Path, title: str = "") -> Path:

@@ -1,0 +1,174 @@
+"""``pluralign softprompt``: black-box soft-prompt alignment to a country's Hofstede scores (VSM 2013)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pluralign.cli._common import markdown_table, quiet_libraries
+from pluralign.errors import PluralignError
+
+HELP = """Align a frozen model to a country's Hofstede dimensions with a searched soft prompt.
+
+T virtual-token embeddings (--tokens) are prepended to the model's input. A gradient-free optimiser (--optimizer de | pso | cmaes) searches them so that the model's answers to the 24 VSM 2013 items, read as option probabilities, give the country's published scores on the six dimensions (PDI, IDV, MAS, UAI, LTO, IVR); the loss is the L1 distance over the dimensions the country has (mean by default). The whole population is scored in batched forward passes.
+
+Before the search the two baselines are scored: naive (no prompt) and in-context (a "you are a person from ..." system message). With --knowledge N, accuracy on N BLEnD cultural-knowledge questions of the country's region is measured before and after.
+
+The output folder gets prompt.safetensors + prompt.json (the best prompt so far), checkpoint.pkl (resume with --resume), log.jsonl, convergence.png and results.json. Apply the prompt with: pluralign eval --soft-prompt OUT.
+
+Examples:
+
+  pluralign softprompt --country USA --optimizer de --pop 32 --gens 50 --out runs/sp-USA
+  pluralign softprompt --country CHN --optimizer cmaes --pop 16 --gens 20 --resume --out runs/sp-CHN
+  pluralign softprompt --country ARA --baseline        # naive and in-context L1 only
+  pluralign softprompt --country IND --optimizer pso --knowledge 60
+
+Countries: ISO3 codes, names or Hofstede codes (regions: ARA = Arab countries, AFE, AFW). Saudi Arabia has only LTO and IVR in the Hofstede file; use ARA for all six dimensions.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("softprompt", help=HELP)(softprompt_cmd)
+
+
+def softprompt_cmd(
+    country: str = typer.Option(..., help="Target country: ISO3 code (USA), name, or Hofstede code (ARA = Arab countries)."),
+    optimizer: str = typer.Option("de", help="de (differential evolution, pymoo), pso (particle swarm, pymoo), cmaes (cma, diagonal)."),
+    tokens: int = typer.Option(10, help="Virtual tokens T."),
+    pop: int = typer.Option(32, help="Population size."),
+    gens: int = typer.Option(50, help="Generations after the initial population."),
+    model: str = typer.Option("smollm2-135m", help="Short name (smollm2-135m), hub id, local folder or .gguf file."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default runs/sp-COUNTRY-OPTIMIZER)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pkl."),
+    baseline: bool = typer.Option(False, "--baseline", help="Only score the naive and in-context baselines, no search."),
+    seed: int = typer.Option(0, help="Seed of the initial population and the optimiser."),
+    batch_size: int = typer.Option(64, help="(candidate, item) rows per forward pass."),
+    prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache", help="Reuse the KV cache of the prompt prefix shared by all items."),
+    patience: int = typer.Option(0, help="Early stop after this many generations without improvement (0 = off)."),
+    init_scale: float = typer.Option(1.0, help="Initial candidates: embeddings of random real tokens times this."),
+    bound_scale: float = typer.Option(1.0, help="Bounds: per-coordinate [min, max] of the embedding matrix times this."),
+    de_variant: str = typer.Option("DE/rand/1/bin", "--de-variant", help="DE strategy (pymoo): DE/rand|best|target-to-best/1|2/bin|exp."),
+    de_f: float = typer.Option(0.5, "--de-f", help="DE differential weight F."),
+    de_cr: float = typer.Option(0.9, "--de-cr", help="DE crossover probability CR."),
+    pso_w: float = typer.Option(0.9, help="PSO inertia weight."),
+    cma_sigma: float = typer.Option(0.3, help="CMA-ES initial step as a fraction of the mean bound width."),
+    constants: Optional[str] = typer.Option(None, help="Index constants C, e.g. 'PDI=50,IDV=50' (default 50 for each)."),
+    reduction: str = typer.Option("mean", help="L1 over dimensions: mean or sum."),
+    knowledge: int = typer.Option(0, help="BLEnD knowledge questions to score before and after (0 = skip)."),
+    chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template", help="Use the model's chat template."),
+    dtype: str = typer.Option("auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
+    threads: int = typer.Option(0, help="CPU threads for torch (0 = torch's default)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    from pluralign.cli.main import run_guarded
+
+    run_guarded(_run, **{k: v for k, v in locals().items() if k != "run_guarded"})
+
+
+def _parse_constants(s: str | None) -> dict[str, float]:
+    from pluralign.data.loaders.hofstede import DIMENSIONS
+
+    out = {d: 50.0 for d in DIMENSIONS}
+    for part in (s or "").split(","):
+        if not part.strip():
+            continue
+        k, _, v = part.partition("=")
+        k = k.strip().upper()
+        if k not in DIMENSIONS:
+            raise PluralignError(f"unknown dimension {k!r} (known: {', '.join(DIMENSIONS)})", field="constants")
+        try:
+            out[k] = float(v)
+        except ValueError:
+            raise PluralignError(f"not a number: {v!r}", field="constants") from None
+    return out
+
+
+def _run(**a) -> None:
+    quiet_libraries()
+    from pluralign.blackbox.optimizers import OPTIMIZERS, OptimizerConfig
+    from pluralign.blackbox.vsm import VSMConfig
+    from pluralign.data.loaders.hofstede import DIMENSIONS, country_target
+
+    # validate everything cheap before loading a model
+    if a["optimizer"] not in OPTIMIZERS:
+        raise PluralignError(f"unknown optimizer {a['optimizer']!r} (available: {', '.join(sorted(OPTIMIZERS))})", field="optimizer")
+    if a["tokens"] < 1 and not a["baseline"]:
+        raise PluralignError("--tokens must be at least 1", field="tokens")
+    target = country_target(a["country"])
+    vsm = VSMConfig(constants=_parse_constants(a["constants"]), reduction=a["reduction"])
+    if target.missing:
+        typer.echo(f"note: {target.name} has no score for {', '.join(target.missing)}; the loss uses {', '.join(target.scores)}", err=True)
+    out: Path = a["out"] or Path(f"runs/sp-{target.code}-{a['optimizer']}")
+
+    import torch
+
+    if a["threads"]:
+        torch.set_num_threads(a["threads"])
+    from pluralign.blackbox.population import PopulationConfig, PopulationEvaluator, in_context_system
+    from pluralign.blackbox.search import SearchConfig, run_search
+    from pluralign.models import load_backbone
+
+    typer.echo(f"loading {a['model']} ...", err=True)
+    model, tok = load_backbone(a["model"], dtype=a["dtype"], device=a["device"])
+    model.requires_grad_(False)
+    ct = None if a["chat_template"] else False
+    pcfg = dict(batch_size=a["batch_size"], prefix_cache=a["prefix_cache"], chat_template=ct)
+    hidden = model.get_input_embeddings().weight.shape[1]
+    empty = torch.zeros(1, 0, hidden)
+
+    results: dict = {"schema": "pluralign.softprompt/1", "model": a["model"], "country": target.to_dict(), "vsm": {
+        "constants": vsm.constants, "reduction": vsm.reduction}, "seed": a["seed"]}
+    t0 = time.perf_counter()
+    naive_ev = PopulationEvaluator.from_questionnaire(model, tok, cfg=PopulationConfig(tokens=0, **pcfg), vsm=vsm)
+    icl_ev = PopulationEvaluator.from_questionnaire(
+        model, tok, cfg=PopulationConfig(tokens=0, contexts=(in_context_system(target.iso3 or target.name),), **pcfg), vsm=vsm)
+    rows = []
+    for name, ev in (("naive", naive_ev), ("in-context", icl_ev)):
+        r = ev.evaluate(empty, target)
+        results[name] = {"loss": float(r.loss[0]), "scores": dict(zip(DIMENSIONS, r.scores[0].tolist())), "mass": float(r.mean_mass[0])}
+        rows.append([name, *r.scores[0].tolist(), float(r.loss[0]), float(r.mean_mass[0])])
+    results["baseline_seconds"] = round(time.perf_counter() - t0, 2)
+
+    know_items = None
+    if a["knowledge"] > 0:
+        from pluralign.blackbox.knowledge import blend_region, build_knowledge_set, knowledge_accuracy
+
+        know_items = build_knowledge_set(blend_region(target.iso3 or target.code), n=a["knowledge"], seed=a["seed"])
+        results["knowledge_before"] = knowledge_accuracy(model, tok, know_items, batch_size=a["batch_size"], chat_template=ct)
+
+    if not a["baseline"]:
+        ocfg = OptimizerConfig(de_variant=a["de_variant"], de_F=a["de_f"], de_CR=a["de_cr"], pso_w=a["pso_w"], cma_sigma=a["cma_sigma"])
+        scfg = SearchConfig(optimizer=a["optimizer"], pop=a["pop"], gens=a["gens"], seed=a["seed"], init_scale=a["init_scale"],
+                            bound_scale=a["bound_scale"], patience=a["patience"], opt=ocfg)
+        ev = PopulationEvaluator.from_questionnaire(model, tok, cfg=PopulationConfig(tokens=a["tokens"], **pcfg), vsm=vsm)
+        special = set(getattr(tok, "all_special_ids", []) or [])
+        meta = {"model": a["model"], "naive_loss": results["naive"]["loss"], "in_context_loss": results["in-context"]["loss"]}
+        res = run_search(ev, target, scfg, out_dir=out, resume=a["resume"], progress=a["progress"], meta=meta, special_ids=special)
+        results["search"] = {
+            "optimizer": a["optimizer"], "tokens": a["tokens"], "pop": a["pop"], "gens": a["gens"], "generations_run": res.generations,
+            "evaluations": res.evaluations, "initial_best": res.initial_best, "loss": res.best_loss, "scores": res.best_scores,
+            "stopped": res.stopped, "seconds": res.history[-1]["seconds"] if res.history else 0.0,
+        }
+        rows.append([f"soft prompt ({a['optimizer']})", *[res.best_scores[d] for d in DIMENSIONS], res.best_loss,
+                     float("nan")])
+        if know_items is not None:
+            from pluralign.blackbox.knowledge import knowledge_accuracy
+            from pluralign.blackbox.softprompt import SoftPromptModel
+
+            sp = SoftPromptModel(model, torch.tensor(res.best_x, dtype=torch.float32).reshape(a["tokens"], hidden))
+            results["knowledge_after"] = knowledge_accuracy(sp, tok, know_items, batch_size=a["batch_size"], chat_template=ct)
+    rows.append(["target", *[target.scores.get(d, float("nan")) for d in DIMENSIONS], 0.0, float("nan")])
+
+    from pluralign.io import atomic_write_json
+
+    path = atomic_write_json(out / ("baseline.json" if a["baseline"] else "results.json"), results)
+    typer.echo(f"wrote {path}", err=True)
+    typer.echo(markdown_table(["", *DIMENSIONS, "L1", "option mass"], rows))
+    if "knowledge_before" in results:
+        kb, ka = results["knowledge_before"], results.get("knowledge_after")
+        typer.echo(f"BLEnD {kb['region']} knowledge accuracy (n={kb['n']}, chance {kb['chance']:.2f}): before {kb['accuracy']:.3f}"
+                   + (f", after {ka['accuracy']:.3f}" if ka else ""))

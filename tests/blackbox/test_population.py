@@ -1,0 +1,62 @@
+"""The batched population evaluator equals one candidate at a time and the uncached reference."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from pluralign.blackbox import country_target
+from pluralign.blackbox.population import PopulationConfig, PopulationEvaluator, in_context_system
+from pluralign.errors import PluralignError
+
+
+def test_batched_equals_one_at_a_time_and_uncached(tiny_llama, tiny_tokenizer, tiny_evaluator, short_vsm):
+    torch.manual_seed(0)
+    X = torch.randn(3, 3, 64) * 0.5
+    assert tiny_evaluator.prefix_len > 0  # the chat header is shared by all 24 prompts
+    batched = tiny_evaluator.label_logprobs(X)
+    single = torch.stack([tiny_evaluator.label_logprobs(X[i : i + 1])[0] for i in range(3)])
+    ref = PopulationEvaluator.from_questionnaire(
+        tiny_llama, tiny_tokenizer, cfg=PopulationConfig(tokens=3, batch_size=20, prefix_cache=False), questionnaire=short_vsm)
+    uncached = ref.label_logprobs(X)
+    assert batched.shape == (3, 24, 5)
+    assert torch.allclose(batched, single, atol=1e-4)
+    assert torch.allclose(batched, uncached, atol=1e-4)
+    # different candidates give different answers
+    assert (batched[0] - batched[1]).abs().max() > 1e-3
+
+
+def test_memo_reuses_scores(tiny_llama, tiny_tokenizer, short_vsm):
+    ev = PopulationEvaluator.from_questionnaire(tiny_llama, tiny_tokenizer, cfg=PopulationConfig(tokens=2, memo=8), questionnaire=short_vsm)
+    X = torch.randn(2, 2, 64)
+    a = ev.evaluate(X).probs
+    n = ev.n_forward
+    b = ev.evaluate(X[[1, 0]]).probs
+    assert ev.n_forward == n and ev.memo_hits == 2
+    assert np.allclose(a[[1, 0]], b)
+
+
+def test_result_fields_and_low_mass_reported(tiny_evaluator, caplog):
+    X = np.random.default_rng(0).normal(size=(2, 3 * 64)).astype(np.float32) * 0.3
+    with caplog.at_level(logging.WARNING):
+        r = tiny_evaluator.evaluate(X, country_target("USA"))
+    assert r.probs.shape == (2, 1, 24, 5) and np.allclose(r.probs.sum(-1), 1)
+    assert r.means.shape == (2, 24) and np.all((r.means >= 1) & (r.means <= 5))
+    assert r.scores.shape == (2, 6) and r.loss.shape == (2,)
+    # a random tiny model puts little mass on the labels: reported, not crashed
+    assert np.all(r.mean_mass < 0.05)
+
+
+def test_contexts_average_and_validation(tiny_llama, tiny_tokenizer):
+    ev = PopulationEvaluator.from_questionnaire(
+        tiny_llama, tiny_tokenizer, cfg=PopulationConfig(tokens=0, contexts=(None, in_context_system("CHN"))))
+    r = ev.evaluate(torch.zeros(1, 0, 64))
+    assert r.probs.shape == (1, 2, 24, 5)
+    exp = (r.probs @ np.arange(1, 6)).mean(1)
+    assert np.allclose(r.means, exp)
+    with pytest.raises(PluralignError):
+        ev.as_prompts(np.zeros((2, 65)))
+    assert "China" in in_context_system("CHN")
