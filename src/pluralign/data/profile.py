@@ -181,7 +181,7 @@ class Profile:
             tail.append(self.marital_status.lower())
         if self.employment:
             tail.append(self.employment.lower())
-        if self.language:
+        if self.language and self.language.lower() not in ("other", "unknown"):
             tail.append(f"speaking {self.language}")
         tail += [f"{k.replace('_', ' ')}: {v}" for k, v in self.extra]
         if tail:
