@@ -106,3 +106,16 @@ def test_compare_rejects_mixed_kinds_and_missing_files(tmp_path):
     empty.mkdir()
     res = _invoke(["compare", empty])
     assert res.exit_code == 2 and "eval-" in _error_lines(res)[0]
+
+
+def test_config_file_sets_defaults_and_flags_win(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"method": "qlora", "steps": 3}))
+    res = _invoke(["train", "--config", cfg, "--out", tmp_path / "x"])
+    assert res.exit_code == 2 and "qlora" in _error_lines(res)[0]  # the file's method was used
+    cfg.write_text(json.dumps({"method": "qlora", "task": "ranking"}))
+    res = _invoke(["train", "--config", cfg, "--method", "lora", "--out", tmp_path / "x"])
+    assert res.exit_code == 2 and "ranking" in _error_lines(res)[0]  # --method won, task came from the file
+    cfg.write_text(json.dumps({"methd": "lora"}))
+    res = _invoke(["train", "--config", cfg, "--out", tmp_path / "x"])
+    assert res.exit_code == 2 and "methd" in _error_lines(res)[0]

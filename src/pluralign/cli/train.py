@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from pluralign.cli._common import quiet_libraries
+from pluralign.errors import PluralignError
 
 TRAIN_HELP = """Fine-tune a causal LM to answer survey questions as a demographic profile would.
 
@@ -36,6 +37,7 @@ def register(app: typer.Typer) -> None:
 
 
 def train_cmd(
+    config: Optional[Path] = typer.Option(None, help="A JSON file of training settings (field names of TrainConfig, e.g. configs/train/cuma-probe.json); flags given on the command line win."),
     method: str = typer.Option("cuma", help="cuma, mixlora, hydralora, lora, dora, ptuning-v2, full."),
     task: str = typer.Option("individual", help="individual (respondent answers) or distributional (group answer shares)."),
     stage: str = typer.Option("sft", help="sft, or dpo (human answer preferred over the mean-collapse answer; start from --init-adapter)."),
@@ -89,9 +91,34 @@ def _csv(s: str | None) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()] if s else []
 
 
+def _apply_config_file(a: dict) -> None:
+    """Values from ``--config`` replace the flags still at their defaults (explicit flags win)."""
+    import inspect
+
+    from pluralign.io import read_json
+    from pluralign.training import TrainConfig
+
+    data = read_json(a["config"])
+    if not isinstance(data, dict):
+        raise PluralignError("a training config must be a JSON object of TrainConfig fields", file=a["config"])
+    known = set(TrainConfig.help())
+    defaults = {k: p.default.default for k, p in inspect.signature(train_cmd).parameters.items() if hasattr(p.default, "default")}
+    for k, v in data.items():
+        if k not in known:
+            raise PluralignError(f"unknown field (see `pluralign train --help`)", file=a["config"], field=k)
+        cli = k if k in a else None
+        if cli is None:
+            raise PluralignError("this field cannot be set from a config file", file=a["config"], field=k)
+        if a[cli] == defaults.get(cli) or (defaults.get(cli) is not None and str(a[cli]) == str(defaults.get(cli))):
+            a[cli] = ",".join(v) if isinstance(v, list) else v
+
+
 def _run(**a) -> None:
     quiet_libraries()
     from pluralign.training import TrainConfig, train
+
+    if a.get("config"):
+        _apply_config_file(a)
 
     cfg = TrainConfig(
         method=a["method"], task=a["task"], stage=a["stage"], model=a["model"], data=a["data"], split=a["split"],
