@@ -169,9 +169,12 @@ class OptionScorer:
         for idx, ids, att in self._batches(seqs):
             extra = batch_extra(idx) if batch_extra else None
             logp = torch.log_softmax(self._forward(ids, att, 1, extra)[:, -1, :], dim=-1)
+            # gather every row's label log-probs on the device, one transfer per batch
+            k = max(len(label_ids[i]) for i in idx)
+            lab = torch.tensor([label_ids[i] + label_ids[i][:1] * (k - len(label_ids[i])) for i in idx], device=logp.device)
+            sel = logp.gather(1, lab).double().cpu().numpy()
             for r, i in enumerate(idx):
-                lp = logp[r, label_ids[i]].double().cpu().numpy()
-                out[i] = _score(lp)
+                out[i] = _score(sel[r, : len(label_ids[i])])
             if progress:
                 progress(len(idx))
         return out  # type: ignore[return-value]
@@ -206,11 +209,13 @@ class OptionScorer:
             keep = max(owners[i][2] for i in idx) + 1
             extra = batch_extra([owners[i][0] for i in idx]) if batch_extra else None
             logp = torch.log_softmax(self._forward(ids, att, keep, extra), dim=-1)
+            # position t predicts token t+1: the last keep-1 tokens, of which each row's last n count
+            tok_lp = logp[:, :-1, :].gather(-1, ids[:, -(keep - 1) :, None]).squeeze(-1)
+            n = torch.tensor([owners[i][2] for i in idx], device=tok_lp.device)
+            mask = torch.arange(keep - 1, device=tok_lp.device)[None, :] >= (keep - 1 - n)[:, None]
+            row_ll = torch.where(mask, tok_lp, torch.zeros_like(tok_lp)).double().sum(-1).cpu().numpy()
             for r, i in enumerate(idx):
-                n = owners[i][2]
-                target = ids[r, -n:]
-                pred = logp[r, -n - 1 : -1, :]
-                lls[i] = pred.gather(-1, target[:, None]).sum().item()
+                lls[i] = row_ll[r]
             if progress:
                 progress(len(idx))
         out: list[OptionScore] = []
