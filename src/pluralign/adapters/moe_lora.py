@@ -141,32 +141,54 @@ class MoERouter(nn.Module):
         self.record = True
 
     def profile_part(self, profile: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """``W_d d (+ b)``: ``[B, 1, width]``, one vector per sample."""
-        w = self.w_profile
-        return F.linear(profile.to(dtype), _w(w.weight, dtype), _w(w.bias, dtype)).unsqueeze(1)
+        """``W_d d + b``: ``[B, 1, width]``, one vector per sample (it carries the router's first
+        bias, so the per-token part is a plain matmul)."""
+        bias = self.w_hidden.bias if self.uses_hidden else self.w_profile.bias
+        return F.linear(profile.to(dtype), _w(self.w_profile.weight, dtype), _w(bias, dtype)).unsqueeze(1)
 
     def logits(self, h: torch.Tensor | None, profile_part: torch.Tensor | None) -> torch.Tensor:
-        """``[B, T, E]`` (``[B, 1, E]`` for profile-only routing), in the activation dtype."""
-        z = None
+        """``[B, T, E]`` (``[B, 1, E]`` for profile-only routing), in the activation dtype.
+        ``W [h ; d] + b = W_h h + (W_d d + b)``: the profile term is added per sample."""
+        z = profile_part
         if self.uses_hidden:
             w = self.w_hidden
             dt = h.dtype
             hn = h if self.input_is_normed else F.rms_norm(h, (h.shape[-1],), eps=1e-6)
-            z = F.linear(hn, _w(w.weight, dt), _w(w.bias, dt))
-        if profile_part is not None:
-            z = profile_part if z is None else z + profile_part  # broadcast over tokens
+            if profile_part is None:
+                z = F.linear(hn, _w(w.weight, dt), _w(w.bias, dt))
+            elif hn.shape[1] == 1:  # one token per sample (decoding): matmul and add in one kernel
+                B = hn.shape[0]
+                z = torch.addmm(profile_part.reshape(B, -1), hn.reshape(B, -1), _w(w.weight, dt).t()).unsqueeze(1)
+            else:
+                z = F.linear(hn, _w(w.weight, dt)) + profile_part  # broadcast over tokens
         if self.mlp:
             w = self.w_out
             z = F.linear(F.gelu(z), _w(w.weight, z.dtype), _w(w.bias, z.dtype))
         return z
 
+    def gate_expanded(self, logits: torch.Tensor, r: int, tokens: int | None = None):
+        """Gates written straight into their expanded form ``[B, T, E, r]`` (one weight per expert
+        rank column, what the experts multiply): ``(expanded, top_idx)``. Top-k: softmax over the
+        selected logits only, exactly ``top_k`` non-zero experts per token."""
+        *lead, E = logits.shape
+        if self.top_k >= E:
+            g = logits.softmax(-1).unsqueeze(-1).expand(*lead, E, r)
+            idx = None
+        else:
+            val, idx = logits.topk(self.top_k, dim=-1)
+            k = self.top_k
+            g = logits.new_zeros(*lead, E, r).scatter_(
+                -2, idx.unsqueeze(-1).expand(*lead, k, r), val.softmax(-1).unsqueeze(-1).expand(*lead, k, r)
+            )
+        if tokens is not None and tokens != lead[-1]:  # profile-only routing: the same gates for every token
+            g = g.expand(*lead[:-1], tokens, E, r)
+        return g, idx
+
     def gate(self, logits: torch.Tensor):
-        """``(gates, top_idx)``: dense gates with exactly ``top_k`` non-zeros per row, rows summing
-        to 1 (softmax over the selected logits); ``top_idx`` is None for soft routing."""
-        if self.top_k >= self.n_experts:
-            return logits.softmax(-1), None
-        top_val, top_idx = logits.topk(self.top_k, dim=-1)
-        return torch.zeros_like(logits).scatter_(-1, top_idx, top_val.softmax(-1)), top_idx
+        """``(gates [B, T, E], top_idx)``: rows summing to 1 with exactly ``top_k`` non-zeros
+        (softmax over the selected logits); ``top_idx`` is None for soft routing."""
+        g, idx = self.gate_expanded(logits, 1)
+        return g[..., 0], idx
 
     def aux_loss(self, logits, top_idx, token_mask=None) -> torch.Tensor:
         return router_aux_loss(
@@ -183,14 +205,13 @@ class MoERouter(nn.Module):
                 part = self.profile_part(self._profile_rows(ctx, h.shape[0]), h.dtype)
                 ctx.profile_parts[self.layer_key] = part  # reused by every decode step of generate()
         logits = self.logits(h if self.uses_hidden else None, part)
-        gates, top_idx = self.gate(logits)
+        B, T = h.shape[0], h.shape[1]
+        g, top_idx = self.gate_expanded(logits, self.r, T)
         if ctx.collect_aux and (self.balance_coef or self.z_loss_coef):
             ctx.router_logits.append((self, logits, top_idx))
         if self.record:
-            self.last_gates = gates.detach()
-        B, T = h.shape[0], h.shape[1]
-        E, r = self.n_experts, self.r
-        return gates.unsqueeze(-1).expand(B, T, E, r).reshape(B * T, E * r).to(h.dtype)
+            self.last_gates = g[:, : logits.shape[1], :, 0].detach()
+        return g.reshape(B * T, self.n_experts * self.r)
 
     @staticmethod
     def _profile_rows(ctx: RoutingContext, batch: int) -> torch.Tensor:
