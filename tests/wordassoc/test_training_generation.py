@@ -1,0 +1,105 @@
+"""Tiny-model checks: batched generation equals one-at-a-time, the evaluation runs end to end, SFT
+loss falls and resumes from its checkpoint, GRPO raises a toy reward, the CLI reports bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pluralign.data.loaders.swow import load_swow
+from pluralign.models.chat import build_chat_prompt
+from pluralign.wordassoc.generate import GenConfig, evaluate_generation, evaluate_ranking, generate_texts
+from tests.conftest import make_tiny_model
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+def test_batched_generation_matches_one_at_a_time(tiny_tokenizer):
+    model = make_tiny_model("llama", seed=1)
+    prompts = [build_chat_prompt(tiny_tokenizer, [{"role": "user", "content": t}]) for t in
+               ["dog", "a much longer cue word prompt for padding", "sun"]]
+    cfg = GenConfig(batch_size=3, max_new_tokens=6)
+    batched = generate_texts(model, tiny_tokenizer, prompts, cfg, progress=False)
+    single = generate_texts(model, tiny_tokenizer, prompts, GenConfig(batch_size=1, max_new_tokens=6), progress=False)
+    assert batched == single and all(len(x) == 1 for x in batched)
+    assert tiny_tokenizer.padding_side == "left"
+    sampled = generate_texts(model, tiny_tokenizer, prompts[:1], GenConfig(num_samples=3, max_new_tokens=6), progress=False)
+    assert len(sampled[0]) == 3
+
+
+def test_evaluation_end_to_end_on_tiny_model(tiny_tokenizer):
+    d = load_swow(FIX / "strength.SWOW-EN.R1.csv")
+    model = make_tiny_model("llama")
+    g = evaluate_generation(model, tiny_tokenizer, d, GenConfig(max_new_tokens=4), ks=(1, 5), progress=False)
+    assert g["n_cues"] == 4 and 0 <= g["P@5"] <= g["P@1"] * 5 + 1e-9 and len(g["examples"]) == 4
+    r = evaluate_ranking(model, tiny_tokenizer, d, GenConfig(max_new_tokens=4), n_candidates=4, progress=False)
+    assert r["n_cues"] == 3 and -1 <= r["spearman"] <= 1  # "tea" has only 3 responses
+
+
+def test_sft_loss_falls_and_resumes(tmp_path, tiny_tokenizer):
+    from pluralign.wordassoc.train import LoraSettings, SFTStage, read_meta, train_sft
+
+    d = load_swow(FIX / "strength.SWOW-EN.R1.csv")
+    torch.manual_seed(0)
+    st = SFTStage(output_dir=str(tmp_path / "sft"), tasks="generation,ranking", n_candidates=4, max_steps=6, batch_size=4,
+                  learning_rate=1e-2, logging_steps=1, save_steps=3, lora=LoraSettings(r=8, alpha=16, dropout=0.0))
+    r = train_sft(make_tiny_model("llama"), tiny_tokenizer, d, st, progress=False)
+    losses = r["losses"]
+    assert len(losses) == 6 and losses[-1] < losses[0] - 0.1, losses
+    adapter = Path(r["adapter"])
+    assert (adapter / "adapter_config.json").exists() and read_meta(adapter)["stage"] == "sft"
+    assert (tmp_path / "sft" / "checkpoint-6").is_dir()
+    # re-running with more steps resumes from the newest checkpoint instead of starting over
+    st.max_steps = 7
+    r2 = train_sft(make_tiny_model("llama"), tiny_tokenizer, d, st, progress=False)
+    assert r2["resumed_from"] and r2["resumed_from"].endswith("checkpoint-6")
+
+
+def test_grpo_raises_a_toy_reward(tmp_path, tiny_tokenizer):
+    """Reward = fraction of completion tokens in a target set (60 of 600 ids). After a few GRPO
+    steps with a fixed seed the policy puts more probability on the target set."""
+    from pluralign.wordassoc.train import RLStage, train_rl
+
+    target = list(range(100, 160))
+    tset = set(target)
+
+    def toy(prompts, completions, completion_ids, **_):
+        return [sum(t in tset for t in ids) / max(1, len(ids)) for ids in completion_ids]
+
+    recs = [{"prompt": [{"role": "user", "content": f"word {i}"}]} for i in range(8)]
+    prompts = [build_chat_prompt(tiny_tokenizer, r["prompt"]) for r in recs]
+
+    def target_mass(model) -> float:
+        with torch.no_grad():
+            out = []
+            for p in prompts:
+                ids = tiny_tokenizer(p, return_tensors="pt", add_special_tokens=False)
+                out.append(model(**ids).logits[0, -1].float().softmax(-1)[target].sum().item())
+        return sum(out) / len(out)
+
+    model = make_tiny_model("llama")
+    before = target_mass(model)
+    st = RLStage(output_dir=str(tmp_path / "rl"), max_steps=8, batch_size=8, num_generations=4, max_completion_length=4,
+                 learning_rate=3e-3, logging_steps=1, save_steps=100, lora=None, seed=0)
+    r = train_rl(model, tiny_tokenizer, records=recs, reward_fn=toy, stage=st, progress=False)
+    after = target_mass(model.eval())
+    assert len(r["rewards"]) == 8
+    assert after > before * 1.03, (before, after)
+    assert (Path(r["adapter"]) / "pluralign_wordassoc.json").exists()
+
+
+def test_cli_bad_input_is_one_error_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from pluralign.cli.main import app
+
+    bad = tmp_path / "strength.SWOW-EN.R1.csv"
+    bad.write_text("cue,response,R1,N,R1.Strength\napple,fruit,5,10,0.5\napple,red,three,10,0.3\n")
+    res = CliRunner().invoke(app, ["wordassoc", "eval", "--data", str(bad), "--no-transfer", "--out", str(tmp_path / "e.json")])
+    assert res.exit_code == 2
+    assert "error:" in res.output and "row 2" in res.output and "'count'" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "e.json").exists()
+    res = CliRunner().invoke(app, ["wordassoc", "train", "--help"])
+    assert res.exit_code == 0 and "GRPO" in res.output
