@@ -9,9 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 WHICH="${1:-probe}"
-STEPS="${STEPS:-30}"
+STEPS="${STEPS:-12}"
 METHODS="${METHODS:-cuma lora}"
 SEED="${SEED:-0}"
+MAXQ=(${EVAL_MAX_ITEMS:+--max-items "$EVAL_MAX_ITEMS"})  # evaluate on the first N held-out questions only
 ROOT="runs/exp/$WHICH-s$SEED"
 if [ "$WHICH" = probe ]; then
   DATA=(--data wvs-probe --task individual --seed "$SEED")
@@ -27,10 +28,10 @@ for m in $METHODS; do
       > "$ROOT/$m.train.log" 2>&1
   fi
   [ -f "$ROOT/$m/eval/summary.json" ] || pluralign eval --adapter "$ROOT/$m/adapter" --split-from "$ROOT/$m" \
-      --method persona --no-plot --no-progress --out "$ROOT/$m/eval" > "$ROOT/$m.eval.log" 2>&1
+      --method persona "${MAXQ[@]}" --no-plot --no-progress --out "$ROOT/$m/eval" > "$ROOT/$m.eval.log" 2>&1
 done
 # the base model on the same held-out part
 FIRST="${METHODS%% *}"
-[ -f "$ROOT/base/summary.json" ] || pluralign eval --split-from "$ROOT/$FIRST" --method vanilla,persona --no-plot --no-progress \
+[ -f "$ROOT/base/summary.json" ] || pluralign eval --split-from "$ROOT/$FIRST" --method vanilla,persona "${MAXQ[@]}" --no-plot --no-progress \
     --out "$ROOT/base" > "$ROOT/base.eval.log" 2>&1
 pluralign compare "$ROOT"

@@ -119,3 +119,20 @@ def test_config_file_sets_defaults_and_flags_win(tmp_path):
     cfg.write_text(json.dumps({"methd": "lora"}))
     res = _invoke(["train", "--config", cfg, "--out", tmp_path / "x"])
     assert res.exit_code == 2 and "methd" in _error_lines(res)[0]
+
+
+def test_dpo_stage_continues_an_sft_adapter(tmp_path, tiny_model_dir):
+    common = ["--model", tiny_model_dir, "--data", "wvs-shares", "--countries", "USA,DEU,THA", "--questions", QUESTIONS,
+              "--task", "distributional", "--batch-size", "4", "--save-steps", "0", "--logging-steps", "1", "--no-progress"]
+    res = _invoke(["train", "--method", "lora", *common, "--steps", "2", "--out", tmp_path / "sft"])
+    assert res.exit_code == 0, res.output
+    res = _invoke(["train", "--method", "cuma", "--stage", "dpo", *common, "--steps", "2",
+                   "--init-adapter", tmp_path / "sft" / "adapter", "--out", tmp_path / "bad"])
+    assert res.exit_code == 2 and "init-adapter" in _error_lines(res)[0]
+    res = _invoke(["train", "--method", "lora", "--stage", "dpo", *common, "--steps", "3", "--lr", "1e-2",
+                   "--init-adapter", tmp_path / "sft" / "adapter", "--out", tmp_path / "dpo"])
+    assert res.exit_code == 0, res.output
+    logs = [json.loads(l) for l in (tmp_path / "dpo" / "log.jsonl").read_text().splitlines()]
+    dpo = [l["dpo_loss"] for l in logs if "dpo_loss" in l]
+    assert abs(dpo[0] - 0.6931) < 2e-3  # the SFT adapter is the reference: policy == reference at step 1
+    assert (tmp_path / "dpo" / "adapter" / "adapter_config.json").exists()

@@ -69,8 +69,14 @@ def build_trainable(base_model, cfg):
     """``(model, adapter_config, uses_profile)`` for ``cfg.method`` (or from ``cfg.init_adapter``)."""
     A = _adapters()
     if cfg.init_adapter:
+        meta = A.read_adapter_config(cfg.init_adapter)
+        if meta.get("method") != cfg.method:
+            raise PluralignError(
+                f"--init-adapter holds a {meta.get('method')!r} adapter but --method is {cfg.method!r}",
+                file=cfg.init_adapter, field="method",
+            )
         model = A.load_adapter(base_model, cfg.init_adapter)
-        conf = None
+        conf = getattr(model, "adapter_config", None)
     else:
         conf = make_adapter_config(cfg)
         model = A.build_adapted_model(base_model, cfg.method, conf)
