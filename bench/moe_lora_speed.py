@@ -63,8 +63,13 @@ def build_backbone(shape: str, layers: int | None, device: str, dtype: torch.dty
     cfg = (Qwen2Config if arch == "qwen2" else LlamaConfig)(**s, **common)
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(0)
-    with torch.device(device):
-        model = (Qwen2ForCausalLM if arch == "qwen2" else LlamaForCausalLM)(cfg)
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # build straight in bf16 (an 8B model in fp32 would need 32 GB)
+    try:
+        with torch.device(device):
+            model = (Qwen2ForCausalLM if arch == "qwen2" else LlamaForCausalLM)(cfg)
+    finally:
+        torch.set_default_dtype(prev)
     model.to(dtype)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -253,8 +258,10 @@ def bench_variant(model, variant, a, timer, device, dtype) -> dict:
         res["train_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         torch.cuda.reset_peak_memory_stats()
 
-    # inference
+    # inference (ours: adapter weights in the backbone dtype, as load_adapter_for_eval does)
     m.eval()
+    if hasattr(m, "cast_adapters"):
+        m.cast_adapters(dtype)
     with torch.no_grad():
         res["prefill_ms"] = timer(
             lambda: m(input_ids=ids, profile_embeds=prof, use_cache=True, logits_to_keep=1),

@@ -161,6 +161,8 @@ def load_adapter_for_eval(base_model: nn.Module, path, *, encoder=None):
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    if model.is_moe:  # inference needs no fp32 master weights: compute in the backbone's dtype
+        model.cast_adapters(model._activation_dtype())
     if not model.needs_profile:
         return model, None
     if encoder is None:

@@ -148,6 +148,19 @@ class AdaptedModel(nn.Module):
     def gradient_checkpointing_disable(self) -> None:
         self.model.gradient_checkpointing_disable()
 
+    def cast_adapters(self, dtype: torch.dtype) -> "AdaptedModel":
+        """Store expert and router weights in ``dtype`` (e.g. the backbone's bf16 for inference:
+        no per-call casts of fp32 master weights)."""
+        from pluralign.adapters.moe_lora import MoELoRALinear, MoERouter
+
+        for mod in self.modules():
+            if isinstance(mod, MoERouter):
+                mod.to(dtype)
+            elif isinstance(mod, MoELoRALinear):
+                mod.lora_A.data = mod.lora_A.data.to(dtype)
+                mod.lora_B.data = mod.lora_B.data.to(dtype)
+        return self
+
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {n: p for n, p in self.named_parameters() if p.requires_grad}
 

@@ -137,8 +137,16 @@ class MoERouter(nn.Module):
         self.w_out = nn.Linear(width, cfg.n_experts, bias=True) if self.mlp else None
         self.r = cfg.r
         self.input_is_normed = False  # True when it reads the output of the layer's input norm
-        self.last_gates: torch.Tensor | None = None  # detached gates of the last call (analysis)
+        self._last: tuple | None = None  # (detached expanded gates, routed positions) of the last call
         self.record = True
+
+    @property
+    def last_gates(self) -> torch.Tensor | None:
+        """Gates of the last call, ``[B, T, E]`` (``[B, 1, E]`` for profile-only routing)."""
+        if self._last is None:
+            return None
+        g, t = self._last
+        return g[:, :t, :, 0]
 
     def profile_part(self, profile: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """``W_d d + b``: ``[B, 1, width]``, one vector per sample (it carries the router's first
@@ -210,7 +218,7 @@ class MoERouter(nn.Module):
         if ctx.collect_aux and (self.balance_coef or self.z_loss_coef):
             ctx.router_logits.append((self, logits, top_idx))
         if self.record:
-            self.last_gates = g[:, : logits.shape[1], :, 0].detach()
+            self._last = (g.detach(), logits.shape[1])
         return g.reshape(B * T, self.n_experts * self.r)
 
     @staticmethod
