@@ -43,18 +43,18 @@ def test_sft_loss_falls_and_resumes(tmp_path, tiny_tokenizer):
 
     d = load_swow(FIX / "strength.SWOW-EN.R1.csv")
     torch.manual_seed(0)
-    st = SFTStage(output_dir=str(tmp_path / "sft"), tasks="generation,ranking", n_candidates=4, max_steps=6, batch_size=4,
-                  learning_rate=1e-2, logging_steps=1, save_steps=3, lora=LoraSettings(r=8, alpha=16, dropout=0.0))
+    st = SFTStage(output_dir=str(tmp_path / "sft"), tasks="generation,ranking", n_candidates=4, max_steps=4, batch_size=4,
+                  learning_rate=1e-2, logging_steps=1, save_steps=2, lora=LoraSettings(r=8, alpha=16, dropout=0.0))
     r = train_sft(make_tiny_model("llama"), tiny_tokenizer, d, st, progress=False)
     losses = r["losses"]
-    assert len(losses) == 6 and losses[-1] < losses[0] - 0.1, losses
+    assert len(losses) == 4 and losses[-1] < losses[0] - 0.1, losses
     adapter = Path(r["adapter"])
     assert (adapter / "adapter_config.json").exists() and read_meta(adapter)["stage"] == "sft"
-    assert (tmp_path / "sft" / "checkpoint-6").is_dir()
+    assert (tmp_path / "sft" / "checkpoint-4").is_dir()
     # re-running with more steps resumes from the newest checkpoint instead of starting over
-    st.max_steps = 7
+    st.max_steps = 5
     r2 = train_sft(make_tiny_model("llama"), tiny_tokenizer, d, st, progress=False)
-    assert r2["resumed_from"] and r2["resumed_from"].endswith("checkpoint-6")
+    assert r2["resumed_from"] and r2["resumed_from"].endswith("checkpoint-4")
 
 
 def test_grpo_raises_a_toy_reward(tmp_path, tiny_tokenizer):

@@ -134,7 +134,9 @@ def transfer_rows(cmp: dict, label: str) -> list[list]:
         for c in cmp["countries"]:
             t = cmp["table"][subset][c]
             mv = cmp["moves_high_tension"][c]
-            moved = f"{mv['toward_own_country']}/{mv['n']} own, {mv[f'toward_target_{cmp['target']}']}/{mv['n']} →{cmp['target']}" if subset == "high_tension" else ""
+            tgt = cmp["target"]
+            n_tgt = mv["toward_target_" + tgt]
+            moved = f"{mv['toward_own_country']}/{mv['n']} own, {n_tgt}/{mv['n']} →{tgt}" if subset == "high_tension" else ""
             rows.append([label, c, f"{subset} ({t['before']['n']})", f"{t['before']['jsd']:.3f} → {t['after']['jsd']:.3f}",
                          f"{t['before']['emd']:.3f} → {t['after']['emd']:.3f}", moved])
     return rows

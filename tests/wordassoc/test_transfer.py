@@ -1,0 +1,44 @@
+"""Value transfer bookkeeping: high-tension items from the data, before/after tables, move counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pluralign.evaluation import metrics as M
+from pluralign.wordassoc.transfer import TransferConfig, compare_transfer, tension_ranking, transfer_dataset, transfer_rows
+
+
+def _result(test, pred_fn) -> dict:
+    rows = []
+    for e in test.examples:
+        rows.append({"group": e.group, "item_id": e.item_id, "probs": list(pred_fn(e)), "human": list(e.probs)})
+    return {"predictions": rows}
+
+
+def test_tension_items_and_moves():
+    cfg = TransferConfig(n_tension=5, n_items=12, seed=0)
+    test, tension, ranking = transfer_dataset(cfg)
+    assert len(test.items) == 12 and set(tension) <= set(test.items) and len(tension) == 5
+    h = test.human_distributions()
+    # the high-tension items are those with the largest US-China JSD, computed from the data
+    jsds = {q: M.jsd(h[("United States", q)], h[("China", q)]) for q in test.items}
+    assert min(jsds[q] for q in tension) >= max(jsds[q] for q in test.items if q not in tension) - 1e-12
+    assert tension_ranking(test, "USA", "CHN")[0][0] == tension[0]
+    assert ranking[tension[0]] == pytest.approx(jsds[tension[0]])
+    assert transfer_dataset(cfg)[1] == tension  # deterministic
+
+    uniform = lambda e: np.full(len(e.probs), 1 / len(e.probs))  # noqa: E731
+    usa = {q: h[("United States", q)] for q in test.items}
+    before = _result(test, uniform)
+    after = _result(test, lambda e: usa[e.item_id])  # every persona now answers like the US
+    cmp = compare_transfer(before, after, test, tension, cfg)
+    us, cn = cmp["moves_high_tension"]["United States"], cmp["moves_high_tension"]["China"]
+    assert us["n"] == 5 and us["toward_own_country"] == 5 and us["toward_target_United States"] == 5
+    assert cn["toward_target_United States"] == 5
+    t = cmp["table"]["high_tension"]
+    assert t["United States"]["after"]["jsd"] == pytest.approx(0.0, abs=1e-6)
+    assert t["China"]["delta_jsd"] > 0  # answering like the US moves China's persona away from China
+    assert cmp["table"]["all"]["United States"]["before"]["n"] == 12
+    rows = transfer_rows(cmp, "a → b")
+    assert len(rows) == 4 and "5/5 own" in rows[2][-1]
