@@ -245,3 +245,22 @@ def test_dpo_loss_falls(tmp_path, tiny_tokenizer):
     assert logs[0] == pytest.approx(math.log(2), abs=1e-3)  # policy == reference at step 0
     assert logs[-1] < logs[0] - 0.1, logs
     assert any(l.get("rewards/accuracy", 0) > 0.5 for l in trainer.state.log_history)
+
+
+@pytest.mark.parametrize("method", ["mixlora", "hydralora", "dora", "ptuning-v2", "full"])  # lora, cuma: test_loss_falls
+def test_every_method_trains_and_saves(tmp_path, tiny_tokenizer, method):
+    from pluralign.adapters import load_adapter, save_adapter
+    from pluralign.training.trainer import trainable_state
+
+    from conftest import make_tiny_model
+
+    trainer, model, _ = _build(tmp_path, tiny_tokenizer, method=method, steps=2, batch_size=4)
+    before = trainable_state(model)
+    trainer.train()
+    after = trainable_state(model)
+    assert before and any(not torch.equal(before[k], after[k]) for k in before), "no parameter moved"
+    save_adapter(model, tmp_path / "adapter", base_model="tiny")
+    again = load_adapter(make_tiny_model("llama"), tmp_path / "adapter")
+    got = trainable_state(again)
+    for k in after:
+        assert torch.allclose(after[k], got[k]), k
