@@ -52,13 +52,15 @@ PROFILE_DIM = 384
 
 
 # ----------------------------------------------------------------------------- model
-def build_backbone(shape: str, layers: int | None, device: str, dtype: torch.dtype):
+def build_backbone(shape: str, layers: int | None, device: str, dtype: torch.dtype, vocab: int | None = None):
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     s = dict(SHAPES[shape])
     arch = s.pop("arch")
     if layers:
         s["num_hidden_layers"] = layers
+    if vocab:
+        s["vocab_size"] = vocab
     common = dict(max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
     cfg = (Qwen2Config if arch == "qwen2" else LlamaConfig)(**s, **common)
     cfg._attn_implementation = "sdpa"
@@ -253,6 +255,27 @@ def bench_variant(model, variant, a, timer, device, dtype) -> dict:
         for p in trainable:
             p.grad = None
 
+    m.train()
+    small = ids[:1, :8]
+
+    def small_step():
+        out = m(input_ids=small, labels=small, profile_embeds=prof[:1], use_cache=False)
+        (out.loss + out.aux_loss).backward()
+        for p in trainable:
+            p.grad = None
+
+    res["train_step_ops"] = count_ops(small_step)
+    if a.count_only:
+        m.eval()
+        if hasattr(m, "cast_adapters"):
+            m.cast_adapters(dtype)
+        with torch.no_grad():
+            res["decode_step_ops"] = count_ops(lambda: m(input_ids=ids[:1, :1], profile_embeds=prof[:1], use_cache=False, logits_to_keep=1))
+        undo()
+        for p in model.parameters():
+            p.requires_grad_(False)
+            p.grad = None
+        return res
     res["train_ms"] = timer(step, 1 if slow else a.warmup, max(2, a.iters // 3) if slow else a.iters)
     if device.startswith("cuda"):
         res["train_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -267,7 +290,7 @@ def bench_variant(model, variant, a, timer, device, dtype) -> dict:
             lambda: m(input_ids=ids, profile_embeds=prof, use_cache=True, logits_to_keep=1),
             1 if slow else a.warmup, max(2, a.iters // 3) if slow else a.iters,
         )
-        one = ids[:1, :8]
+        one = ids[:1, :1]
         res["decode_step_ops"] = count_ops(lambda: m(input_ids=one, profile_embeds=prof[:1], use_cache=False, logits_to_keep=1))
         for bs in a.decode_batches:
             prompt = torch.randint(3, V, (bs, a.prompt_len), generator=g).to(device)
@@ -298,14 +321,25 @@ def table(shape: str, rows: list[dict], decode_batches) -> str:
     base = next((r for r in rows if r["variant"] == "lora"), rows[0])
     cols = ["train_ms", "prefill_ms"] + [f"decode_tok_s_b{b}" for b in decode_batches]
     head = ["variant", "train ms", "x LoRA", "prefill ms", "x LoRA"] + sum(
-        ([f"decode tok/s b{b}", "x LoRA"] for b in decode_batches), []) + ["ops/decode fwd", "trainable"]
+        ([f"decode tok/s b{b}", "x LoRA"] for b in decode_batches), []) + ["ops/train step", "ops/decode step", "trainable"]
     lines = [f"### {shape}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["variant"]]
         for c in cols:
             cells += [f"{r[c]:.1f}", f"{r[c] / base[c]:.2f}"]
-        cells += [str(r["decode_step_ops"]), f"{r['trainable_params'] / 1e6:.2f}M"]
+        cells += [f"{r['train_step_ops']} ({r['train_step_ops'] / base['train_step_ops']:.2f})",
+                  f"{r['decode_step_ops']} ({r['decode_step_ops'] / base['decode_step_ops']:.2f})", f"{r['trainable_params'] / 1e6:.2f}M"]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def count_table(shape: str, rows: list[dict]) -> str:
+    base = next((r for r in rows if r["variant"] == "lora"), rows[0])
+    lines = [f"### {shape}: aten operators per call", "", "| variant | train step (fwd+bwd, 8 tokens) | x LoRA | decode step (1 token) | x LoRA |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['train_step_ops']} | {r['train_step_ops'] / base['train_step_ops']:.2f} | "
+                     f"{r['decode_step_ops']} | {r['decode_step_ops'] / base['decode_step_ops']:.2f} |")
     return "\n".join(lines)
 
 
@@ -323,7 +357,9 @@ def main(argv=None) -> int:
     ap.add_argument("--decode-tokens", type=int, default=64)
     ap.add_argument("--decode-reps", type=int, default=3)
     ap.add_argument("--prompt-len", type=int, default=64)
+    ap.add_argument("--vocab", type=int, default=None, help="override the vocabulary size (CPU runs: the LM head would dominate)")
     ap.add_argument("--dtype", default=None, help="bf16 on CUDA, fp32 on CPU by default")
+    ap.add_argument("--count-only", action="store_true", help="only count aten ops of a train step (8 tokens) and a decode step")
     ap.add_argument("--json", default=None, help="also write the results here")
     a = ap.parse_args(argv)
     if a.device == "cpu":
@@ -348,7 +384,7 @@ def main(argv=None) -> int:
     for shape in a.shape.split(","):
         layers = int(overrides[shape]) if shape in overrides else None
         t0 = time.time()
-        model = build_backbone(shape, layers, a.device, dtype)
+        model = build_backbone(shape, layers, a.device, dtype, a.vocab)
         print(f"# {shape}: {model.config.num_hidden_layers} layers, built in {time.time() - t0:.1f}s", flush=True)
         rows = []
         for v in a.variants.split(","):
@@ -364,7 +400,8 @@ def main(argv=None) -> int:
             rows.append(r)
             print(json.dumps({"shape": shape, **r}), flush=True)
         out["results"][f"{shape} ({model.config.num_hidden_layers} layers)"] = rows
-        tables.append(table(f"{shape}, {model.config.num_hidden_layers} layers", rows, a.decode_batches))
+        title = f"{shape}, {model.config.num_hidden_layers} layers, vocab {model.config.vocab_size}"
+        tables.append(count_table(title, rows) if a.count_only else table(title, rows, a.decode_batches))
         del model
         gc.collect()
         if a.device.startswith("cuda"):

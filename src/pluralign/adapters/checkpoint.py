@@ -175,9 +175,9 @@ def load_adapter_for_eval(base_model: nn.Module, path, *, encoder=None):
             f"profile encoder {encoder.name} gives {encoder.dim}-d embeddings, the adapter expects {model.adapter_config.profile_dim}",
             file=Path(path) / CONFIG, field="profile_encoder",
         )
-    device = model.device
+    device, dtype = model.device, model._activation_dtype()
 
     def profile_kwargs(profiles):
-        return {"profile_embeds": encoder.encode(list(profiles)).to(device)}
+        return {"profile_embeds": encoder.encode(list(profiles)).to(device=device, dtype=dtype)}
 
     return model, profile_kwargs

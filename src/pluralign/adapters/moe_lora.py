@@ -156,23 +156,29 @@ class MoERouter(nn.Module):
 
     def logits(self, h: torch.Tensor | None, profile_part: torch.Tensor | None) -> torch.Tensor:
         """``[B, T, E]`` (``[B, 1, E]`` for profile-only routing), in the activation dtype.
-        ``W [h ; d] + b = W_h h + (W_d d + b)``: the profile term is added per sample."""
-        z = profile_part
-        if self.uses_hidden:
-            w = self.w_hidden
-            dt = h.dtype
-            hn = h if self.input_is_normed else F.rms_norm(h, (h.shape[-1],), eps=1e-6)
-            if profile_part is None:
-                z = F.linear(hn, _w(w.weight, dt), _w(w.bias, dt))
-            elif hn.shape[1] == 1:  # one token per sample (decoding): matmul and add in one kernel
-                B = hn.shape[0]
-                z = torch.addmm(profile_part.reshape(B, -1), hn.reshape(B, -1), _w(w.weight, dt).t()).unsqueeze(1)
-            else:
-                z = F.linear(hn, _w(w.weight, dt)) + profile_part  # broadcast over tokens
+        ``W [h ; d] + b = W_h h + (W_d d + b)``: the profile term is added per sample. Computed on
+        flattened tokens with fused matmul + bias kernels (few operators: decoding is launch-bound)."""
+        if not self.uses_hidden:
+            z = profile_part
+            if self.mlp:
+                w = self.w_out
+                z = F.linear(F.gelu(z), _w(w.weight, z.dtype), _w(w.bias, z.dtype))
+            return z
+        B, T, H = h.shape
+        dt = h.dtype
+        hn = h if self.input_is_normed else F.rms_norm(h, (H,), eps=1e-6)
+        hn = hn.reshape(B * T, H)
+        w = self.w_hidden
+        if profile_part is None:
+            z = torch.addmm(_w(w.bias, dt), hn, _w(w.weight, dt).t())
+        elif T == 1:  # one token per sample (decoding): matmul and per-sample bias in one kernel
+            z = torch.addmm(profile_part.reshape(B, -1), hn, _w(w.weight, dt).t())
+        else:
+            z = (hn @ _w(w.weight, dt).t()).view(B, T, -1).add_(profile_part).view(B * T, -1)
         if self.mlp:
             w = self.w_out
-            z = F.linear(F.gelu(z), _w(w.weight, z.dtype), _w(w.bias, z.dtype))
-        return z
+            z = torch.addmm(_w(w.bias, dt), F.gelu(z), _w(w.weight, dt).t())
+        return z.view(B, T, -1)
 
     def gate_expanded(self, logits: torch.Tensor, r: int, tokens: int | None = None):
         """Gates written straight into their expanded form ``[B, T, E, r]`` (one weight per expert
@@ -218,7 +224,7 @@ class MoERouter(nn.Module):
         if ctx.collect_aux and (self.balance_coef or self.z_loss_coef):
             ctx.router_logits.append((self, logits, top_idx))
         if self.record:
-            self._last = (g.detach(), logits.shape[1])
+            self._last = (g.detach() if g.requires_grad else g, logits.shape[1])
         return g.reshape(B * T, self.n_experts * self.r)
 
     @staticmethod
