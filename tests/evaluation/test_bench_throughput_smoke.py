@@ -20,10 +20,11 @@ def test_bench_agrees_with_lm_eval(tiny_model_dir, tmp_path, monkeypatch):
 
     out = tmp_path / "bench.json"
     row = score_throughput.main(["--model", str(tiny_model_dir), "--device", "cpu", "--items", "12", "--batch-size", "4",
-                                 "--countries", "USA,DEU,NGA", "--threads", "1", "--out", str(out)])
+                                 "--countries", "USA,DEU,NGA", "--threads", "1", "--repeats", "2", "--out", str(out)])
     assert row["items"] == 12 and row["options"] >= 24
     assert row["agreement"] == 1.0
     # option log-prob differences agree up to fp32 noise (lm-eval adds the same log P("\n") to every option)
     assert row["max_abs_centered_logprob_diff"] < 1e-3
-    assert row["ours_items_per_s"] > 0 and row["lmeval_items_per_s"] > 0
+    assert len(row["ours_s_all"]) == len(row["lmeval_s_all"]) == 2 and row["ours_s"] == min(row["ours_s_all"])
+    assert row["ratio"] == pytest.approx(row["ours_items_per_s"] / row["lmeval_items_per_s"])
     assert out.exists() and "| ratio |" in score_throughput.table([row]).splitlines()[0]
