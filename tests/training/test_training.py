@@ -264,3 +264,19 @@ def test_every_method_trains_and_saves(tmp_path, tiny_tokenizer, method):
     got = trainable_state(again)
     for k in after:
         assert torch.allclose(after[k], got[k]), k
+
+
+def test_ablation_flags_map_onto_the_adapter_config(tmp_path):
+    from pluralign.errors import PluralignError
+    from pluralign.training.methods import make_adapter_config
+
+    c = make_adapter_config(_cfg(tmp_path, method="cuma"))
+    assert c.router_input == "hidden+profile" and c.balance_coef > 0 and c.top_k < c.n_experts
+    c = make_adapter_config(_cfg(tmp_path, method="cuma", demographic_routing=False, balance_loss=False, soft_routing=True, experts=4))
+    assert c.router_input == "hidden" and c.balance_coef == 0.0 and c.top_k == c.n_experts == 4
+    c = make_adapter_config(_cfg(tmp_path, method="lora", rank=4, target_modules=["q_proj", "o_proj"]))
+    assert c.r == 4 and tuple(c.target_modules) == ("q_proj", "o_proj")
+    with pytest.raises(PluralignError, match="soft"):
+        make_adapter_config(_cfg(tmp_path, method="lora", soft_routing=True))
+    with pytest.raises(PluralignError, match="demographic"):
+        make_adapter_config(_cfg(tmp_path, method="lora", demographic_routing=False))

@@ -26,7 +26,7 @@ Examples:
   pluralign train --method cuma --stage dpo --init-adapter runs/cuma/adapter --out runs/cuma-dpo
   pluralign train --method cuma --no-demographic-routing --out runs/abl-norouting   # ablations
   pluralign train ... --out runs/cuma --resume                                      # continue
-  accelerate launch --num_processes 4 -m pluralign.cli.main train --method cuma ... # multi-GPU
+  accelerate launch --multi_gpu --num_processes 4 -m pluralign.cli.main train --method cuma ...  # 4 GPUs
 
 Outputs (OUT): adapter/, checkpoints/, log.jsonl, train_config.json, split.json, train_summary.json.
 """
