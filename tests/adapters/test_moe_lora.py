@@ -321,3 +321,17 @@ def test_bf16_backbone_adapter_dtypes(adapter_dtype, expect):
     assert out.logits.dtype == torch.bfloat16
     (out.loss + out.aux_loss).backward()
     assert all(p.grad is not None and p.grad.dtype == expect for p in m.trainable_parameters().values())
+
+
+def test_scaling_folded_into_gates_with_autograd_matches_inference():
+    m = cuma(make_tiny_model("llama").float(), n_experts=4)
+    randomize_experts(m)
+    ids, att = batch()
+    prof = torch.randn(3, D)
+    with torch.no_grad():
+        ref = m(input_ids=ids, attention_mask=att, profile_embeds=prof).logits
+        ref_gates = gate_probs(m)
+    got = m(input_ids=ids, attention_mask=att, profile_embeds=prof).logits  # autograd on: other code path
+    torch.testing.assert_close(got.detach(), ref, atol=1e-5, rtol=1e-5)
+    for k, g in gate_probs(m).items():
+        torch.testing.assert_close(g, ref_gates[k])

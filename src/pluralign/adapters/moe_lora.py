@@ -136,6 +136,7 @@ class MoERouter(nn.Module):
         self.w_profile = nn.Linear(cfg.profile_dim, width, bias=not self.uses_hidden) if self.uses_profile else None
         self.w_out = nn.Linear(width, cfg.n_experts, bias=True) if self.mlp else None
         self.r = cfg.r
+        self.scaling = cfg.alpha / cfg.r
         self.input_is_normed = False  # True when it reads the output of the layer's input norm
         self._last: tuple | None = None  # (detached expanded gates, routed positions) of the last call
         self.record = True
@@ -145,8 +146,9 @@ class MoERouter(nn.Module):
         """Gates of the last call, ``[B, T, E]`` (``[B, 1, E]`` for profile-only routing)."""
         if self._last is None:
             return None
-        g, t = self._last
-        return g[:, :t, :, 0]
+        g, t, scale = self._last
+        g = g[:, :t, :, 0]
+        return g if scale == 1.0 else g / scale
 
     def profile_part(self, profile: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """``W_d d + b``: ``[B, 1, width]``, one vector per sample (it carries the router's first
@@ -174,25 +176,28 @@ class MoERouter(nn.Module):
         elif T == 1:  # one token per sample (decoding): matmul and per-sample bias in one kernel
             z = torch.addmm(profile_part.reshape(B, -1), hn, _w(w.weight, dt).t())
         else:
-            z = (hn @ _w(w.weight, dt).t()).view(B, T, -1).add_(profile_part).view(B * T, -1)
+            z = ((hn @ _w(w.weight, dt).t()).view(B, T, -1) + profile_part).view(B * T, -1)
         if self.mlp:
             w = self.w_out
             z = torch.addmm(_w(w.bias, dt), F.gelu(z), _w(w.weight, dt).t())
         return z.view(B, T, -1)
 
-    def gate_expanded(self, logits: torch.Tensor, r: int, tokens: int | None = None):
+    def gate_expanded(self, logits: torch.Tensor, r: int, tokens: int | None = None, scale: float = 1.0):
         """Gates written straight into their expanded form ``[B, T, E, r]`` (one weight per expert
-        rank column, what the experts multiply): ``(expanded, top_idx)``. Top-k: softmax over the
-        selected logits only, exactly ``top_k`` non-zero experts per token."""
+        rank column, what the experts multiply), times ``scale``: ``(expanded, top_idx)``. Top-k:
+        softmax over the selected logits only, exactly ``top_k`` non-zero experts per token."""
         *lead, E = logits.shape
         if self.top_k >= E:
-            g = logits.softmax(-1).unsqueeze(-1).expand(*lead, E, r)
+            w = logits.softmax(-1)
+            g = (w if scale == 1.0 else w * scale).unsqueeze(-1).expand(*lead, E, r)
             idx = None
         else:
             val, idx = logits.topk(self.top_k, dim=-1)
             k = self.top_k
-            g = logits.new_zeros(*lead, E, r).scatter_(
-                -2, idx.unsqueeze(-1).expand(*lead, k, r), val.softmax(-1).unsqueeze(-1).expand(*lead, k, r)
+            w = val.softmax(-1)
+            w = w if scale == 1.0 else w * scale
+            g = logits.new_zeros(*lead, E, r).scatter(
+                -2, idx.unsqueeze(-1).expand(*lead, k, r), w.unsqueeze(-1).expand(*lead, k, r)
             )
         if tokens is not None and tokens != lead[-1]:  # profile-only routing: the same gates for every token
             g = g.expand(*lead[:-1], tokens, E, r)
@@ -209,9 +214,11 @@ class MoERouter(nn.Module):
             logits, top_idx, token_mask, top_k=self.top_k, balance_coef=self.balance_coef, z_loss_coef=self.z_loss_coef
         )
 
-    def route(self, h: torch.Tensor, ctx: RoutingContext) -> torch.Tensor:
+    def route(self, h: torch.Tensor, ctx: RoutingContext) -> tuple[torch.Tensor, float]:
         """Gates of this layer for the tokens of ``h`` ``[B, T, H]``, expanded to one weight per
-        expert rank column: ``[B*T, E*r]`` in ``h``'s dtype (what :class:`MoELoRALinear` multiplies)."""
+        expert rank column: ``([B*T, E*r] in h's dtype, alpha)``; the experts' output is scaled by
+        ``alpha``. With autograd on, the alpha / r scaling is folded into the gates (one small
+        multiply instead of scaling two gradients per projection); without, into the B matmul."""
         part = None
         if self.uses_profile:
             part = ctx.profile_parts.get(self.layer_key)
@@ -220,12 +227,14 @@ class MoERouter(nn.Module):
                 ctx.profile_parts[self.layer_key] = part  # reused by every decode step of generate()
         logits = self.logits(h if self.uses_hidden else None, part)
         B, T = h.shape[0], h.shape[1]
-        g, top_idx = self.gate_expanded(logits, self.r, T)
+        fold = torch.is_grad_enabled()
+        scale = self.scaling if fold else 1.0
+        g, top_idx = self.gate_expanded(logits, self.r, T, scale)
         if ctx.collect_aux and (self.balance_coef or self.z_loss_coef):
             ctx.router_logits.append((self, logits, top_idx))
         if self.record:
-            self._last = (g.detach() if g.requires_grad else g, logits.shape[1])
-        return g.reshape(B * T, self.n_experts * self.r)
+            self._last = (g.detach() if g.requires_grad else g, logits.shape[1], scale)
+        return g.reshape(B * T, self.n_experts * self.r), (1.0 if fold else self.scaling)
 
     @staticmethod
     def _profile_rows(ctx: RoutingContext, batch: int) -> torch.Tensor:
@@ -335,12 +344,13 @@ class MoELoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
         ctx = _ACTIVE.get()
-        g = None if ctx is None else ctx.gates.get(self.layer_key)
-        if g is None:
+        entry = None if ctx is None else ctx.gates.get(self.layer_key)
+        if entry is None:
             raise PluralignError(
                 f"no routing for {self.layer_key}: call the model through its adapted wrapper; with gradient "
                 "checkpointing use the wrapper's gradient_checkpointing_enable()", field="model"
             )
+        g, alpha = entry
         dt = x.dtype
         x2 = x.reshape(-1, x.shape[-1])
         xa = self.dropout(x2) @ _w(self.lora_A, dt)  # all A's in one matmul: [N, E*r] ([N, r] when shared)
@@ -348,8 +358,8 @@ class MoELoRALinear(nn.Module):
             mixed = (g.view(-1, self.n_experts, self.r) * xa.unsqueeze(1)).view(g.shape)
         else:
             mixed = xa * g  # sparse gate, one weight per expert rank column
-        # all B's in one matmul, scaled by alpha / r and added to the base output in the same kernel
-        y = torch.addmm(out.reshape(-1, out.shape[-1]), mixed, _w(self.lora_B, dt), alpha=self.scaling)
+        # all B's in one matmul, scaled and added to the base output in the same kernel
+        y = torch.addmm(out.reshape(-1, out.shape[-1]), mixed, _w(self.lora_B, dt), alpha=alpha)
         return y.view(out.shape)
 
     def extra_repr(self) -> str:
