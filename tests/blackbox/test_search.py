@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from pluralign.blackbox import country_target, load_soft_prompt
 from pluralign.blackbox.optimizers import OPTIMIZERS, make_optimizer

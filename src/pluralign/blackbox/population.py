@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from pluralign.blackbox.vsm import VSMConfig, dimension_scores, l1_loss
-from pluralign.data.items import SurveyItem
 from pluralign.data.loaders.hofstede import HofstedeTarget, VSMQuestionnaire, load_vsm_items
 from pluralign.errors import PluralignError
 
@@ -258,4 +257,4 @@ def in_context_system(country: str) -> str:
     return f"You are a person from {_with_article(country_name(country))}. Answer every question as a typical person from there would."
 
 
-__all__ = ["PopulationConfig", "PopulationEvaluator", "PopulationResult", "in_context_system", "vsm_prompts", "SurveyItem"]
+__all__ = ["PopulationConfig", "PopulationEvaluator", "PopulationResult", "in_context_system", "vsm_prompts"]
