@@ -102,9 +102,14 @@ def test_unreachable_hub_id_is_one_line():
         load_backbone("pluralign-test/definitely-not-a-model")
 
 
-def test_resolve_short_name():
+def test_resolve_short_name_hub_id_and_paths(tiny_model_dir, tmp_path):
     ref = resolve_model("smollm2-135m")
     assert ref.gguf_file and (L.Path(ref.location) / ref.gguf_file).is_file()
+    assert resolve_model("Qwen/Qwen2.5-0.5B-Instruct").location == "Qwen/Qwen2.5-0.5B-Instruct"  # hub id as is
+    assert resolve_model(tiny_model_dir).location == str(tiny_model_dir.resolve())
+    assert resolve_model(str(tiny_model_dir)).gguf_file is None
+    with pytest.raises(PluralignError, match="model folder not found"):
+        resolve_model("no/such/local/folder")  # three parts: not a hub id
 
 
 # ------------------------------------------------------------------------------------- GGUF
