@@ -52,7 +52,7 @@ def test_each_method_builds_and_trains_one_step(method):
     assert all(p.grad is None for p in frozen)
 
 
-@pytest.mark.parametrize("method", ["cuma", "hydralora", "lora", "dora", "ptuning-v2"])
+@pytest.mark.parametrize("method", ["cuma", "hydralora", "lora", "ptuning-v2"])
 def test_save_load_round_trip_reproduces_logits(method, tmp_path):
     torch.manual_seed(0)
     m = build_adapted_model(make_tiny_model("llama").float(), method, _cfg(method, n_experts=4) if method in ("cuma", "hydralora") else _cfg(method))

@@ -28,8 +28,7 @@ def cuma(model, **kw):
     return build_adapted_model(model, "cuma", adapter_config("cuma", **kw))
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
-@pytest.mark.parametrize("top_k", [1, 2, 4])
+@pytest.mark.parametrize("arch,top_k", [("llama", 1), ("qwen2", 2), ("llama", 4)])
 def test_gates_sum_to_one_with_exactly_k_nonzero(arch, top_k):
     m = cuma(make_tiny_model(arch).float(), n_experts=4, top_k=top_k)
     ids, att = batch()
@@ -128,7 +127,7 @@ def test_batched_layer_equals_looped_reference(shared_A, top_k):
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["cuma", "mixlora", "hydralora", "lora", "dora"])
+@pytest.mark.parametrize("method", ["cuma", "hydralora", "lora"])
 def test_zero_initialised_B_equals_base_at_init(method):
     ids, att = batch()
     base = make_tiny_model("llama").float()
