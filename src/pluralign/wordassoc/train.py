@@ -80,7 +80,7 @@ class RLStage:
     learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate."})
     beta: float = field(default=0.0, metadata={"help": "KL coefficient to the reference policy (0 = none, TRL default)."})
     save_steps: int = field(default=25, metadata={"help": "Checkpoint every N steps (resumable)."})
-    logging_steps: int = field(default=5, metadata={"help": "Log reward every N steps."})
+    logging_steps: int = field(default=1, metadata={"help": "Log reward every N steps."})
     seed: int = field(default=0, metadata={"help": "Seed of sampling and shuffling."})
     lora: LoraSettings | None = field(default_factory=LoraSettings, metadata={"help": "LoRA settings when no SFT adapter is given (None: train all weights; tiny models only)."})
 
