@@ -103,3 +103,12 @@ def test_cli_bad_input_is_one_error_line(tmp_path):
     assert not (tmp_path / "e.json").exists()
     res = CliRunner().invoke(app, ["wordassoc", "train", "--help"])
     assert res.exit_code == 0 and "GRPO" in res.output
+
+
+def test_sft_max_length_too_small_is_a_clear_error(tmp_path, tiny_tokenizer):
+    from pluralign.errors import PluralignError
+    from pluralign.wordassoc.train import SFTStage, train_sft
+
+    d = load_swow(FIX / "strength.SWOW-EN.R1.csv")
+    with pytest.raises(PluralignError, match="max_length=16"):
+        train_sft(make_tiny_model("llama"), tiny_tokenizer, d, SFTStage(output_dir=str(tmp_path / "s"), max_length=16), progress=False)

@@ -141,6 +141,7 @@ def train_sft(model, tok, data: SwowData, stage: SFTStage | None = None, *, call
     check_language(data, data.language)
     out = Path(stage.output_dir)
     recs = sft_records(data, stage)
+    _check_lengths(tok, recs, stage.max_length)
     ds = Dataset.from_list(recs).shuffle(seed=stage.seed)
     args = SFTConfig(
         output_dir=str(out), max_steps=stage.max_steps, num_train_epochs=stage.epochs,
@@ -162,6 +163,25 @@ def train_sft(model, tok, data: SwowData, stage: SFTStage | None = None, *, call
     meta["adapter"] = str(adapter)
     atomic_write_json(out / "summary.json", meta)
     return meta
+
+
+def _check_lengths(tok, recs: list[dict], max_length: int) -> None:
+    """TRL truncates prompt+completion to ``max_length`` and silently drops records whose completion
+    is cut off entirely; fail early with a clear message instead of an empty-sampler error."""
+    from pluralign.models.chat import build_chat_prompt
+
+    too_long = 0
+    for r in recs:
+        text = build_chat_prompt(tok, r["prompt"])
+        if len(tok(text, add_special_tokens=False)["input_ids"]) >= max_length:
+            too_long += 1
+    if too_long == len(recs):
+        raise PluralignError(f"every training prompt is at least max_length={max_length} tokens long, so no completion "
+                             "token would be trained; raise max_length", field="max_length")
+    if too_long:
+        import logging
+
+        logging.getLogger(__name__).warning("%d of %d SFT records exceed max_length=%d and are dropped", too_long, len(recs), max_length)
 
 
 def _ensure_pad(tok) -> None:
