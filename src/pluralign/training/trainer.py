@@ -48,6 +48,12 @@ class ConditionalTrainer(Trainer):
         self.model_accepts_loss_kwargs = False  # our loss is a per-batch mean: Trainer divides by GA steps
         self._acc: dict[str, list[float]] = defaultdict(list)
 
+    def train(self, *args, **kwargs):
+        # gradients on whatever the caller did before (an evaluation in the same process may have
+        # switched autograd off globally with torch.set_grad_enabled(False))
+        with torch.enable_grad():
+            return super().train(*args, **kwargs)
+
     # ------------------------------------------------------------------ loss
     @staticmethod
     def forward_extra(inputs: dict) -> dict:
