@@ -9,7 +9,6 @@ import torch
 from pluralign.errors import PluralignError
 from pluralign.evaluation.scoring import OptionScorer, letter_labels, option_labels
 from pluralign.models.chat import build_chat_prompt
-from tests.conftest import make_tiny_model
 
 QUESTION = "How important is family in your life?"
 OPTIONS = ["Very important", "Rather important", "Not very important", "Not at all important"]

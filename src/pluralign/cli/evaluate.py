@@ -97,8 +97,6 @@ def _apply_split_from(a: dict) -> None:
 
 def _run(**a) -> None:
     quiet_libraries()
-    import torch
-
     from pluralign.data import load_dataset, split_dataset
     from pluralign.evaluation.methods import METHODS
     from pluralign.evaluation.report import save_results, summary_rows, write_plot
@@ -139,7 +137,6 @@ def _run(**a) -> None:
         from pluralign.blackbox import load_soft_prompt_model
 
         model = load_soft_prompt_model(model, a["soft_prompt"])
-    torch.set_grad_enabled(False)
     results = []
     out: Path = a["out"]
     for m in methods:

@@ -105,7 +105,7 @@ def _apply_config_file(a: dict) -> None:
     defaults = {k: p.default.default for k, p in inspect.signature(train_cmd).parameters.items() if hasattr(p.default, "default")}
     for k, v in data.items():
         if k not in known:
-            raise PluralignError(f"unknown field (see `pluralign train --help`)", file=a["config"], field=k)
+            raise PluralignError("unknown field (see `pluralign train --help`)", file=a["config"], field=k)
         cli = k if k in a else None
         if cli is None:
             raise PluralignError("this field cannot be set from a config file", file=a["config"], field=k)

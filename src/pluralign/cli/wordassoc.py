@@ -186,7 +186,6 @@ def _eval(**a) -> None:
 
         model = load_with_adapter(model, a["adapter"])
     model.eval()
-    torch.set_grad_enabled(False)
     res: dict = {
         "schema": "pluralign.wordassoc.eval/1", "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model": a["model"], "adapter": str(a["adapter"]) if a["adapter"] else None,
