@@ -59,6 +59,7 @@ class SearchResult:
     evaluations: int
     stopped: str
     out_dir: Path | None = None
+    best_mass: float | None = None  # probability the best prompt leaves on the option labels
 
 
 def init_population(model, tokens: int, pop: int, *, seed: int, init_scale: float = 1.0, bound_scale: float = 1.0,
@@ -173,7 +174,7 @@ def run_search(
     return SearchResult(
         best_x=np.asarray(opt.best_x), best_loss=float(opt.best_f), initial_best=float(state["initial_best"]),
         best_scores=state["best_scores"], history=history, generations=state["gen"], evaluations=opt.n_evals,
-        stopped=stopped, out_dir=out,
+        stopped=stopped, out_dir=out, best_mass=state.get("best_mass"),
     )
 
 

@@ -151,10 +151,10 @@ def _run(**a) -> None:
         results["search"] = {
             "optimizer": a["optimizer"], "tokens": a["tokens"], "pop": a["pop"], "gens": a["gens"], "generations_run": res.generations,
             "evaluations": res.evaluations, "initial_best": res.initial_best, "loss": res.best_loss, "scores": res.best_scores,
-            "stopped": res.stopped, "seconds": res.history[-1]["seconds"] if res.history else 0.0,
+            "stopped": res.stopped, "seconds": res.history[-1]["seconds"] if res.history else 0.0, "option_mass": res.best_mass,
         }
         rows.append([f"soft prompt ({a['optimizer']})", *[res.best_scores[d] for d in DIMENSIONS], res.best_loss,
-                     float("nan")])
+                     res.best_mass if res.best_mass is not None else float("nan")])
         if know_items is not None:
             from pluralign.blackbox.knowledge import knowledge_accuracy
             from pluralign.blackbox.softprompt import SoftPromptModel
