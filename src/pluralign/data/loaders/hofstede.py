@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
