@@ -70,17 +70,17 @@ class SurveyDataset:
         return len(self.examples)
 
     # ---------------------------------------------------------------- views
-    def subset(self, examples: Iterable[Example], name: str | None = None) -> "SurveyDataset":
+    @classmethod
+    def from_examples(
+        cls, name: str, kind: TaskKind, items: dict[str, SurveyItem], examples: Iterable[Example], source: str = "", meta: dict | None = None
+    ) -> "SurveyDataset":
+        """A dataset holding ``examples`` and only the items they use."""
         exs = list(examples)
         used = {e.item_id for e in exs}
-        return SurveyDataset(
-            name=name or self.name,
-            kind=self.kind,
-            items={k: v for k, v in self.items.items() if k in used},
-            examples=exs,
-            source=self.source,
-            meta=dict(self.meta),
-        )
+        return cls(name=name, kind=kind, items={k: v for k, v in items.items() if k in used}, examples=exs, source=source, meta=dict(meta or {}))
+
+    def subset(self, examples: Iterable[Example], name: str | None = None) -> "SurveyDataset":
+        return SurveyDataset.from_examples(name or self.name, self.kind, self.items, examples, self.source, self.meta)
 
     def filter(self, *, countries: Sequence[str] | None = None, questions: Sequence[str] | None = None) -> "SurveyDataset":
         from pluralign.data.countries import country_name

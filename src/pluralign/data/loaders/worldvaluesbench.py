@@ -514,14 +514,13 @@ def load_worldvaluesbench(
         )
     if not examples:
         raise PluralignError("no answers left (every selected cell is empty)", file=value_path)
-    used = {e.item_id for e in examples}
-    return SurveyDataset(
-        name="worldvaluesbench",
-        kind="individual",
-        items={k: v for k, v in items.items() if k in used},
-        examples=examples,
-        source=str(value_path),
-        meta={"citation": CITATION, "demographics": str(demo_path), "metadata": {k: str(v) for k, v in meta.paths.items()}},
+    return SurveyDataset.from_examples(
+        "worldvaluesbench",
+        "individual",
+        items,
+        examples,
+        str(value_path),
+        {"citation": CITATION, "demographics": str(demo_path), "metadata": {k: str(v) for k, v in meta.paths.items()}},
     )
 
 

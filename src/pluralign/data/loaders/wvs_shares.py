@@ -113,15 +113,7 @@ def _dataset(
             examples.append(GroupExample(group_id=iso, profile=prof, item_id=qid, probs=tuple(float(x) for x in p)))
     if not examples:
         raise PluralignError("no non-empty (country, question) cells", file=source)
-    used = {e.item_id for e in examples}
-    return SurveyDataset(
-        name="wvs-shares",
-        kind="distributional",
-        items={k: v for k, v in items.items() if k in used},
-        examples=examples,
-        source=str(source),
-        meta={"citation": CITATION},
-    )
+    return SurveyDataset.from_examples("wvs-shares", "distributional", items, examples, str(source), {"citation": CITATION})
 
 
 def _is_demographic(qid: str) -> bool:
