@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from pluralign.cli.main import app
@@ -13,12 +12,7 @@ from pluralign.cli.main import app
 QUESTIONS = "Q1,Q2,Q3,Q4,Q5,Q6"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _invoke(args):

@@ -45,13 +45,7 @@ def group_ds() -> SurveyDataset:
     return SurveyDataset("tiny-grp", "distributional", {k: ITEMS[k] for k in ("Q1", "Q3")}, exs, source="<test>")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models train ~10x faster on one thread than on two contended ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class HashEncoder:
