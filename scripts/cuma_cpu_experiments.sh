@@ -24,7 +24,7 @@ mkdir -p "$ROOT"
 for m in $METHODS; do
   if [ ! -f "$ROOT/$m/adapter/adapter_config.json" ]; then
     pluralign train --method "$m" "${DATA[@]}" --steps "$STEPS" --batch-size 8 --lr 1e-3 --warmup-ratio 0.1 \
-      --save-steps 10 --logging-steps 2 --no-progress --out "$ROOT/$m" $([ -d "$ROOT/$m/checkpoints" ] && echo --resume) \
+      --save-steps 10 --logging-steps 2 --no-progress --out "$ROOT/$m" $(compgen -G "$ROOT/$m/checkpoints/checkpoint-*" >/dev/null && echo --resume) \
       > "$ROOT/$m.train.log" 2>&1
   fi
   [ -f "$ROOT/$m/eval/summary.json" ] || pluralign eval --adapter "$ROOT/$m/adapter" --split-from "$ROOT/$m" \
