@@ -53,7 +53,8 @@ def unit_of(ex: Example, by: str) -> str:
     raise PluralignError(f"unknown split {by!r} (use one of {', '.join(SPLIT_BY)})", field="split")
 
 
-def _fraction(seed: int, unit: str) -> float:
+def unit_fraction(seed: int, unit: str) -> float:
+    """A unit's position in [0, 1), from a hash of ``(seed, unit)`` only: the basis of every split."""
     h = hashlib.sha256(f"{seed}|{unit}".encode()).digest()
     return int.from_bytes(h[:8], "big") / 2**64
 
@@ -87,7 +88,7 @@ def split_dataset(
             raise PluralignError(f"unknown {by}(s) for the test part: {', '.join(sorted(missing))}", file=ds.source, field=by)
     for e in ds.examples:
         u = unit_of(e, by)
-        f = _fraction(seed, u)
+        f = unit_fraction(seed, u)
         if explicit is not None:
             part = "test" if u in explicit else ("val" if f < val_frac else "train")
         else:

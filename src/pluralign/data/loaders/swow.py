@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from pluralign.data.splits import unit_fraction
 from pluralign.errors import PluralignError
 from pluralign.paths import shared_data_dir
 
@@ -302,11 +303,6 @@ class CueSplit:
         return {"by": "cue", "seed": self.seed, "train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
-def _fraction(seed: int, unit: str) -> float:
-    h = hashlib.sha256(f"{seed}|{unit}".encode()).digest()
-    return int.from_bytes(h[:8], "big") / 2**64
-
-
 def split_cues(data: SwowData, *, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0) -> CueSplit:
     """Cue-level split (default 80/10/10). A cue's part depends only on ``(seed, cue)`` through a
     hash (as :func:`pluralign.data.split_dataset`), so it is stable across runs, file orderings and
@@ -315,7 +311,7 @@ def split_cues(data: SwowData, *, val_frac: float = 0.1, test_frac: float = 0.1,
         raise PluralignError(f"bad split fractions val={val_frac} test={test_frac}", field="split")
     parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for c in data.cues:
-        f = _fraction(seed, f"swow:{c}")
+        f = unit_fraction(seed, f"swow:{c}")
         parts["test" if f < test_frac else "val" if f < test_frac + val_frac else "train"].append(c)
     for p in ("train", "test"):
         if not parts[p]:
