@@ -1,6 +1,6 @@
 """Build the small aggregated tables shipped in the package from ../shared/data.
 
-Only aggregates are shipped (per-country answer shares renormalised over valid answers, rounded to
+Only aggregates are shipped (per-country answer shares and cultural-map coordinates renormalised over valid answers, rounded to
 4 decimals; the question texts and option labels); no respondent-level data. Run from the repo root:
 
     python scripts/build_resources.py [--data ../shared/data]
@@ -32,6 +32,12 @@ def main() -> None:
     }
     atomic_write_json(SHIPPED, out, indent=None)
     print(f"wrote {SHIPPED} ({SHIPPED.stat().st_size / 1e6:.2f} MB): {len(shares)} countries, {len(ds.items)} items")
+    # the Inglehart-Welzel cultural map: latest-wave coordinates and zone per country (aggregates)
+    from pluralign.data.culture import SHIPPED as MAP, build_table
+
+    table = build_table(Path(args.data) / "inglehart_welzel_map" / "ethosgpt_indices_with_cultural_region.csv")
+    atomic_write_json(MAP, table, indent=1)
+    print(f"wrote {MAP}: {len(table['rows'])} countries")
 
 
 if __name__ == "__main__":

@@ -29,11 +29,11 @@ class PluralignError(Exception):
     def __str__(self) -> str:
         where = []
         if self.file:
-            where.append(self.file)
+            where.append(self.file.replace("\n", "\\n").replace("\r", "\\r"))
         if self.row is not None:
             where.append(f"row {self.row}")
         if self.field:
-            where.append(f"field '{self.field}'")
+            where.append(f"field '{' '.join(str(self.field).split())}'")  # a field named by data may hold newlines
         prefix = ", ".join(where)
         msg = " ".join(str(self.message).split())  # always one line
         return f"{prefix}: {msg}" if prefix else msg

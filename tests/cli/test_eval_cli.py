@@ -34,7 +34,7 @@ def test_eval_writes_results_table_and_plot(tiny_model_dir, tmp_path):
         assert sorted(res["dataset"]["groups"]) == ["China", "United States"]
         assert res["metrics"]["n"] == len(res["predictions"]) > 0
         assert 0 <= res["metrics"]["emd"] <= 1
-        assert set(res["references"]) == {"uniform", "train_mean"}
+        assert {"uniform", "train_mean"} <= set(res["references"])  # + culture_map_knn where the map covers the countries
         for row in res["predictions"]:
             assert abs(sum(row["probs"]) - 1) < 1e-4
     # vanilla prompts are shared across countries: scored once per item

@@ -67,8 +67,10 @@ def test_inspect_bad_path_is_one_error_line(tmp_path):
 def test_inspect_bad_file_is_one_error_line(tmp_path):
     bad = tmp_path / "global_opinions.csv"
     bad.write_text("question,selections,options\nQ?,\"defaultdict(<class 'list'>, {'X': [1, 2, 3]})\",\"['a', 'b']\"\n")
-    line = _one_error_line(_run("inspect", bad))
+    line = _one_error_line(_run("inspect", bad, "--strict"))
     assert line == f"error: {bad}, row 1, field 'selections': X has 3 shares for 2 options"
+    line = _one_error_line(_run("inspect", bad))  # unusable cells are skipped and counted; then nothing is left
+    assert line.startswith(f"error: {bad}: no (country, question) distributions (dropped: 1 cells whose shares do not match")
     line = _one_error_line(_run("inspect", FIX / "globalopinionqa" / "global_opinions.csv", "-o", "colour=red"))
     assert "does not take that option" in line
     line = _one_error_line(_run("inspect", "wvs-shares", "-o", "novalue"))

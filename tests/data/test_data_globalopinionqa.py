@@ -94,7 +94,7 @@ def test_plain_dict_selections_are_accepted():
 def test_malformed_rows(tmp_path, selections, options, field, message):
     path = _write(tmp_path / "g.csv", [GOOD, ["Q2?", selections, options, "GAS"]])
     with pytest.raises(PluralignError) as ei:
-        load_globalopinionqa(path)
+        load_globalopinionqa(path, strict=True)  # unusable cells are skipped and counted unless strict
     msg = str(ei.value)
     assert msg.startswith(f"{path}, row 2, field '{field}': ") and message in msg and "\n" not in msg
 
@@ -103,6 +103,22 @@ def test_skip_invalid_rows_are_counted(tmp_path):
     bad = ["Q2?", "defaultdict(<class 'list'>, {'Germany': [0.2, 0.3, 0.5]})", "['Yes', 'No']", "GAS"]
     ds = load_globalopinionqa(_write(tmp_path / "g.csv", [GOOD, bad]), skip_invalid=True)
     assert len(ds) == 1 and ds.meta["skipped"] == [{"row": 2, "reason": "Germany has 3 shares for 2 options"}]
+    assert ds.meta["dropped"] == {"cells whose shares do not match the options": 1, "questions without a usable country": 1}
+
+
+def test_unusable_cells_are_skipped_and_counted_by_default(tmp_path):
+    """Issue 9 item 11: one country with all-zero shares no longer refuses the whole file, nor
+    does the question it leaves without countries."""
+    rows = [GOOD,
+            ["Q2?", "defaultdict(<class 'list'>, {'Armenia': [0, 0], 'Japan': [0.4, 0.6]})", "['Yes', 'No']", "GAS"],
+            ["Q3?", "defaultdict(<class 'list'>, {'Armenia': [0.0, 0.0]})", "['Yes', 'No']", "GAS"],
+            ["Q4?", "defaultdict(<class 'list'>, {'Japan': [1.0]})", "['Yes']", "GAS"]]
+    ds = load_globalopinionqa(_write(tmp_path / "g.csv", rows))
+    assert len(ds.items) == 2 and "Armenia" not in ds.groups()
+    assert ds.meta["dropped"] == {"cells with all shares 0": 2, "questions without a usable country": 1,
+                                  "questions with fewer than two options": 1}
+    with pytest.raises(PluralignError, match="Armenia has no answers"):
+        load_globalopinionqa(_write(tmp_path / "g.csv", rows), strict=True)
 
 
 def test_missing_column_and_missing_file(tmp_path):

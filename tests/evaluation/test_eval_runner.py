@@ -90,7 +90,8 @@ INDIV_PRED = [np.array(x) for x in ([0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.8, 0.2]
 def test_individual_metrics_by_hand(indiv_test):
     m, g = compute_metrics(indiv_test, INDIV_PRED)
     assert m["accuracy"] == pytest.approx(4 / 6)
-    assert m["macro_f1"] == pytest.approx(11 / 18)
+    assert m["macro_f1_per_question"] == pytest.approx(11 / 18)
+    assert m["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 3)  # sklearn macro over option labels, rows pooled
     assert m["macro_f1_pooled"] == pytest.approx(0.6)
     # cells: US q1 human [.5,.5,0] vs mean pred [.4,.4,.2] -> 0.3/2 = .15; US q2 human [0,1] vs [.55,.45] TV .55;
     #        DE q1 [0,0,1] vs [.2,.5,.3] -> .9/2 = .45; DE q2 [1,0] vs [.9,.1] -> .1

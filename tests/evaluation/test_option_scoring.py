@@ -185,7 +185,8 @@ def test_max_length_keeps_the_tail(tiny_llama, tiny_tokenizer):
     ids = _ids(tiny_tokenizer, p)
     (s,) = OptionScorer(tiny_llama, tiny_tokenizer, max_length=32).next_token([p], [["1", "2", "3"]])
     with torch.no_grad():
-        logp = torch.log_softmax(tiny_llama(input_ids=torch.tensor([ids[-32:]])).logits[0, -1].double(), -1)
+        # no system turn in this prompt: the head is keep_head (0.5) of the budget, the middle is cut
+        logp = torch.log_softmax(tiny_llama(input_ids=torch.tensor([ids[:16] + ids[-16:]])).logits[0, -1].double(), -1)
     lab = [_ref_label_id(tiny_tokenizer, p, l) for l in "123"]
     np.testing.assert_allclose(s.logprobs, logp[lab].numpy(), atol=1e-5)
 

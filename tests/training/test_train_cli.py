@@ -26,7 +26,8 @@ def _error_lines(res) -> list[str]:
 
 def test_train_eval_compare_round_trip(tmp_path, tiny_model_dir):
     run = tmp_path / "lora"
-    common = ["--model", tiny_model_dir, "--data", "wvs-shares", "--countries", "USA,DEU,THA", "--questions", QUESTIONS]
+    common = ["--model", tiny_model_dir, "--data", "wvs-shares", "--countries", "USA,DEU,THA", "--questions", QUESTIONS,
+              "--split", "question"]
     res = _invoke(["train", "--method", "lora", "--task", "distributional", *common, "--test-frac", "0.34",
                    "--steps", "3", "--batch-size", "4", "--save-steps", "2", "--logging-steps", "1", "--no-progress",
                    "--out", run])
@@ -59,7 +60,7 @@ def test_train_eval_compare_round_trip(tmp_path, tiny_model_dir):
     assert res.exit_code == 0, res.output
     table = (tmp_path / "table.md").read_text()
     assert "| method | emd | jsd |" in table and "lora:persona" in table and "ref:train_mean" in table
-    assert table.count("\n") == 2 + 3 + 2  # header, 3 results, 2 references
+    assert table.count("\n") == 2 + 3 + 3  # header, 3 results, 3 references (uniform, train_mean, culture_map_knn)
 
 
 def _train_questions(run):
@@ -117,7 +118,7 @@ def test_config_file_sets_defaults_and_flags_win(tmp_path):
 
 def test_dpo_stage_continues_an_sft_adapter(tmp_path, tiny_model_dir):
     common = ["--model", tiny_model_dir, "--data", "wvs-shares", "--countries", "USA,DEU,THA", "--questions", QUESTIONS,
-              "--task", "distributional", "--batch-size", "4", "--save-steps", "0", "--logging-steps", "1", "--no-progress"]
+              "--split", "question", "--task", "distributional", "--batch-size", "4", "--save-steps", "0", "--logging-steps", "1", "--no-progress"]
     res = _invoke(["train", "--method", "lora", *common, "--steps", "2", "--out", tmp_path / "sft"])
     assert res.exit_code == 0, res.output
     res = _invoke(["train", "--method", "cuma", "--stage", "dpo", *common, "--steps", "2",

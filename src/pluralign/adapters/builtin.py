@@ -29,13 +29,43 @@ register_method(
     "cuma", lambda: MoELoRAConfig(router_input="hidden+profile", shared_A=False), _moe_builder("cuma"),
     "CuMA: LoRA experts routed on the token state and the demographic profile embedding",
 )
+#: FFN linears of Llama-style decoders, and their attention linears
+_FFN = ("gate_proj", "up_proj", "down_proj")
+_ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
+
 register_method(
-    "mixlora", lambda: MoELoRAConfig(router_input="hidden", shared_A=False), _moe_builder("mixlora"),
-    "MixLoRA: LoRA experts routed on the token state only",
+    # Li et al. 2024 (TUDB-Labs/MixLoRA): top-2 LoRA experts in the FFN, a linear gate on the MLP
+    # input, independent plain LoRA on q/k/v/o, auxiliary load-balancing loss (coef 0.01)
+    "mixlora",
+    lambda: MoELoRAConfig(
+        router_input="hidden", router="linear", shared_A=False, top_k=2, target_modules=_FFN,
+        route_from="post_attention_layernorm", dense_modules=_ATTN, balance_coef=0.01,
+    ),
+    _moe_builder("mixlora"),
+    "MixLoRA (Li et al. 2024): top-2 LoRA experts on gate/up/down with a linear router on the MLP input, "
+    "plain LoRA on q/k/v/o, load-balancing loss",
 )
 register_method(
-    "hydralora", lambda: MoELoRAConfig(router_input="hidden", shared_A=True), _moe_builder("hydralora"),
-    "HydraLoRA: one shared A, one B per expert, routed on the token state",
+    # Tian et al. 2024 (Clin0212/HydraLoRA): per adapted linear one A and N B heads, mixed by a dense
+    # softmax over a linear router on that linear's input; no top-k, no balance loss; the repository's
+    # script adapts gate_proj, down_proj, up_proj
+    "hydralora",
+    lambda: MoELoRAConfig(
+        router_input="hidden", router="linear", shared_A=True, top_k=0, target_modules=_FFN,
+        route_from="module", balance_coef=0.0,
+    ),
+    _moe_builder("hydralora"),
+    "HydraLoRA (Tian et al. 2024): per linear one shared A and N B heads mixed by a dense softmax of a "
+    "linear router on that linear's input, on gate/up/down, no balance loss",
+)
+register_method(
+    "mixlora-qv", lambda: MoELoRAConfig(router_input="hidden", shared_A=False), _moe_builder("mixlora-qv"),
+    "The CuMA authors' MixLoRA baseline configuration: top-2 LoRA experts on q/v, MLP router on the attention input",
+)
+register_method(
+    "hydralora-qv", lambda: MoELoRAConfig(router_input="hidden", shared_A=True), _moe_builder("hydralora-qv"),
+    "The CuMA authors' HydraLoRA baseline configuration: shared A, one B per expert on q/v, top-2 MLP router "
+    "on the attention input",
 )
 
 
@@ -62,6 +92,7 @@ def _lora_builder(method: str):
         pc = LoraConfig(
             r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
             use_dora=cfg.use_dora or method == "dora", task_type="CAUSAL_LM", bias="none",
+            layers_to_transform=list(cfg.layers_to_transform) if cfg.layers_to_transform is not None else None,
         )
         return AdaptedModel(get_peft_model(model, pc), method, cfg)
 

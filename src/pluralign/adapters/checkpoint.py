@@ -153,10 +153,11 @@ def load_adapter(base_model: nn.Module, path):
     return model
 
 
-def load_adapter_for_eval(base_model: nn.Module, path, *, encoder=None):
+def load_adapter_for_eval(base_model: nn.Module, path, *, encoder=None, tokenizer=None):
     """``(model, profile_kwargs)``: the adapted model in eval mode, and for profile-routed methods
     ``profile_kwargs(profiles) -> {"profile_embeds": Tensor[B, D]}`` on the model's device, from the
-    profile encoder recorded in the adapter (``encoder`` overrides it); else ``None``."""
+    profile encoder recorded in the adapter (``encoder`` overrides it; a ``backbone`` encoder needs
+    ``tokenizer``); else ``None``."""
     model = load_adapter(base_model, path)
     model.eval()
     for p in model.parameters():
@@ -166,10 +167,13 @@ def load_adapter_for_eval(base_model: nn.Module, path, *, encoder=None):
     if not model.needs_profile:
         return model, None
     if encoder is None:
-        from pluralign.models.profile_encoder import ProfileEncoder
+        from pluralign.models.profile_encoder import make_profile_encoder, needs_backbone
 
         enc_meta = model.adapter_meta.get("profile_encoder") or {}
-        encoder = ProfileEncoder(enc_meta.get("name", model.adapter_config.profile_encoder))
+        spec = enc_meta.get("name", model.adapter_config.profile_encoder)
+        if needs_backbone(spec) and tokenizer is None:
+            raise PluralignError(f"adapter's profile encoder {spec!r} needs the tokenizer", field="profile_encoder")
+        encoder = make_profile_encoder(spec, backbone=(model, tokenizer) if needs_backbone(spec) else None)
     if encoder.dim != model.adapter_config.profile_dim:
         raise PluralignError(
             f"profile encoder {encoder.name} gives {encoder.dim}-d embeddings, the adapter expects {model.adapter_config.profile_dim}",

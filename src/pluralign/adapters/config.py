@@ -1,9 +1,14 @@
 """Configuration dataclasses of the adapter methods, and the method registry.
 
 Each method is one entry of :data:`METHODS`: a config factory (defaults of the method) and a builder
-that turns a backbone into a trainable model. ``cuma``, ``mixlora`` and ``hydralora`` are three
-configurations of one MoE-LoRA layer (:mod:`pluralign.adapters.moe_lora`); ``lora``, ``dora`` and
-``ptuning-v2`` are built with peft; ``full`` trains every weight.
+that turns a backbone into a trainable model. ``cuma``, ``mixlora``, ``hydralora`` and the CuMA
+authors' q/v baselines ``mixlora-qv`` / ``hydralora-qv`` are configurations of one MoE-LoRA layer
+(:mod:`pluralign.adapters.moe_lora`); ``lora``, ``dora`` and ``ptuning-v2`` are built with peft;
+``full`` trains every weight.
+
+Saved adapters record their config; fields added since (profile_norm, route_from, dense_modules,
+dense_r) are read with the value that reproduces the older behaviour when a saved config lacks them
+(:data:`LEGACY_DEFAULTS`, :func:`config_from_dict`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,12 @@ from pluralign.errors import PluralignError
 
 ROUTER_INPUTS = ("hidden", "hidden+profile", "profile")
 ROUTER_KINDS = ("mlp", "linear")
+ROUTE_FROM = ("input_layernorm", "post_attention_layernorm", "module")
+PROFILE_NORMS = ("rms", "none")
+
+#: MoELoRAConfig fields added after the first adapter format, with the value that reproduces what an
+#: adapter saved without them did (config_from_dict fills them in when a saved config lacks them)
+LEGACY_DEFAULTS = {"profile_norm": "none", "route_from": "input_layernorm", "dense_modules": (), "dense_r": 0}
 
 
 @dataclass
@@ -28,7 +39,7 @@ class MoELoRAConfig:
     dropout: float = field(default=0.05, metadata={"help": "Dropout on the adapter input (as in LoRA); 0 disables it."})
     top_k: int = field(
         default=2,
-        metadata={"help": "Experts used per token; softmax over the selected router logits only. top_k = n_experts gives soft (dense) routing."},
+        metadata={"help": "Experts used per token; softmax over the selected router logits only. top_k = n_experts (or 0: all experts, whatever n_experts) gives soft (dense) routing."},
     )
     shared_A: bool = field(
         default=False, metadata={"help": "HydraLoRA: one A shared by all experts, one B per expert (else one A per expert)."}
@@ -43,12 +54,21 @@ class MoELoRAConfig:
     router_hidden: int = field(default=256, metadata={"help": "Hidden width of the MLP router."})
     route_from_norm: bool = field(
         default=True,
-        metadata={"help": "Route from the output of the decoder layer's input norm (input_layernorm: the tensor q/k/v read) when the layer has one; else from the layer input, RMS-normalised by the router."},
+        metadata={"help": "Route from the output of the decoder layer's input norm (input_layernorm: the tensor q/k/v read) when the layer has one; else from the layer input, RMS-normalised by the router. Only for route_from='input_layernorm'."},
+    )
+    route_from: str = field(
+        default="input_layernorm",
+        metadata={"help": "Where the router reads the token state: 'input_layernorm' (one router per decoder layer, on the attention input; CuMA), 'post_attention_layernorm' (one router per decoder layer, on the MLP input, i.e. after attention; MixLoRA; expert targets must then be MLP linears) or 'module' (one router per target linear, on that linear's own input, as is; HydraLoRA)."},
     )
     target_modules: tuple[str, ...] = field(
         default=("q_proj", "v_proj"),
         metadata={"help": "Names (last path component) of the linear layers that get experts, e.g. q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj."},
     )
+    dense_modules: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "Names of linear layers that get one plain, always-on LoRA (no experts, no router), e.g. MixLoRA's q_proj,k_proj,v_proj,o_proj; a name also in target_modules gets experts instead."},
+    )
+    dense_r: int = field(default=0, metadata={"help": "Rank of the plain LoRA of dense_modules (0: r); scaled by alpha / dense_r."})
     balance_coef: float = field(
         default=0.01,
         metadata={"help": "Weight of the Switch/Mixtral load-balancing loss E * sum_i f_i * P_i (summed over layers; 1.0 per layer when balanced); 0 disables it."},
@@ -63,9 +83,17 @@ class MoELoRAConfig:
     profile_dim: int = field(
         default=384, metadata={"help": "Size of the demographic embedding (384 for all-MiniLM-L6-v2); used by profile-routed routers."}
     )
+    profile_norm: str = field(
+        default="rms",
+        metadata={"help": "Scale of the profile embedding d in the router: 'rms' (d * sqrt(D) / ||d||, per-unit scale 1 like the RMS-normalised token state; with hidden+profile routing W_h and W_d are initialised so that W_h h and W_d d have equal variance, and the profile moves the gates as much as the token from step 0) or 'none' (d as encoded: a unit-norm MiniLM embedding gives W_d d ~20x smaller than W_h h at initialisation; adapters saved before this option)."},
+    )
     profile_encoder: str = field(
         default="minilm-l6",
-        metadata={"help": "Sentence encoder of the profiles (short name, hub id or folder); recorded in the checkpoint and used at evaluation."},
+        metadata={"help": "Profile encoder spec (see pluralign.models.profile_encoder.make_profile_encoder): a sentence encoder (short name, hub id or folder), 'backbone' (the LLM's own mean-pooled hidden state of the profile text), 'culture-map' (numeric cultural-map features) or a '+'-joined concatenation; recorded in the checkpoint and reused at evaluation."},
+    )
+    layers_to_transform: tuple[int, ...] | None = field(
+        default=None,
+        metadata={"help": "Indices of the decoder layers that get experts and a router (None: every layer), as peft's layers_to_transform. Adapting only the top layers lets training cache the frozen trunk below them (TrainConfig.top_layers)."},
     )
 
     @property
@@ -84,6 +112,9 @@ class LoRASettings:
         default=("q_proj", "v_proj"), metadata={"help": "Names (last path component) of the linear layers to adapt."}
     )
     use_dora: bool = field(default=False, metadata={"help": "Weight-decomposed LoRA (DoRA): learn a magnitude vector too."})
+    layers_to_transform: tuple[int, ...] | None = field(
+        default=None, metadata={"help": "Indices of the decoder layers to adapt (None: every layer); peft's layers_to_transform."}
+    )
 
 
 @dataclass
@@ -115,7 +146,7 @@ class AdapterMethod:
 #: method name -> AdapterMethod (filled by the modules that implement them)
 METHODS: dict[str, AdapterMethod] = {}
 
-ADAPTER_METHODS: tuple = ("cuma", "mixlora", "hydralora", "lora", "dora", "ptuning-v2", "full")
+ADAPTER_METHODS: tuple = ("cuma", "mixlora", "hydralora", "mixlora-qv", "hydralora-qv", "lora", "dora", "ptuning-v2", "full")
 
 
 def register_method(name: str, config_factory: Callable[[], Any], builder: Callable, summary: str) -> None:
@@ -150,14 +181,21 @@ def adapter_config(method: str, **overrides) -> Any:
             raise PluralignError(
                 f"unknown option for method {method!r} (known: {', '.join(names)})", field=k
             )
-        if k == "target_modules":
+        if k in ("target_modules", "dense_modules"):
             v = tuple(x.strip() for x in v.split(",") if x.strip()) if isinstance(v, str) else tuple(v)
+        if k == "layers_to_transform" and v is not None:
+            v = tuple(int(x) for x in (v.split(",") if isinstance(v, str) else v))
         setattr(cfg, k, v)
     validate_config(method, cfg)
     return cfg
 
 
 def config_from_dict(method: str, data: dict) -> Any:
+    """The config of a saved adapter: ``data`` over the method's defaults, where a MoE-LoRA field that
+    ``data`` lacks (saved before the field existed) takes its :data:`LEGACY_DEFAULTS` value, so that
+    old adapters load with the behaviour they were trained with."""
+    if isinstance(get_method(method).config_factory(), MoELoRAConfig):
+        data = {**{k: v for k, v in LEGACY_DEFAULTS.items() if k not in data}, **data}
     return adapter_config(method, **data)
 
 
@@ -176,9 +214,9 @@ def validate_config(method: str, cfg: Any) -> None:
     if isinstance(cfg, MoELoRAConfig):
         if cfg.n_experts < 1:
             raise PluralignError(f"n_experts must be >= 1, got {cfg.n_experts}", field="n_experts")
-        if not 1 <= cfg.top_k <= cfg.n_experts:
+        if not 0 <= cfg.top_k <= cfg.n_experts:
             raise PluralignError(
-                f"top_k must be between 1 and n_experts={cfg.n_experts}, got {cfg.top_k}", field="top_k"
+                f"top_k must be between 1 and n_experts={cfg.n_experts} (or 0: all experts), got {cfg.top_k}", field="top_k"
             )
         if cfg.r < 1:
             raise PluralignError(f"rank r must be >= 1, got {cfg.r}", field="r")
@@ -194,6 +232,12 @@ def validate_config(method: str, cfg: Any) -> None:
             raise PluralignError("target_modules is empty", field="target_modules")
         if cfg.adapter_dtype not in ("fp32", "model"):
             raise PluralignError(f"adapter_dtype must be fp32 or model, got {cfg.adapter_dtype!r}", field="adapter_dtype")
+        if cfg.route_from not in ROUTE_FROM:
+            raise PluralignError(f"route_from must be one of {', '.join(ROUTE_FROM)}, got {cfg.route_from!r}", field="route_from")
+        if cfg.profile_norm not in PROFILE_NORMS:
+            raise PluralignError(f"profile_norm must be one of {', '.join(PROFILE_NORMS)}, got {cfg.profile_norm!r}", field="profile_norm")
+        if cfg.dense_r < 0:
+            raise PluralignError(f"dense_r must be >= 0 (0: r), got {cfg.dense_r}", field="dense_r")
     elif isinstance(cfg, LoRASettings):
         if cfg.r < 1:
             raise PluralignError(f"rank r must be >= 1, got {cfg.r}", field="r")

@@ -8,6 +8,7 @@ without routers). ``out.loss`` stays the language-model loss only: train on ``ou
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -76,6 +77,95 @@ class AdaptedModel(nn.Module):
                     ctx.profile_parts[key] = router.profile_part(profile_embeds, dt)
         return ctx
 
+    @contextlib.contextmanager
+    def adapters_disabled(self):
+        """Inside the block the model computes as its frozen backbone (MoE-LoRA: every expert
+        branch and router is skipped; peft: ``disable_adapter``). Used by the backbone profile
+        encoder, which reads what the LLM itself knows about a group."""
+        if self.is_moe:
+            with routing(RoutingContext(bypass=True)):
+                yield
+        elif hasattr(self.model, "disable_adapter"):
+            with self.model.disable_adapter():
+                yield
+        else:
+            raise PluralignError(f"method {self.method!r} has no frozen backbone to fall back on", field="method")
+
+    # ------------------------------------------------------------------ the decoder-layer stack
+    def decoder_layers(self) -> tuple[nn.Module, str, nn.ModuleList]:
+        """``(parent, attribute, layers)``: the ModuleList of decoder layers (``model.layers`` of a
+        Llama / Qwen decoder, found as the list with ``num_hidden_layers`` entries)."""
+        hit = self.__dict__.get("_layers_cache")
+        if hit is not None:
+            return hit
+        cfg = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
+        n = getattr(cfg, "num_hidden_layers", None)
+        for name, mod in self.model.named_modules():
+            if isinstance(mod, nn.ModuleList) and len(mod) == n and name:
+                parent_name, _, attr = name.rpartition(".")
+                parent = self.model.get_submodule(parent_name) if parent_name else self.model
+                hit = (parent, attr, mod)
+                self.__dict__["_layers_cache"] = hit
+                return hit
+        raise PluralignError(f"cannot find the decoder layers of {type(self.model).__name__}", field="model")
+
+    def first_adapted_layer(self) -> int:
+        """Index of the lowest decoder layer holding a trainable parameter. Every layer below it,
+        and the embeddings, are frozen and unadapted, so their output can be cached (the "trunk");
+        raises when something below the layers (embeddings, prefixes) is trainable."""
+        _, _, layers = self.decoder_layers()
+        inside = set()
+        first = None
+        for i, layer in enumerate(layers):
+            ps = [p for p in layer.parameters() if p.requires_grad]
+            inside.update(id(p) for p in ps)
+            if ps and first is None:
+                first = i
+        outside = [n for n, p in self.named_parameters() if p.requires_grad and id(p) not in inside]
+        low = [n for n in outside if not any(k in n for k in ("lm_head", ".norm.", "final_layernorm", "model.norm"))]
+        if first is None or low:
+            raise PluralignError(
+                f"method {self.method!r} trains parameters outside the decoder layers ({(low or ['none in the layers'])[0]}): "
+                "no frozen trunk to cache", field="top_layers",
+            )
+        return first
+
+    @contextlib.contextmanager
+    def _layers_from(self, start: int):
+        """Temporarily make the decoder run only layers ``start..`` (parameter names are unchanged)."""
+        parent, attr, layers = self.decoder_layers()
+        setattr(parent, attr, nn.ModuleList(list(layers)[start:]))
+        try:
+            yield
+        finally:
+            setattr(parent, attr, layers)
+
+    @torch.no_grad()
+    def trunk_states(self, input_ids, attention_mask, position_ids, start: int) -> torch.Tensor:
+        """Hidden states ``[B, T, H]`` entering decoder layer ``start``: the frozen trunk's output,
+        computed by running the backbone up to that layer (the forward stops there)."""
+        _, _, layers = self.decoder_layers()
+        box: dict = {}
+
+        class _Stop(Exception):
+            pass
+
+        def hook(module, args, kwargs):
+            box["h"] = args[0] if args else kwargs["hidden_states"]
+            raise _Stop
+
+        handle = layers[start].register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            # no routing context: every layer below ``start`` is a plain frozen layer
+            self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        if "h" not in box:
+            raise PluralignError(f"decoder layer {start} was never reached", field="top_layers")
+        return box["h"]
+
     def _routers(self):
         r = self.__dict__.get("_router_cache")
         if r is None:
@@ -98,10 +188,22 @@ class AdaptedModel(nn.Module):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor | None = None,
         profile_embeds: torch.Tensor | None = None,
+        start_layer: int | None = None,
         **kwargs,
     ):
         """Run the backbone. ``profile_embeds`` ``[B, D]``: one demographic embedding per sample
-        (required by profile-routed methods, ignored by the others)."""
+        (required by profile-routed methods, ignored by the others). ``start_layer``: run only the
+        decoder layers from this index on, from ``inputs_embeds`` = the hidden states entering it
+        (see :meth:`trunk_states`); exact when no layer below it is adapted."""
+        if start_layer:
+            if inputs_embeds is None:
+                raise PluralignError("start_layer needs inputs_embeds (the cached trunk states)", field="start_layer")
+            with self._layers_from(start_layer):
+                return self.forward(
+                    attention_mask=attention_mask, position_ids=position_ids, past_key_values=past_key_values,
+                    inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep,
+                    profile_embeds=profile_embeds, **kwargs,
+                )
         named = dict(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
             past_key_values=past_key_values, inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache,

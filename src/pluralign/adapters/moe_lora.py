@@ -2,13 +2,26 @@
 
 Layout (per decoder layer that holds target linears):
 
-* one :class:`MoERouter` per decoder layer, run by a forward pre-hook on the layer: it reads the
-  layer input once (not once per projection) and, for profile routing, the demographic embedding
-  of each sample. ``W [h ; d] = W_h h + W_d d``, so the profile part is one vector per sample,
+* one :class:`MoERouter` per decoder layer, run by a hook: it reads the token state once (not once
+  per projection) and, for profile routing, the demographic embedding of each sample.
+  ``route_from``: ``input_layernorm`` (the attention input, CuMA) or ``post_attention_layernorm``
+  (the MLP input, MixLoRA); or ``module``: one router per target linear, on its own input
+  (HydraLoRA). ``W [h ; d] = W_h h + W_d d``, so the profile part is one vector per sample,
   broadcast over the tokens (and over decode steps in ``generate``);
+* the two router inputs have the same scale: ``h`` is RMS-normalised (per-unit scale ~1) and, with
+  ``profile_norm="rms"``, so is ``d`` (``d * sqrt(D) / ||d||``; a unit-norm MiniLM embedding has
+  per-unit scale 1/sqrt(384)); ``W_h`` and ``W_d`` are initialised like ``nn.Linear`` on their own
+  input times 1/sqrt(2), so ``W_h h`` and ``W_d d`` have equal variance at step 0 and their sum that
+  of a token-only router. Without it (``profile_norm="none"``, adapters saved before the option)
+  ``W_d d`` is ~20x smaller than ``W_h h`` at initialisation and the router starts token-only;
 * every target linear becomes a :class:`MoELoRALinear`: ``y = W x + sum_e g_e B_e A_e x`` computed as
   one matmul for all A's (one A when ``shared_A``), the sparse gate, one matmul for all B's. No
-  Python loop over experts, no host synchronisation.
+  Python loop over experts, no host synchronisation. The linears of ``dense_modules`` get the same
+  module with one always-on expert and no router: a plain LoRA ``W x + (alpha / r) B A x``.
+
+Mixing is per linear with the gates of the layer: MixLoRA's experts on gate/up/down give
+``W_d' act(W_g' x) * (W_u' x)`` with each ``W' = W + sum_e g_e B_e A_e``, not MixLoRA's mixture of
+whole expert FFNs ``sum_e g_e FFN_e(x)`` (the two differ through the activation once B != 0).
 
 The gates travel from the router to the projections of the same layer through a
 :class:`RoutingContext` that the adapted model's ``forward``/``generate`` sets for the duration of
@@ -43,6 +56,7 @@ class RoutingContext:
     gates: dict = field(default_factory=dict)  # layer key -> gates [B, T or 1, E] (rows sum to 1)
     profile_parts: dict = field(default_factory=dict)  # layer key -> W_d d [B, 1, H_r], once per call
     router_logits: list = field(default_factory=list)  # (logits, top_idx) per layer when collect_aux
+    bypass: bool = False  # adapters off: every MoELoRALinear returns its base output, routers do nothing
 
 
 _ACTIVE: contextvars.ContextVar[RoutingContext | None] = contextvars.ContextVar("pluralign_routing", default=None)
@@ -125,7 +139,7 @@ class MoERouter(nn.Module):
         super().__init__()
         self.layer_key = layer_key
         self.n_experts = cfg.n_experts
-        self.top_k = cfg.top_k
+        self.top_k = cfg.top_k or cfg.n_experts  # 0: every expert (soft routing)
         self.balance_coef = cfg.balance_coef
         self.z_loss_coef = cfg.z_loss_coef
         self.uses_hidden = "hidden" in cfg.router_input
@@ -135,6 +149,11 @@ class MoERouter(nn.Module):
         self.w_hidden = nn.Linear(hidden_size, width, bias=True) if self.uses_hidden else None
         self.w_profile = nn.Linear(cfg.profile_dim, width, bias=not self.uses_hidden) if self.uses_profile else None
         self.w_out = nn.Linear(width, cfg.n_experts, bias=True) if self.mlp else None
+        self.profile_norm = getattr(cfg, "profile_norm", "none") if self.uses_profile else "none"
+        if self.uses_hidden and self.uses_profile and self.profile_norm == "rms":
+            with torch.no_grad():  # W_h h and W_d d: equal variance, their sum that of W_h h alone
+                self.w_hidden.weight.mul_(math.sqrt(0.5))
+                self.w_profile.weight.mul_(math.sqrt(0.5))
         self.r = cfg.r
         self.scaling = cfg.alpha / cfg.r
         self.input_is_normed = False  # True when it reads the output of the layer's input norm
@@ -152,7 +171,10 @@ class MoERouter(nn.Module):
 
     def profile_part(self, profile: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """``W_d d + b``: ``[B, 1, width]``, one vector per sample (it carries the router's first
-        bias, so the per-token part is a plain matmul)."""
+        bias, so the per-token part is a plain matmul). With ``profile_norm="rms"`` ``d`` is first
+        RMS-normalised (``d * sqrt(D) / ||d||``, in fp32), the scale of the normalised token state."""
+        if self.profile_norm == "rms":
+            profile = F.rms_norm(profile.float(), (profile.shape[-1],), eps=1e-12)
         bias = self.w_hidden.bias if self.uses_hidden else self.w_profile.bias
         return F.linear(profile.to(dtype), _w(self.w_profile.weight, dtype), _w(bias, dtype)).unsqueeze(1)
 
@@ -285,6 +307,8 @@ def _router_pre_hook(router: MoERouter):
     def hook(module, args, kwargs):
         h = args[0] if args else kwargs.get("hidden_states")
         ctx = _active_or_raise()
+        if ctx.bypass:
+            return None
         ctx.gates[router.layer_key] = router.route(h, ctx)
         return None
 
@@ -296,6 +320,8 @@ def _router_norm_hook(router: MoERouter):
 
     def hook(module, args, output):
         ctx = _active_or_raise()
+        if ctx.bypass:
+            return None
         ctx.gates[router.layer_key] = router.route(output, ctx)
         return None
 
@@ -304,25 +330,34 @@ def _router_norm_hook(router: MoERouter):
 
 # ----------------------------------------------------------------------------- expert layer
 class MoELoRALinear(nn.Module):
-    """``base(x) + (alpha / r) * sum_e g_e(x, d) * B_e A_e dropout(x)`` with the gates of its decoder layer."""
+    """``base(x) + (alpha / r) * sum_e g_e(x, d) * B_e A_e dropout(x)`` with the gates of its decoder
+    layer, or of its own router (``moe_router``, ``route_from="module"``). ``dense=True``: one
+    always-on expert without a router (gate 1), i.e. a plain LoRA of rank ``dense_r``."""
 
-    def __init__(self, base: nn.Linear, cfg: MoELoRAConfig, layer_key: str, name: str = ""):
+    def __init__(self, base: nn.Linear, cfg: MoELoRAConfig, layer_key: str, name: str = "", *,
+                 dense: bool = False, router: "MoERouter | None" = None):
         super().__init__()
         d_in, d_out = base.in_features, base.out_features
-        if cfg.r > min(d_in, d_out):
+        r = (getattr(cfg, "dense_r", 0) or cfg.r) if dense else cfg.r
+        if r > min(d_in, d_out):
             raise PluralignError(
-                f"rank r={cfg.r} is larger than layer {name or layer_key} ({d_in} -> {d_out})", field="r"
+                f"rank r={r} is larger than layer {name or layer_key} ({d_in} -> {d_out})",
+                field="dense_r" if dense and getattr(cfg, "dense_r", 0) else "r",
             )
         self.base = base
         self.layer_key = layer_key
-        self.n_experts, self.r, self.shared_A = cfg.n_experts, cfg.r, cfg.shared_A
-        self.scaling = cfg.alpha / cfg.r
+        self.dense = dense
+        n_experts = 1 if dense else cfg.n_experts
+        self.n_experts, self.r, self.shared_A = n_experts, r, (cfg.shared_A and not dense)
+        self.scaling = cfg.alpha / r
         w = base.weight
         dtype = adapter_dtype(cfg, w.dtype)
-        n_a = cfg.r if cfg.shared_A else cfg.n_experts * cfg.r
+        if router is not None:
+            self.moe_router = router.to(device=w.device, dtype=dtype)
+        n_a = r if self.shared_A else n_experts * r
         bound = 1.0 / math.sqrt(d_in)  # = nn.Linear / peft kaiming_uniform(a=sqrt(5)) bound
         self.lora_A = nn.Parameter(torch.empty(d_in, n_a, device=w.device, dtype=dtype).uniform_(-bound, bound))
-        self.lora_B = nn.Parameter(torch.zeros(cfg.n_experts * cfg.r, d_out, device=w.device, dtype=dtype))
+        self.lora_B = nn.Parameter(torch.zeros(n_experts * r, d_out, device=w.device, dtype=dtype))
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
 
     @property
@@ -344,7 +379,21 @@ class MoELoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
         ctx = _ACTIVE.get()
-        entry = None if ctx is None else ctx.gates.get(self.layer_key)
+        if ctx is not None and ctx.bypass:
+            return out
+        if self.dense:  # plain LoRA: one expert, gate 1, no router
+            x2 = x.reshape(-1, x.shape[-1])
+            dt = x.dtype
+            xa = self.dropout(x2) @ _w(self.lora_A, dt)
+            y = torch.addmm(out.reshape(-1, out.shape[-1]), xa, _w(self.lora_B, dt), alpha=self.scaling)
+            return y.view(out.shape)
+        router = self._modules.get("moe_router")
+        if router is not None:  # route_from="module": this linear's own router, on its own input
+            if ctx is None:
+                ctx = _active_or_raise()
+            entry = router.route(x if x.dim() == 3 else x.reshape(1, -1, x.shape[-1]), ctx)
+        else:
+            entry = None if ctx is None else ctx.gates.get(self.layer_key)
         if entry is None:
             raise PluralignError(
                 f"no routing for {self.layer_key}: call the model through its adapted wrapper; with gradient "
@@ -363,6 +412,8 @@ class MoELoRALinear(nn.Module):
         return y.view(out.shape)
 
     def extra_repr(self) -> str:
+        if self.dense:
+            return f"dense LoRA, r={self.r}"
         return f"experts={self.n_experts}, r={self.r}, shared_A={self.shared_A}"
 
 
@@ -396,15 +447,18 @@ def linear_module_names(model: nn.Module) -> list[str]:
 
 
 def install_moe_lora(model: nn.Module, cfg: MoELoRAConfig) -> list[str]:
-    """Freeze ``model`` and wrap its target linears with experts; one router per decoder layer.
+    """Freeze ``model`` and wrap its target linears with experts (one router per decoder layer, or
+    per linear with ``route_from="module"``) and its ``dense_modules`` with a plain LoRA.
     Returns the wrapped module names."""
     hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+    dense = tuple(t for t in getattr(cfg, "dense_modules", ()) if t not in cfg.target_modules)
+    route_from = getattr(cfg, "route_from", "input_layernorm")
     targets = [
         (n, m) for n, m in model.named_modules()
-        if isinstance(m, nn.Linear) and n.split(".")[-1] in cfg.target_modules
+        if isinstance(m, nn.Linear) and n.split(".")[-1] in (*cfg.target_modules, *dense)
     ]
     found = {n.split(".")[-1] for n, _ in targets}
-    missing = [t for t in cfg.target_modules if t not in found]
+    missing = [t for t in (*cfg.target_modules, *dense) if t not in found]
     if missing:
         raise PluralignError(
             f"target module(s) {', '.join(missing)} not found in {type(model).__name__} "
@@ -415,27 +469,77 @@ def install_moe_lora(model: nn.Module, cfg: MoELoRAConfig) -> list[str]:
         p.requires_grad_(False)
     routers: dict[str, MoERouter] = {}
     wrapped = []
+    keep = None if getattr(cfg, "layers_to_transform", None) is None else {int(i) for i in cfg.layers_to_transform}
     for name, lin in targets:
         layer_key = _decoder_layer_of(model, name)
         if layer_key is None:
             raise PluralignError(f"module {name} is not inside a decoder layer (nn.ModuleList)", field="target_modules")
+        if keep is not None and int(layer_key.rsplit(".", 1)[-1]) not in keep:
+            continue  # layers_to_transform: this decoder layer stays frozen and unadapted
         layer = model.get_submodule(layer_key)
+        parent_name, _, leaf = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if leaf not in cfg.target_modules:  # dense_modules: plain LoRA, no router
+            setattr(parent, leaf, MoELoRALinear(lin, cfg, layer_key, name, dense=True))
+            wrapped.append(name)
+            continue
+        if route_from == "module":  # HydraLoRA: a router per linear, reading that linear's input as is
+            router = MoERouter(lin.in_features, cfg, name)
+            router.input_is_normed = True
+            setattr(parent, leaf, MoELoRALinear(lin, cfg, layer_key, name, router=router))
+            wrapped.append(name)
+            continue
         if layer_key not in routers:
             h = hidden or lin.in_features
             router = MoERouter(h, cfg, layer_key).to(device=lin.weight.device, dtype=adapter_dtype(cfg, lin.weight.dtype))
             layer.add_module("moe_router", router)
-            norm = getattr(layer, "input_layernorm", None)
-            if cfg.route_from_norm and isinstance(norm, nn.Module):
-                router.input_is_normed = True
-                router._hook = norm.register_forward_hook(_router_norm_hook(router))
-            else:
-                router._hook = layer.register_forward_pre_hook(_router_pre_hook(router), with_kwargs=True)
+            _attach_layer_router(layer, router, cfg, route_from)
             routers[layer_key] = router
-        parent_name, _, leaf = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
+        if route_from == "post_attention_layernorm" and not _in_mlp(layer, lin):
+            raise PluralignError(
+                f"route_from=post_attention_layernorm routes at the MLP input, after attention: expert target {name} "
+                "must be an MLP linear (e.g. gate_proj, up_proj, down_proj); put attention linears in dense_modules",
+                field="target_modules",
+            )
         setattr(parent, leaf, MoELoRALinear(lin, cfg, layer_key, name))
         wrapped.append(name)
+    if not wrapped:
+        raise PluralignError(
+            f"layers_to_transform {sorted(keep)} selects no decoder layer that holds {', '.join(cfg.target_modules)}",
+            field="layers_to_transform",
+        )
     return wrapped
+
+
+def _in_mlp(layer: nn.Module, lin: nn.Module) -> bool:
+    mlp = getattr(layer, "mlp", None)
+    return isinstance(mlp, nn.Module) and any(m is lin for m in mlp.modules())
+
+
+def _attach_layer_router(layer: nn.Module, router: MoERouter, cfg: MoELoRAConfig, route_from: str) -> None:
+    """Hook ``router`` on the decoder ``layer`` where ``route_from`` says it reads the token state."""
+    if route_from == "post_attention_layernorm":
+        # the MLP input: the output of post_attention_layernorm (Llama, Qwen, Mistral), read by a
+        # pre-hook on the layer's mlp (also right where the MLP input has another norm, e.g. Gemma 2)
+        mlp = getattr(layer, "mlp", None)
+        norm = getattr(layer, "post_attention_layernorm", None)
+        router.input_is_normed = True
+        if isinstance(mlp, nn.Module):
+            router._hook = mlp.register_forward_pre_hook(_router_pre_hook(router), with_kwargs=True)
+        elif isinstance(norm, nn.Module):
+            router._hook = norm.register_forward_hook(_router_norm_hook(router))
+        else:
+            raise PluralignError(
+                f"route_from=post_attention_layernorm: decoder layer {router.layer_key} has neither mlp nor "
+                "post_attention_layernorm", field="route_from",
+            )
+        return
+    norm = getattr(layer, "input_layernorm", None)
+    if cfg.route_from_norm and isinstance(norm, nn.Module):
+        router.input_is_normed = True
+        router._hook = norm.register_forward_hook(_router_norm_hook(router))
+    else:
+        router._hook = layer.register_forward_pre_hook(_router_pre_hook(router), with_kwargs=True)
 
 
 def routers_of(model: nn.Module) -> dict[str, MoERouter]:

@@ -9,9 +9,11 @@ import typer
 
 from pluralign.errors import PluralignError
 
-COMPARE_HELP = """Print one Markdown table comparing evaluation results (accuracy, macro-F1, EMD, JSD, entropy per method, plus the model-free references uniform and train_mean).
+COMPARE_HELP = """Print one Markdown table comparing evaluation results (accuracy, macro-F1, EMD, JSD, the benchmarks' OpinionQA representativeness, GlobalOpinionQA similarity, total variation and WorldValuesBench W1, entropy per method, each with its bootstrap interval, plus the model-free references uniform and train_mean), then a table of paired differences.
 
 Each argument is a results JSON written by `pluralign eval`, or a folder searched (recursively) for eval-*.json files: a training run folder, an evaluation --out folder. All results must be of the same task kind (individual or distributional) and should share the test split (a warning says when they do not).
+
+Paired differences: every result minus the first one, and every result minus each reference, on the (group, question) cells both scored; the interval comes from a seeded bootstrap that resamples the same groups and questions for both sides (settings from the first result, or --bootstrap / --seed / --bootstrap-unit).
 
 Examples:
 
@@ -28,10 +30,14 @@ def compare_cmd(
     paths: List[Path] = typer.Argument(..., help="Results JSON files or folders holding eval-*.json."),
     out: Optional[Path] = typer.Option(None, help="Also write the table to this Markdown file."),
     name: str = typer.Option("folder", help="Row label: folder (run folder + method) or method (the results' own label)."),
+    diff_out: Optional[Path] = typer.Option(None, help="Also write the paired-differences table to this Markdown file."),
+    bootstrap: Optional[int] = typer.Option(None, help="Bootstrap replicates for the paired differences (default: as the first result recorded; 0 = no differences)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the paired bootstrap (default: the first result's)."),
+    bootstrap_unit: Optional[str] = typer.Option(None, help="Resampled unit: both (groups x questions), groups, items, cells (default: the first result's)."),
 ) -> None:
     from pluralign.cli.main import run_guarded
 
-    run_guarded(_run, paths=paths, out=out, name=name)
+    run_guarded(_run, paths=paths, out=out, name=name, diff_out=diff_out, bootstrap=bootstrap, seed=seed, bootstrap_unit=bootstrap_unit)
 
 
 def collect(paths: list[Path]) -> list[Path]:
@@ -56,13 +62,16 @@ def _run_label(path: Path, r: dict) -> str:
         run = a.parent.name if a.name == "adapter" else a.name
     else:
         run = path.parent.name
-    return f"{run}:{r.get('method', '?')}"
+    from pluralign.evaluation.report import readout_suffix
+
+    return f"{run}:{r.get('method', '?')}{readout_suffix(r)}"
 
 
 def compare_table(files: list[Path], *, name: str = "folder") -> tuple[list[str], list[list], list[str]]:
-    from pluralign.evaluation.report import load_results, summary_rows
+    from pluralign.cli._validate import load_result_file
+    from pluralign.evaluation.report import summary_rows
 
-    results = [load_results(f) for f in files]
+    results = [load_result_file(f) for f in files]
     kinds = {r["dataset"]["kind"] for r in results}
     if len(kinds) > 1:
         raise PluralignError(
@@ -84,18 +93,54 @@ def compare_table(files: list[Path], *, name: str = "folder") -> tuple[list[str]
     return header, body + refs, warnings
 
 
-def _run(paths: list[Path], out: Path | None, name: str) -> None:
+def _check_bootstrap(bootstrap: int | None, unit: str | None) -> None:
+    from pluralign.evaluation.bootstrap import UNITS
+
+    if unit is not None and unit not in UNITS:
+        raise PluralignError(f"unknown value {unit!r} (valid: {', '.join(UNITS)})", field="--bootstrap-unit")
+    if bootstrap is not None and bootstrap < 0:
+        raise PluralignError(f"must be >= 0, got {bootstrap}", field="--bootstrap")
+
+
+def difference_table(files: list[Path], *, name: str = "folder", bootstrap: int | None = None, seed: int | None = None,
+                     bootstrap_unit: str | None = None) -> tuple[list[str], list[list], list[str]]:
+    """Paired differences of the results in ``files`` (see :func:`pluralign.evaluation.report.difference_rows`)."""
+    from pluralign.cli._validate import load_result_file
+    from pluralign.evaluation.report import _label, difference_rows
+
+    _check_bootstrap(bootstrap, bootstrap_unit)
+    results = [load_result_file(f) for f in files]
+    labels = [_run_label(f, r) if name == "folder" else _label(r) for f, r in zip(files, results)]
+    return difference_rows(results, labels, n_boot=bootstrap, seed=seed, unit=bootstrap_unit)
+
+
+def _run(paths: list[Path], out: Path | None, name: str, diff_out: Path | None = None, bootstrap: int | None = None,
+         seed: int | None = None, bootstrap_unit: str | None = None) -> None:
     from pluralign.cli._common import markdown_table
     from pluralign.io import atomic_write_text
 
-    if name not in ("folder", "method"):
-        raise PluralignError(f"unknown --name {name!r} (folder | method)", field="name")
+    from pluralign.cli._validate import validate
+
+    validate("compare", {"name": name, "out": out})
+    _check_bootstrap(bootstrap, bootstrap_unit)
     files = collect(paths)
     header, rows, warnings = compare_table(files, name=name)
-    for w in warnings:
+    dheader, drows, dwarn = difference_table(files, name=name, bootstrap=bootstrap, seed=seed, bootstrap_unit=bootstrap_unit)
+    for w in warnings + dwarn:
         typer.echo(f"warning: {w}", err=True)
     table = markdown_table(header, rows)
     typer.echo(table)
+    if drows:
+        from pluralign.cli._validate import load_result_file
+        from pluralign.evaluation.report import difference_note
+
+        dtable = markdown_table(dheader, drows)
+        typer.echo("")
+        typer.echo(dtable)
+        typer.echo(difference_note([load_result_file(files[0])]), err=True)
+        if diff_out:
+            atomic_write_text(diff_out, dtable + "\n")
+            typer.echo(f"wrote {diff_out}", err=True)
     if out:
         atomic_write_text(out, table + "\n")
         typer.echo(f"wrote {out}", err=True)

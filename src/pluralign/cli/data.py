@@ -37,10 +37,11 @@ def inspect_cmd(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (machine-readable) instead of text."),
     top: int = typer.Option(10, help="How many of the largest groups to list."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on the first unusable cell (default: skip it and count it per reason, shown as 'dropped'); for loaders that take strict."),
 ) -> None:
     from pluralign.cli.main import run_guarded
 
-    run_guarded(_inspect, dataset=dataset, options=option or [], as_json=as_json, top=top)
+    run_guarded(_inspect, dataset=dataset, options=(option or []) + (["strict=true"] if strict else []), as_json=as_json, top=top)
 
 
 def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print name → description as JSON.")) -> None:
@@ -108,6 +109,9 @@ def dataset_report(ds, *, top: int = 10) -> dict:
         s["citation"] = ds.meta["citation"]
     if ds.meta.get("skipped"):
         s["skipped_rows"] = len(ds.meta["skipped"])
+    dropped = ds.meta.get("dropped")
+    if isinstance(dropped, dict):
+        s["dropped"] = {str(k): int(v) for k, v in dropped.items() if v}
     return s
 
 
@@ -123,6 +127,8 @@ def format_report(s: dict) -> str:
         lines.append(f"respondents  {s['respondents']:,}")
     if "skipped_rows" in s:
         lines.append(f"skipped      {s['skipped_rows']} invalid rows")
+    if s.get("dropped"):
+        lines.append("dropped      " + "; ".join(f"{n:,} {reason}" for reason, n in s["dropped"].items()))
     opts = ", ".join(f"{k} options: {v}" for k, v in s["options_per_item"].items())
     lines.append(f"items by number of options  {opts}")
     if s.get("examples_per_group"):
@@ -149,7 +155,10 @@ def _inspect(*, dataset: str, options: list[str], as_json: bool, top: int) -> No
     from pluralign.data import load_dataset
     from pluralign.errors import PluralignError
 
+    from pluralign.cli._validate import validate
+
     quiet_libraries()
+    validate("data inspect", {"top": top})
     kwargs = parse_options(options)
     try:
         ds = load_dataset(dataset, **kwargs)

@@ -19,8 +19,14 @@ Examples:
   pluralign eval                                   # SmolLM2 on shipped WVS country shares
   pluralign eval --data wvs-probe --method vanilla,persona,fewshot
   pluralign eval --model Qwen/Qwen2.5-0.5B-Instruct --data wvs-shares --test-units USA,CHN
-  pluralign eval --adapter runs/cuma/adapter      # a trained adapter (see `pluralign train`)
+  pluralign eval --adapter runs/cuma/adapter      # a trained adapter, scored on its run's held-out part
+
+An adapter trained by `pluralign train` knows its run: by default its data selection, held-out split and prompt format (method, labels, chat template) are rebuilt from what the run recorded, so no row it was trained on is scored. A selection whose test rows were trained on, other option labels, or another method than the run's is refused.
 """
+
+#: eval arguments a training run's split record sets (argument -> record key)
+SELECTION = {"data": "data", "split": "by", "test_frac": "test_frac", "seed": "seed", "test_units": "test_units", "countries": "countries", "questions": "questions"}
+PROMPT_FORMAT = {"method": "eval_method", "labels": "labels", "chat_template": "chat_template", "enrich_profile": "enrich_profile"}
 
 
 def register(app: typer.Typer) -> None:
@@ -28,6 +34,7 @@ def register(app: typer.Typer) -> None:
 
 
 def eval_cmd(
+    ctx: typer.Context,
     model: str = typer.Option("smollm2-135m", help="Short name (smollm2-135m), hub id, local folder or .gguf file."),
     data: str = typer.Option("wvs-shares", help="Dataset: a loader name (wvs-shares, wvs-probe, ...), name:path, or a path."),
     method: str = typer.Option("vanilla,persona", help="Comma-separated prompting methods: vanilla, persona, fewshot."),
@@ -45,20 +52,30 @@ def eval_cmd(
     dtype: str = typer.Option("auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
     adapter: Optional[Path] = typer.Option(None, help="A trained adapter folder (pluralign train) to apply to the model."),
-    split_from: Optional[Path] = typer.Option(None, help="A training run folder (pluralign train --out): rebuild its data selection and held-out split from its split.json (overrides --data, --split, --test-units, --test-frac, --countries, --questions, --seed)."),
+    split_from: Optional[Path] = typer.Option(None, help="A training run folder (pluralign train --out): rebuild its data selection, held-out split and prompt format from its split.json (--data, --split, --test-units, --test-frac, --countries, --questions, --seed, --method, --labels, --chat-template; flags given explicitly win). Default with --adapter: the adapter's own run."),
     soft_prompt: Optional[Path] = typer.Option(None, help="A soft prompt (pluralign softprompt) to prepend."),
     seed: int = typer.Option(0, help="Seed of the split and of demonstration sampling."),
+    enrich_profile: bool = typer.Option(False, "--enrich-profile/--no-enrich-profile", help="Country profiles also carry their Inglehart-Welzel cultural-map position and zone (in the persona text); default with --adapter: as the adapter's run."),
+    map_k: int = typer.Option(3, help="Training countries averaged by the cultural-map nearest-neighbour reference (culture_map_knn)."),
+    readout: str = typer.Option("logprob", help="How the answer distribution is read, comma-separated for several: logprob (option-label probabilities), verbalized (the model writes a JSON of percentages per option; unparseable replies are counted and not scored), sampled (--samples answers at temperature 1, histogram)."),
+    samples: int = typer.Option(8, help="Answers sampled per prompt for --readout sampled."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap replicates (seeded with --seed) for the intervals over groups and questions; 0 = no intervals."),
+    reference_data: Optional[str] = typer.Option(None, help="Compute the references (train_mean, ...) and fewshot demonstrations from this dataset instead of the training part of --data (zero-shot: test groups from another source). Items are matched by id, else by question text and option count."),
     out: Path = typer.Option(Path("runs/eval"), help="Output folder: one results JSON per method, summary.json, summary.png."),
     plot: bool = typer.Option(True, help="Write summary.png."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     from pluralign.cli.main import run_guarded
 
+    # flags the user gave (by name: typer may vendor its own click and ParameterSource)
+    explicit = {k for k in ctx.params if getattr(ctx.get_parameter_source(k), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
     run_guarded(
-        _run, model=model, data=data, method=method, split=split, test_units=test_units, test_frac=test_frac,
+        _run, explicit=explicit, model=model, data=data, method=method, split=split, test_units=test_units, test_frac=test_frac,
         countries=countries, questions=questions, max_items=max_items, k_shot=k_shot, scoring=scoring,
         labels=labels, chat_template=chat_template, batch_size=batch_size, dtype=dtype, device=device,
         adapter=adapter, split_from=split_from, soft_prompt=soft_prompt, seed=seed, out=out, plot=plot, progress=progress,
+        enrich_profile=enrich_profile, map_k=map_k, readout=readout, samples=samples, bootstrap=bootstrap,
+        reference_data=reference_data,
     )
 
 
@@ -77,86 +94,329 @@ def _csv(s: str | None) -> list[str] | None:
     return [x.strip() for x in s.split(",") if x.strip()] if s else None
 
 
-def _apply_split_from(a: dict) -> None:
-    """Overwrite the data / split arguments with those a training run recorded in split.json."""
+def _normalise_record(rec, file, extra: dict | None = None) -> dict:
+    """A run's split record (split.json, or ``extra.split`` of an adapter) with typed fields; the
+    prompt format falls back to the adapter's ``extra`` (train_config, eval_method) for old runs."""
+    extra = extra or {}
+    tc = extra.get("train_config") if isinstance(extra.get("train_config"), dict) else {}
+    if not isinstance(rec, dict):
+        raise PluralignError("malformed split record (not an object)", file=file)
+    try:
+        out = {
+            "data": str(rec["data"]), "by": str(rec["by"]), "test_frac": float(rec["test_frac"]), "seed": int(rec["seed"]),
+            "test_units": [str(x) for x in rec.get("test_units") or []],
+            "countries": [str(x) for x in rec.get("countries") or []],
+            "questions": [str(x) for x in rec.get("questions") or []],
+        }
+    except (KeyError, TypeError, ValueError) as e:
+        raise PluralignError(f"malformed split record ({e})", file=file) from None
+    method = rec.get("eval_method") or extra.get("eval_method")
+    if method is None and "profile_prompt" in tc:
+        method = "persona" if tc["profile_prompt"] else "vanilla"
+    out["eval_method"] = method
+    out["labels"] = rec.get("labels", tc.get("labels"))
+    out["chat_template"] = rec.get("chat_template", tc.get("chat_template"))
+    out["enrich_profile"] = bool(rec.get("enrich_profile", tc.get("enrich_profile", False)))
+    out["file"] = str(file)
+    return out
+
+
+def _split_json(folder) -> dict:
     from pluralign.io import read_json
 
-    f = Path(a["split_from"]) / "split.json"
+    f = Path(folder) / "split.json"
     if not f.exists():
-        raise PluralignError("no split.json in this folder (is it a `pluralign train` output?)", file=a["split_from"], field="split_from")
-    rec = read_json(f)
-    try:
-        a["data"], a["split"], a["test_frac"], a["seed"] = rec["data"], rec["by"], float(rec["test_frac"]), int(rec["seed"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise PluralignError(f"malformed split record ({e})", file=f) from None
-    a["test_units"] = ",".join(rec.get("test_units") or []) or None
-    a["countries"] = ",".join(rec.get("countries") or []) or None
-    a["questions"] = ",".join(rec.get("questions") or []) or None
-    typer.echo(f"split from {f}: {rec['data']} by {rec['by']}, test_frac {rec['test_frac']}, seed {rec['seed']}", err=True)
+        raise PluralignError("no split.json in this folder (is it a `pluralign train` output?)", file=folder, field="split_from")
+    return _normalise_record(read_json(f), f)
+
+
+def _adapter_record(adapter) -> dict | None:
+    """The split and prompt format of the run that trained ``adapter``: ``extra.split`` of its
+    adapter_config.json, else the run folder's (the adapter's parent) split.json; None if neither."""
+    from pluralign.io import read_json
+
+    cfg_file = Path(adapter) / "adapter_config.json"
+    extra = {}
+    if cfg_file.exists():
+        meta = read_json(cfg_file)
+        extra = (meta.get("extra") if isinstance(meta, dict) else None) or {}
+        if isinstance(extra.get("split"), dict):
+            return _normalise_record(extra["split"], cfg_file, extra)
+    f = Path(adapter).parent / "split.json"
+    if f.exists():
+        return _normalise_record(read_json(f), f, extra)
+    return None
+
+
+def _arg_value(name: str, v):
+    """A record value in the form of the CLI argument ``name``."""
+    if name in ("test_units", "countries", "questions"):
+        return ",".join(v) or None
+    return v
+
+
+def _apply_record(a: dict, rec: dict, explicit: set, fields: dict) -> list[str]:
+    """Set the arguments of ``fields`` the user did not give from ``rec``; returns the names of
+    explicit arguments that differ from the record."""
+    differ = []
+    for arg, key in fields.items():
+        if key not in rec or rec[key] is None:
+            continue
+        want = _arg_value(arg, rec[key])
+        if arg in explicit:
+            have = a[arg]
+            if arg in ("test_units", "countries", "questions"):
+                have = ",".join(_csv(have) or []) or None
+            if have != want:
+                differ.append(arg)
+        else:
+            a[arg] = want
+    return differ
+
+
+def _row_key(e, with_respondent: bool) -> tuple:
+    return (e.group, e.item_id, getattr(e, "respondent_id", None)) if with_respondent else (e.group, e.item_id)
+
+
+def _trained_rows_in(test, rec: dict, loaded: dict) -> int:
+    """How many rows of ``test`` the run of ``rec`` trained on: the run's split is rebuilt and the
+    test rows' (group, item[, respondent]) keys are looked up among its training rows."""
+    from pluralign.data import load_dataset, split_dataset
+
+    ds = loaded.get(rec["data"]) or load_dataset(rec["data"])
+    if rec["countries"] or rec["questions"]:
+        ds = ds.filter(countries=rec["countries"] or None, questions=rec["questions"] or None)
+    sp = split_dataset(ds, rec["by"], test_frac=rec["test_frac"], seed=rec["seed"], test_units=rec["test_units"] or None)
+    both = ds.kind == "individual" and test.kind == "individual"
+    trained = {_row_key(e, both) for e in sp.train.examples}
+    return sum(_row_key(e, both) in trained for e in test.examples)
+
+
+def _check_prompt_format(a: dict, methods: list[str], test, rec: dict, explicit: set) -> None:
+    """Refuse option labels or a method other than those the adapter was trained with; warn on
+    another chat-template setting."""
+    from pluralign.evaluation.scoring import option_labels
+
+    where = f"the adapter's run ({rec['file']})"
+    if rec.get("labels") and a["labels"] != rec["labels"]:
+        for n in sorted({it.n_options for it in test.items.values()}):
+            if option_labels(n, a["labels"]) != option_labels(n, rec["labels"]):
+                raise PluralignError(
+                    f"--labels {a['labels']} gives other option labels than {where} was trained with ({rec['labels']}: "
+                    f"{','.join(option_labels(n, rec['labels']))} for {n} options); its scores would be meaningless",
+                    field="labels",
+                )
+    if rec.get("eval_method") and "method" in explicit:
+        other = [m for m in methods if m != rec["eval_method"]]
+        if other:
+            raise PluralignError(
+                f"the adapter was trained on {rec['eval_method']} prompts; --method {','.join(other)} scores prompts it never "
+                f"saw (use --method {rec['eval_method']}, or drop --adapter to evaluate the base model)",
+                field="method",
+            )
+    if rec.get("chat_template") is not None and bool(a["chat_template"]) != bool(rec["chat_template"]):
+        typer.echo(
+            f"warning: {where} was trained {'with' if rec['chat_template'] else 'without'} the chat template; "
+            f"evaluating {'with' if a['chat_template'] else 'without'} it scores prompts it never saw",
+            err=True,
+        )
+
+
+def _check_readout_flags(a: dict) -> list[str]:
+    """The --readout list; --samples / --bootstrap in range (one error naming the flag)."""
+    from pluralign.evaluation.readouts import READOUTS
+
+    readouts = _csv(a.get("readout")) or ["logprob"]
+    for ro in readouts:
+        if ro not in READOUTS:
+            raise PluralignError(f"unknown value {ro!r} (valid: {', '.join(READOUTS)})", field="--readout")
+    if not isinstance(a.get("samples", 8), int) or a.get("samples", 8) < 1:
+        raise PluralignError(f"must be a positive whole number, got {a.get('samples')}", field="--samples")
+    if not isinstance(a.get("bootstrap", 1000), int) or a.get("bootstrap", 1000) < 0:
+        raise PluralignError(f"must be >= 0, got {a.get('bootstrap')}", field="--bootstrap")
+    return list(dict.fromkeys(readouts))
+
+
+def _readout_note(res: dict) -> str:
+    ro = res.get("readout") or {}
+    if ro.get("name") == "verbalized":
+        return f"; {ro['unparseable']} of {ro['replies']} replies unparseable ({100 * ro['unparseable_frac']:.0f} %)"
+    if ro.get("name") == "sampled":
+        return f"; {ro['invalid_samples']} of {ro['samples'] * res['timing']['prompts']} samples named no option"
+    return ""
+
+
+def _norm_text(s: str) -> str:
+    import re
+
+    return re.sub(r"\W+", " ", s.lower()).strip()
+
+
+def reference_dataset(test, spec: str):
+    """The dataset ``spec`` with its items renamed to the ``test`` items they match (same id; else
+    the same question text, case and punctuation ignored, with the same number of options), as
+    the ``train`` of the references; items without a match are dropped. Returns (dataset, info)."""
+    from pluralign.data import load_dataset
+
+    ref = load_dataset(spec)
+    by_text: dict[tuple[str, int], str] = {}
+    for q, it in test.items.items():
+        by_text.setdefault((_norm_text(it.text), it.n_options), q)
+    rename: dict[str, str] = {}
+    n_id = n_text = 0
+    for q, it in ref.items.items():
+        if q in test.items and test.items[q].n_options == it.n_options:
+            rename[q] = q
+            n_id += 1
+        elif (_norm_text(it.text), it.n_options) in by_text:
+            rename[q] = by_text[(_norm_text(it.text), it.n_options)]
+            n_text += 1
+    if not rename:
+        raise PluralignError(
+            f"none of its {len(ref.items)} items matches a test item (by id, or by question text and option count)",
+            file=spec, field="reference_data",
+        )
+    import dataclasses
+
+    items = {rename[q]: dataclasses.replace(it, id=rename[q]) for q, it in ref.items.items() if q in rename}
+    exs = [dataclasses.replace(e, item_id=rename[e.item_id]) for e in ref.examples if e.item_id in rename]
+    out = type(ref)(name=ref.name, kind=ref.kind, items=items, examples=exs, source=ref.source, meta=ref.meta)
+    info = {"data": spec, "name": ref.name, "kind": ref.kind, "examples": len(exs), "groups": len(out.groups()),
+            "matched_items": len(set(rename.values())), "matched_by_id": n_id, "matched_by_text": n_text}
+    return out, info
 
 
 def _run(**a) -> None:
     quiet_libraries()
     from pluralign.data import load_dataset, split_dataset
+    from pluralign.data.splits import resolve_auto_split
     from pluralign.evaluation.methods import METHODS
-    from pluralign.evaluation.report import save_results, summary_rows, write_plot
+    from pluralign.evaluation.report import difference_note, difference_rows, save_results, summary_rows, write_plot
     from pluralign.evaluation.runner import EvalConfig, evaluate
     from pluralign.models import load_backbone
 
+    explicit = set(a.pop("explicit", None) or ())
+    from pluralign.cli._validate import validate
+
+    validate("eval", a)  # every option, before any work
+    if a["scoring"] not in ("next-token", "loglik"):
+        raise PluralignError(f"unknown scoring {a['scoring']!r} (next-token | loglik)", field="scoring")
+    readouts = _check_readout_flags(a)
+    # the run the adapter comes from (what it was trained on) and the run whose split is evaluated
+    run_rec = _adapter_record(a["adapter"]) if a["adapter"] else None
+    sel_rec = _split_json(a["split_from"]) if a.get("split_from") else run_rec
+    fmt_rec = run_rec or sel_rec
+    overridden: list[str] = []
+    if sel_rec is not None:
+        overridden = _apply_record(a, sel_rec, explicit, SELECTION)
+        typer.echo(
+            f"split from {sel_rec['file']}: {a['data']} by {a['split']}, test_frac {a['test_frac']}, seed {a['seed']}"
+            + (f" (explicit: {', '.join('--' + o.replace('_', '-') for o in overridden)})" if overridden else ""),
+            err=True,
+        )
+    if fmt_rec is not None:
+        _apply_record(a, fmt_rec, explicit, PROMPT_FORMAT)
     methods = _csv(a["method"]) or ["vanilla"]
     for m in methods:
         if m not in METHODS:
             raise PluralignError(f"unknown method {m!r} (available: {', '.join(sorted(METHODS))})", field="method")
-    if a["scoring"] not in ("next-token", "loglik"):
-        raise PluralignError(f"unknown scoring {a['scoring']!r} (next-token | loglik)", field="scoring")
-    if a.get("split_from"):
-        _apply_split_from(a)
-    elif a["adapter"] and (Path(a["adapter"]).parent / "split.json").exists():
-        typer.echo(f"note: {a['adapter']} was trained with a held-out split; pass --split-from {Path(a['adapter']).parent} to evaluate on it", err=True)
-    ds = load_dataset(a["data"])
+    if a["adapter"] and run_rec is None:
+        typer.echo(f"note: {a['adapter']} records no training split; cannot check that its training rows are not scored", err=True)
+    full = load_dataset(a["data"])
+    ds = full
     if a["countries"] or a["questions"]:
         ds = ds.filter(countries=_csv(a["countries"]), questions=_csv(a["questions"]))
-    by = a["split"] if a["split"] != "auto" else ("respondent" if ds.kind == "individual" else "country")
+    if a.get("enrich_profile"):
+        from pluralign.data.culture import enrich_dataset
+
+        ds = enrich_dataset(ds)
+    by = a["split"] if a["split"] != "auto" else resolve_auto_split(ds.kind)
     sp = split_dataset(ds, by, test_frac=a["test_frac"], seed=a["seed"], test_units=_csv(a["test_units"]))
     test = sp.test
     if a["max_items"]:
         test = test.filter(questions=spread_items(test, a["max_items"]))
+    trained_in_test = None
+    if a["adapter"] and run_rec is not None:
+        _check_prompt_format(a, methods, test, run_rec, explicit)
+        trained_in_test = _trained_rows_in(test, run_rec, {a["data"]: full})
+        if trained_in_test:
+            asked = sorted(explicit & set(SELECTION)) or overridden or (["split_from"] if a.get("split_from") else [])
+            flags = ", ".join("--" + x.replace("_", "-") for x in asked) or "this selection"
+            raise PluralignError(
+                f"{trained_in_test} of the {len(test)} test rows were trained on by {a['adapter']} (its run: {run_rec['data']} "
+                f"by {run_rec['by']}, test_frac {run_rec['test_frac']}, seed {run_rec['seed']}); {flags} would score training "
+                "rows: drop it to use the run's held-out part",
+                file=run_rec["file"], field=asked[0] if asked else "split",
+            )
+    split_info = {
+        **sp.describe(),
+        "data": a["data"], "test_frac": a["test_frac"], "test_units": _csv(a["test_units"]) or [],
+        "countries": _csv(a["countries"]) or [], "questions": _csv(a["questions"]) or [], "max_items": a["max_items"],
+        "labels": a["labels"], "chat_template": bool(a["chat_template"]), "enrich_profile": bool(a.get("enrich_profile")),
+        "from": "split_from" if a.get("split_from") else ("adapter" if sel_rec is not None else "flags"),
+        "record": sel_rec["file"] if sel_rec is not None else None,
+        "explicit": sorted(explicit & (set(SELECTION) | set(PROMPT_FORMAT))),
+        "trained_rows_in_test": trained_in_test,  # None: not checked (no adapter, or it records no split)
+    }
     typer.echo(
         f"data {ds.name} ({ds.kind}): {len(ds)} examples; split by {by}: train {len(sp.train)}, test {len(test)} "
         f"({len(test.items)} items, {len(test.groups())} groups)",
         err=True,
     )
+    train = sp.train
+    if a.get("reference_data"):
+        train, ref_info = reference_dataset(test, a["reference_data"])
+        split_info["reference_data"] = ref_info
+        typer.echo(
+            f"reference data {ref_info['data']}: {ref_info['examples']} examples, {ref_info['matched_items']} of the "
+            f"{len(test.items)} test items matched ({ref_info['matched_by_id']} by id, {ref_info['matched_by_text']} by text)",
+            err=True,
+        )
     typer.echo(f"loading {a['model']} ...", err=True)
     model, tok = load_backbone(a["model"], dtype=a["dtype"], device=a["device"])
     profile_kwargs = None
     if a["adapter"]:
         from pluralign.adapters import load_adapter_for_eval
 
-        model, profile_kwargs = load_adapter_for_eval(model, a["adapter"])
+        model, profile_kwargs = load_adapter_for_eval(model, a["adapter"], tokenizer=tok)
     if a["soft_prompt"]:
         from pluralign.blackbox import load_soft_prompt_model
 
         model = load_soft_prompt_model(model, a["soft_prompt"])
     results = []
+    paths = []
     out: Path = a["out"]
+    from pluralign.io import StagedOutput
+
+    stage = StagedOutput(out)  # files go to a staging folder, swapped in whole at the end: old set or new set, never a mix
     for m in methods:
-        cfg = EvalConfig(
-            method=m, k_shot=a["k_shot"], batch_size=a["batch_size"], scoring=a["scoring"], labels=a["labels"],
-            chat_template=None if a["chat_template"] else False, seed=a["seed"],
-        )
-        res = evaluate(
-            model, tok, test, cfg, train=sp.train, model_name=a["model"], split=sp.describe(),
-            profile_kwargs=profile_kwargs, progress=a["progress"],
-            adapter=str(a["adapter"]) if a["adapter"] else None,
-        )
-        if a["soft_prompt"]:
-            res["soft_prompt"] = str(a["soft_prompt"])
-        path = save_results(res, out / f"eval-{ds.name}-{m}.json")
-        typer.echo(f"{m}: wrote {path}", err=True)
-        results.append(res)
+        for ro in readouts:
+            cfg = EvalConfig(
+                method=m, k_shot=a["k_shot"], batch_size=a["batch_size"], scoring=a["scoring"], labels=a["labels"],
+                chat_template=None if a["chat_template"] else False, seed=a["seed"], map_k=a.get("map_k", 3),
+                readout=ro, samples=a.get("samples", 8), bootstrap=a.get("bootstrap", 1000),
+            )
+            res = evaluate(
+                model, tok, test, cfg, train=train, model_name=a["model"], split=dict(split_info, method=m),
+                profile_kwargs=profile_kwargs, progress=a["progress"],
+                adapter=str(a["adapter"]) if a["adapter"] else None,
+            )
+            if a["soft_prompt"]:
+                res["soft_prompt"] = str(a["soft_prompt"])
+            res.setdefault("dataset", {})["dropped"] = dict(full.meta.get("dropped") or {})  # unusable cells the loader skipped
+            path = out / save_results(res, stage.path / (f"eval-{ds.name}-{m}.json" if ro == "logprob" else f"eval-{ds.name}-{m}-{ro}.json")).name
+            typer.echo(f"{m}{'' if ro == 'logprob' else ' (' + ro + ')'}: wrote {path}" + _readout_note(res), err=True)
+            results.append(res)
+            paths.append(str(path))
     header, rows = summary_rows(results)
-    summary = {"results": [str(out / f"eval-{ds.name}-{m}.json") for m in methods], "table": {"header": header, "rows": rows}}
-    save_results(summary, out / "summary.json")
+    dheader, drows, dwarn = difference_rows(results)
+    summary = {"results": paths, "table": {"header": header, "rows": rows}, "differences": {"header": dheader, "rows": drows}}
+    save_results(summary, stage.path / "summary.json")
     if a["plot"]:
-        typer.echo(f"plot: {write_plot(results, out / 'summary.png')}", err=True)
+        typer.echo(f"plot: {out / write_plot(results, stage.path / 'summary.png').name}", err=True)
+    stage.commit()
     typer.echo(markdown_table(header, rows))
+    if drows:
+        typer.echo("")
+        typer.echo(markdown_table(dheader, drows))
+        typer.echo(difference_note(results), err=True)

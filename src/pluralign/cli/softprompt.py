@@ -89,15 +89,14 @@ def _parse_constants(s: str | None) -> dict[str, float]:
 
 def _run(**a) -> None:
     quiet_libraries()
-    from pluralign.blackbox.optimizers import OPTIMIZERS, OptimizerConfig
+    from pluralign.blackbox.optimizers import OptimizerConfig
     from pluralign.blackbox.vsm import VSMConfig
     from pluralign.data.loaders.hofstede import DIMENSIONS, country_target
 
-    # validate everything cheap before loading a model
-    if a["optimizer"] not in OPTIMIZERS:
-        raise PluralignError(f"unknown optimizer {a['optimizer']!r} (available: {', '.join(sorted(OPTIMIZERS))})", field="optimizer")
-    if a["tokens"] < 1 and not a["baseline"]:
-        raise PluralignError("--tokens must be at least 1", field="tokens")
+    from pluralign.cli._validate import validate
+
+    # validate everything cheap before loading a model (the search's options only when there is a search)
+    validate("softprompt", a, skip=("tokens", "pop", "gens", "patience") if a["baseline"] else ())
     target = country_target(a["country"])
     vsm = VSMConfig(constants=_parse_constants(a["constants"]), reduction=a["reduction"])
     if target.missing:
@@ -123,6 +122,7 @@ def _run(**a) -> None:
     results: dict = {"schema": "pluralign.softprompt/1", "model": a["model"], "country": target.to_dict(), "vsm": {
         "constants": vsm.constants, "reduction": vsm.reduction}, "seed": a["seed"]}
     t0 = time.perf_counter()
+    typer.echo("scoring the baselines (naive, in-context) on the 24 VSM items ...", err=True)
     naive_ev = PopulationEvaluator.from_questionnaire(model, tok, cfg=PopulationConfig(tokens=0, **pcfg), vsm=vsm)
     icl_ev = PopulationEvaluator.from_questionnaire(
         model, tok, cfg=PopulationConfig(tokens=0, contexts=(in_context_system(target.iso3 or target.name),), **pcfg), vsm=vsm)
@@ -131,6 +131,7 @@ def _run(**a) -> None:
         r = ev.evaluate(empty, target)
         results[name] = {"loss": float(r.loss[0]), "scores": dict(zip(DIMENSIONS, r.scores[0].tolist())), "mass": float(r.mean_mass[0])}
         rows.append([name, *r.scores[0].tolist(), float(r.loss[0]), float(r.mean_mass[0])])
+        typer.echo(f"  {name}: L1 {float(r.loss[0]):.2f} ({time.perf_counter() - t0:.0f} s)", err=True)
     results["baseline_seconds"] = round(time.perf_counter() - t0, 2)
 
     know_items = None

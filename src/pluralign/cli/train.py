@@ -12,7 +12,9 @@ from pluralign.errors import PluralignError
 
 TRAIN_HELP = """Fine-tune a causal LM to answer survey questions as a demographic profile would.
 
-Every method is an adapter on the same backbone: cuma (mixture of LoRA experts routed on the token state AND the profile embedding), mixlora (experts routed on the token state), hydralora (shared A, many B), lora, dora, ptuning-v2 (deep prefix tuning), full (all weights).
+Every method is an adapter on the same backbone: cuma (mixture of LoRA experts routed on the token state AND the profile embedding); mixlora (the MixLoRA paper: top-2 LoRA experts on the FFN gate/up/down with a linear gate on the MLP input, plain LoRA on q/k/v/o); hydralora (the HydraLoRA paper: one shared A and N B heads, dense softmax router, no balance loss); mixlora-qv and hydralora-qv (the CuMA authors' baseline configurations: top-2 q/v mixtures with an MLP router); lora, dora, ptuning-v2 (deep prefix tuning), full (all weights).
+
+Fast path: --top-layers N adapts only the top N decoder layers; the frozen layers below run once per row and are cached across epochs (exact; checked against the full forward before training). --epochs sets the number of steps from passes over the data.
 
 Tasks: individual = one respondent's answer (WVS respondent probe), loss on the answer label token only, profile in the system prompt; distributional = a group's answer shares (WVS country shares), cross-entropy against the human distribution over the option labels. Training prompts are exactly the prompts `pluralign eval --method persona` (or vanilla with --no-profile-prompt) scores.
 
@@ -38,18 +40,23 @@ def register(app: typer.Typer) -> None:
 
 def train_cmd(
     config: Optional[Path] = typer.Option(None, help="A JSON file of training settings (field names of TrainConfig, e.g. configs/train/cuma-probe.json); flags given on the command line win."),
-    method: str = typer.Option("cuma", help="cuma, mixlora, hydralora, lora, dora, ptuning-v2, full."),
+    method: str = typer.Option("cuma", help="cuma, mixlora, hydralora, mixlora-qv, hydralora-qv, lora, dora, ptuning-v2, full (see above)."),
     task: str = typer.Option("individual", help="individual (respondent answers) or distributional (group answer shares)."),
     stage: str = typer.Option("sft", help="sft, or dpo (human answer preferred over the mean-collapse answer; start from --init-adapter)."),
     model: str = typer.Option("smollm2-135m", help="Backbone: short name, hub id, local folder or .gguf file."),
     data: str = typer.Option("wvs-probe", help="Dataset: wvs-probe (individual), wvs-shares (distributional), or a path."),
-    split: str = typer.Option("auto", help="Hold-out unit: respondent, question, country, profile; auto = respondent (individual) / question (distributional)."),
+    split: str = typer.Option("auto", help="Hold-out unit: respondent, question, country, profile; auto = respondent (individual) / country (distributional), as `pluralign eval`."),
     test_frac: float = typer.Option(0.2, help="Fraction of units held out for testing."),
     test_units: Optional[str] = typer.Option(None, help="Comma-separated test units (e.g. countries for --split country)."),
     countries: Optional[str] = typer.Option(None, help="Restrict to these countries before splitting."),
     questions: Optional[str] = typer.Option(None, help="Restrict to these question ids before splitting."),
     max_examples: Optional[int] = typer.Option(None, help="Train on at most N rows (deterministic sample)."),
-    steps: int = typer.Option(100, help="Optimizer steps."),
+    steps: int = typer.Option(100, help="Optimizer steps (ignored with --epochs)."),
+    epochs: Optional[float] = typer.Option(None, help="Passes over the training rows (sets the number of steps; e.g. 3)."),
+    top_layers: Optional[int] = typer.Option(None, help="Adapt only the top N decoder layers (lora, dora, MoE-LoRA methods). With --cache-trunk (default) the frozen layers below run once per row and are cached: a SmolLM2 step on the top 8 of 30 layers is several times faster."),
+    cache_trunk: bool = typer.Option(True, "--cache-trunk/--no-cache-trunk", help="With --top-layers: cache the frozen trunk's output across epochs (exact; verified against the full forward before training)."),
+    trunk_cache_dir: str = typer.Option("auto", help="Where cached trunk states are kept on disk and reused across runs (auto: $PLURALIGN_CACHE/trunk; none: memory only)."),
+    enrich_profile: bool = typer.Option(False, "--enrich-profile", help="Country profiles also carry their Inglehart-Welzel cultural-map position and zone (persona text; router features with --profile-encoder ...+culture-map)."),
     batch_size: int = typer.Option(8, help="Rows per device per forward pass."),
     grad_accum: int = typer.Option(1, help="Gradient accumulation steps."),
     lr: float = typer.Option(2e-4, help="Peak AdamW learning rate (warm-up then cosine decay)."),
@@ -66,7 +73,7 @@ def train_cmd(
     balance_loss: bool = typer.Option(True, "--balance-loss/--no-balance-loss", help="Load-balancing loss of mixtures (off: ablation)."),
     soft_routing: bool = typer.Option(False, "--soft-routing", help="Route every token to all experts (top-k = experts; ablation)."),
     soft_label_norm: str = typer.Option("vocab", help="Distributional loss over the full vocabulary (vocab) or renormalised over the option labels (options)."),
-    profile_encoder: str = typer.Option("minilm-l6", help="Sentence encoder of profiles for profile-routed methods."),
+    profile_encoder: str = typer.Option("minilm-l6", help="Profile encoder of profile-routed methods: a sentence encoder (minilm-l6, hub id, folder), backbone[:LAYER] (the LLM's own hidden state of the profile text), culture-map (numeric map features), or several joined by '+'."),
     init_adapter: Optional[Path] = typer.Option(None, help="Start from a trained adapter (e.g. SFT before DPO)."),
     dpo_beta: float = typer.Option(0.1, help="DPO beta (stage dpo)."),
     labels: str = typer.Option("auto", help="Option labels: auto, digits, letters (must match evaluation)."),
@@ -77,7 +84,7 @@ def train_cmd(
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Trade compute for memory."),
     seed: int = typer.Option(0, help="Seed of the split, sampling and initialisation."),
     out: Path = typer.Option(Path("runs/train"), help="Output folder."),
-    save_steps: int = typer.Option(50, help="Checkpoint every N steps (0: none before the end)."),
+    save_steps: Optional[int] = typer.Option(None, help="Checkpoint every N steps (0: none before the end). Default: scaled to the run, a fifth of --steps, between 1 and 50 (50 with --epochs), so a short run can be resumed too."),
     logging_steps: int = typer.Option(5, help="Log every N steps (OUT/log.jsonl)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in OUT (same configuration)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -117,6 +124,9 @@ def _run(**a) -> None:
     quiet_libraries()
     from pluralign.training import TrainConfig, train
 
+    from pluralign.cli._validate import default_save_steps, validate
+
+    validate("train", a)  # flags and --config fields, before any work
     if a.get("config"):
         _apply_config_file(a)
 
@@ -129,12 +139,19 @@ def _run(**a) -> None:
         experts=a["experts"], top_k=a["top_k"], target_modules=_csv(a["target_modules"]),
         demographic_routing=a["demographic_routing"], balance_loss=a["balance_loss"], soft_routing=a["soft_routing"],
         profile_encoder=a["profile_encoder"], init_adapter=str(a["init_adapter"]) if a["init_adapter"] else None,
+        enrich_profile=a["enrich_profile"], top_layers=a["top_layers"], cache_trunk=a["cache_trunk"], epochs=a["epochs"], trunk_cache_dir=a["trunk_cache_dir"],
         steps=a["steps"], batch_size=a["batch_size"], grad_accum=a["grad_accum"], lr=a["lr"],
         weight_decay=a["weight_decay"], warmup_ratio=a["warmup_ratio"], scheduler=a["scheduler"], dtype=a["dtype"],
         device=a["device"], gradient_checkpointing=a["gradient_checkpointing"], dpo_beta=a["dpo_beta"], out=str(a["out"]),
-        save_steps=a["save_steps"], logging_steps=a["logging_steps"], resume=a["resume"], progress=a["progress"],
+        save_steps=default_save_steps(a), logging_steps=a["logging_steps"], resume=a["resume"], progress=a["progress"],
     ).validate()
-    s = train(cfg)
+    from pluralign.training.trainer import RunFinished
+
+    try:
+        s = train(cfg)
+    except RunFinished as e:  # --resume of a finished run: say so, change nothing
+        typer.echo(f"note: {e}", err=True)
+        return
     if not s.get("main_process", True):  # other ranks of a distributed run stay quiet
         return
     typer.echo(

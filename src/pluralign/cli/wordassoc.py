@@ -85,10 +85,11 @@ def _train(**a) -> None:
     from pluralign.models import load_backbone
     from pluralign.wordassoc.train import LoraSettings, RLStage, SFTStage, load_with_adapter, train_rl, train_sft
 
+    from pluralign.cli._validate import validate
+
+    validate("wordassoc train", a)
     if a["threads"]:
         torch.set_num_threads(a["threads"])
-    if a["stage"] not in ("sft", "rl", "both"):
-        raise PluralignError(f"unknown stage {a['stage']!r} (sft, rl, both)", field="stage")
     d = _data(a["data"], a["language"], a["min_responses"], a["on_bad_row"], a["on_duplicate"])
     sp = split_cues(d, seed=a["seed"])
     train = sample_cues(sp.train, a["train_cues"], seed=a["seed"])
@@ -166,6 +167,9 @@ def _eval(**a) -> None:
     from pluralign.models import load_backbone
     from pluralign.wordassoc.generate import GenConfig, evaluate_generation, evaluate_ranking
 
+    from pluralign.cli._validate import validate
+
+    validate("wordassoc eval", a)
     if a["threads"]:
         torch.set_num_threads(a["threads"])
     try:
@@ -227,10 +231,15 @@ def report_cmd(
 
 
 def _report(results: list[Path], labels: Optional[str], out: Optional[Path]) -> None:
+    from pluralign.cli._validate import validate
     from pluralign.io import atomic_write_text, read_json
     from pluralign.wordassoc.transfer import TransferConfig, compare_transfer, transfer_dataset, transfer_rows
 
-    rs = [read_json(p) for p in results]
+    validate("wordassoc report", {"out": out})
+    rs = [read_json(p, allow_nan=True) for p in results]
+    for p, r in zip(results, rs):
+        if not isinstance(r, dict) or r.get("schema") != "pluralign.wordassoc.eval/1":
+            raise PluralignError("not a `pluralign wordassoc eval` results file", file=p)
     names = [x.strip() for x in labels.split(",")] if labels else [r.get("adapter") or "vanilla" for r in rs]
     if len(names) != len(rs):
         raise PluralignError(f"{len(names)} labels for {len(rs)} results", field="labels")

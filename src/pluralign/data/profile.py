@@ -108,13 +108,13 @@ class Profile:
             if k == "age":
                 try:
                     v = int(float(v))
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     raise PluralignError(f"age must be a number, got {v!r}", file=file, row=row, field=k) from None
             if k == "income":
                 try:
                     fv = float(v)
                     v = int(fv) if fv == int(fv) else v
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     v = str(v)
             kwargs[k] = v if k in ("age", "income") else str(v).strip()
         try:

@@ -38,6 +38,13 @@ class Split:
         }
 
 
+def resolve_auto_split(kind: str) -> str:
+    """What ``--split auto`` means, the same for ``pluralign train`` and ``pluralign eval``:
+    ``respondent`` for individual (respondent-level) data, ``country`` for group data (zero-shot
+    countries, what the literature reports)."""
+    return "respondent" if kind == "individual" else "country"
+
+
 def unit_of(ex: Example, by: str) -> str:
     if by == "respondent":
         rid = getattr(ex, "respondent_id", None)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Literal, Sequence
@@ -65,6 +66,9 @@ class SurveyDataset:
                 raise PluralignError(f"{self.kind} dataset holds a {type(ex).__name__}", file=self.source, row=i + 1)
             if ex.item_id not in self.items:
                 raise PluralignError(f"unknown question id {ex.item_id!r}", file=self.source, row=i + 1, field="question_id")
+            if want is GroupExample and not all(isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and p >= 0 for p in ex.probs):
+                raise PluralignError(f"answer shares of {ex.group}/{ex.item_id} are not finite, non-negative numbers: {ex.probs}",
+                                     file=self.source, row=i + 1, field="probs")
 
     def __len__(self) -> int:
         return len(self.examples)

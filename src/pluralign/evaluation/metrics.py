@@ -1,4 +1,7 @@
-"""Metrics for survey answers: accuracy, macro-F1, Earth Mover's distance, Jensen-Shannon, entropy.
+"""Metrics for survey answers: accuracy, macro-F1, Earth Mover's distance, Jensen-Shannon, entropy,
+and the survey-alignment benchmarks' own: OpinionQA representativeness (``opinionqa_rep``),
+GlobalOpinionQA similarity (``goqa_sim``), total variation (``tv``, Meister et al. 2024) and
+WorldValuesBench's W1 (``wvb_w1``).
 
 Registry: ``METRICS`` maps a name to a function of (predicted, human) distributions so adding a
 distribution metric is one decorated function.
@@ -15,11 +18,19 @@ from sklearn.metrics import f1_score
 
 DistMetric = Callable[[np.ndarray, np.ndarray, bool], float]
 METRICS: dict[str, DistMetric] = {}
+#: per metric: ``higher_is_better`` and a one-line ``description`` (reports, docs)
+METRIC_INFO: dict[str, dict] = {}
 
 
-def register_metric(name: str) -> Callable[[DistMetric], DistMetric]:
+def register_metric(name: str, *, higher_is_better: bool = False, description: str = "") -> Callable[[DistMetric], DistMetric]:
+    """Register ``fn(pred, human, ordinal) -> float`` under ``name``. Every registered metric is
+    computed per (group, question) cell for every evaluation (``pluralign.evaluation.bootstrap``),
+    averaged over cells and given a bootstrap interval. Returning ``nan`` leaves a cell out (e.g.
+    an ordinal-scale metric on a nominal item)."""
+
     def deco(fn: DistMetric) -> DistMetric:
         METRICS[name] = fn
+        METRIC_INFO[name] = {"higher_is_better": higher_is_better, "description": description or (fn.__doc__ or "").split("\n")[0]}
         return fn
 
     return deco
@@ -33,7 +44,7 @@ def _check(p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p / p.sum(), q / q.sum()
 
 
-@register_metric("emd")
+@register_metric("emd", description="Earth Mover's distance on the ordinal scale / (K-1); total variation for nominal items")
 def emd(p: np.ndarray, q: np.ndarray, ordinal: bool = True) -> float:
     """Earth Mover's distance on the ordinal scale 0..K-1, divided by K-1 so it lies in [0, 1]
     (= scipy's 1-D Wasserstein distance / (K-1)). For nominal items the ground distance is 0/1 and
@@ -45,11 +56,65 @@ def emd(p: np.ndarray, q: np.ndarray, ordinal: bool = True) -> float:
     return float(np.abs(np.cumsum(p - q)[:-1]).sum() / (k - 1))
 
 
-@register_metric("jsd")
+@register_metric("jsd", description="Jensen-Shannon distance, base 2")
 def jsd(p: np.ndarray, q: np.ndarray, ordinal: bool = True) -> float:
     """Jensen-Shannon *distance* (square root of the divergence), base 2, in [0, 1]."""
     p, q = _check(p, q)
     return float(jensenshannon(p, q, base=2))
+
+
+# ----------------------------------------------------------------------------------------------
+# The survey-alignment benchmarks' own metrics (issue 12), each as its paper's code computes it on
+# one (group, question) pair; option positions are 0..K-1 in the item's option order.
+def _w1_positions(p: np.ndarray, q: np.ndarray) -> float:
+    """1-D Wasserstein distance between two distributions over the positions 0..K-1."""
+    return float(np.abs(np.cumsum(p - q)[:-1]).sum())
+
+
+@register_metric("opinionqa_rep", higher_is_better=True,
+                 description="OpinionQA representativeness 1 - W1/(K-1) on the ordinal scale (nominal items left out)")
+def opinionqa_rep(p: np.ndarray, q: np.ndarray, ordinal: bool = True) -> float:
+    """OpinionQA representativeness (Santurkar et al. 2023), ``1 - W1(D_M, D_H) / max W1``.
+
+    tatsu-lab/opinions_qa ``process_results.ipynb``: ``wasserstein_distance(ordinal, ordinal, D_M,
+    D_H) / get_max_wd(ordinal)`` with ``get_max_wd`` (``helpers.py``) the distance between point
+    masses at the smallest and the largest ordinal value, i.e. ``K - 1`` on the positions 0..K-1;
+    ``representativeness.ipynb`` averages ``WD`` and reports ``1 - WD``. Items without an order
+    (OpinionQA's ``max_wd == 0``) are skipped there; here they give ``nan`` (left out)."""
+    if not ordinal:
+        return float("nan")
+    p, q = _check(p, q)
+    return 1.0 - _w1_positions(p, q) / (len(p) - 1)
+
+
+@register_metric("goqa_sim", higher_is_better=True,
+                 description="GlobalOpinionQA similarity 1 - Jensen-Shannon distance (scipy, natural log)")
+def goqa_sim(p: np.ndarray, q: np.ndarray, ordinal: bool = True) -> float:
+    """GlobalOpinionQA similarity (Durmus et al. 2023), ``1 - JSD(P_country, P_model)`` with JSD the
+    Jensen-Shannon *distance* as ``scipy.spatial.distance.jensenshannon`` computes it by default
+    (natural log, so it lies in [1 - sqrt(ln 2), 1]); ``1 - jsd`` is the base-2 variant."""
+    p, q = _check(p, q)
+    return float(1.0 - jensenshannon(p, q))
+
+
+@register_metric("tv", description="total variation distance 0.5 * sum |p - q| (Meister et al. 2024)")
+def tv(p: np.ndarray, q: np.ndarray, ordinal: bool = True) -> float:
+    """Total variation distance ``0.5 * sum |p - q|`` (nicolemeister/benchmarking-distributional-alignment
+    ``utils.py``: ``calc_total_variation``), for ordinal and nominal items alike."""
+    p, q = _check(p, q)
+    return float(0.5 * np.abs(p - q).sum())
+
+
+@register_metric("wvb_w1", description="WorldValuesBench W1 on answer positions scaled to [0, 1] (nominal items left out)")
+def wvb_w1(p: np.ndarray, q: np.ndarray, ordinal: bool = True) -> float:
+    """WorldValuesBench's Wasserstein-1 distance (Zhao et al. 2024): answers are normalised to [0, 1]
+    (``get_normalized_scores``: (score - min) / (max - min)) and compared with scipy's
+    ``wasserstein_distance`` (Demon702/WorldValuesBench ``evaluation/evaluate.py``). On two answer
+    distributions this is W1 over the positions k / (K-1). Nominal items give ``nan``."""
+    if not ordinal:
+        return float("nan")
+    p, q = _check(p, q)
+    return _w1_positions(p, q) / (len(p) - 1)
 
 
 def entropy(p: np.ndarray, normalised: bool = True) -> float:
@@ -66,21 +131,85 @@ def accuracy(pred: Sequence[int], gold: Sequence[int]) -> float:
     return float((pred == gold).mean()) if len(gold) else float("nan")
 
 
-def macro_f1_per_question(pred: Sequence[int], gold: Sequence[int], question: Sequence[str]) -> float:
+TIE_TOL = 1e-9  # probabilities within this of the maximum are tied modes
+
+
+def modes(p: np.ndarray, tol: float = TIE_TOL) -> np.ndarray:
+    """Indices of the maxima of ``p`` (every option within ``tol`` of the maximum), ascending."""
+    p = np.asarray(p, dtype=float)
+    return np.flatnonzero(p >= p.max() - tol)
+
+
+def mode_credit(pred: np.ndarray, human: np.ndarray | int, tol: float = TIE_TOL) -> float:
+    """Tie-aware mode agreement: ``|pred_modes ∩ human_modes| / |pred_modes|``.
+
+    ``human`` is a distribution (its tied maxima are all majority options) or one answer index.
+    A prediction with one mode scores 1 when that mode is among the human modes; a prediction with
+    m tied maxima scores the fraction of them that are human modes (the expected hit of breaking
+    the tie at random), never silently the lowest option as ``np.argmax`` would."""
+    pm = modes(pred, tol)
+    hm = np.array([int(human)]) if np.ndim(human) == 0 else modes(human, tol)
+    return float(np.isin(pm, hm).sum() / len(pm))
+
+
+def expand_ties(preds: Sequence[np.ndarray], *cols: Sequence, tol: float = TIE_TOL):
+    """Hard labels with tie splitting: a row whose prediction has m tied maxima becomes m rows, one
+    per tied option, each of weight 1/m (``cols`` are repeated alongside). Returns
+    ``(pred, weight, *cols)``; without ties it is plain argmax with unit weights."""
+    out_p: list[int] = []
+    out_w: list[float] = []
+    out_c: list[list] = [[] for _ in cols]
+    for i, p in enumerate(preds):
+        m = modes(p, tol)
+        for j in m:
+            out_p.append(int(j))
+            out_w.append(1.0 / len(m))
+            for c, col in zip(out_c, cols):
+                c.append(col[i])
+    return (out_p, out_w, *out_c)
+
+
+def macro_f1(pred: Sequence[int], gold: Sequence[int], sample_weight: Sequence[float] | None = None) -> float:
+    """Macro-F1 over the option labels, all rows pooled (sklearn ``f1_score(gold, pred,
+    average="macro")``; labels = option indices present in gold or pred, as the reference code)."""
+    if not len(gold):
+        return float("nan")
+    return float(f1_score(list(gold), list(pred), average="macro", zero_division=0, sample_weight=sample_weight))
+
+
+def macro_f1_per_question(pred: Sequence[int], gold: Sequence[int], question: Sequence[str],
+                          sample_weight: Sequence[float] | None = None) -> float:
     """Macro-F1 within each question (over the labels present in gold or pred), then averaged."""
     by_q: dict[str, list[int]] = defaultdict(list)
     for i, q in enumerate(question):
         by_q[q].append(i)
     pred, gold = np.asarray(pred), np.asarray(gold)
-    scores = [f1_score(gold[ix], pred[ix], average="macro", zero_division=0) for ix in by_q.values()]
+    w = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
+    scores = [f1_score(gold[ix], pred[ix], average="macro", zero_division=0, sample_weight=None if w is None else w[ix])
+              for ix in by_q.values()]
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def macro_f1_pooled(pred: Sequence[int], gold: Sequence[int], question: Sequence[str]) -> float:
+def macro_f1_pooled(pred: Sequence[int], gold: Sequence[int], question: Sequence[str],
+                    sample_weight: Sequence[float] | None = None) -> float:
     """Macro-F1 over all (question, option) classes pooled together."""
     g = [f"{q}:{a}" for q, a in zip(question, gold)]
     p = [f"{q}:{a}" for q, a in zip(question, pred)]
-    return float(f1_score(g, p, average="macro", zero_division=0)) if g else float("nan")
+    return float(f1_score(g, p, average="macro", zero_division=0, sample_weight=sample_weight)) if g else float("nan")
+
+
+def emd_samples(pred: Sequence[int], gold: Sequence[int], n_options: int,
+                pred_weight: Sequence[float] | None = None) -> float:
+    """WorldValuesBench's individual-data EMD for one question: the 1-D Wasserstein distance between
+    the predicted answers and the true answers, both as option positions scaled to [0, 1]
+    (position / (K-1), the reference's ``get_normalized_scores``); scipy ``wasserstein_distance``
+    as in WorldValuesBench ``evaluation/evaluate.py``. ``pred_weight`` splits tied predictions."""
+    from scipy.stats import wasserstein_distance
+
+    scale = max(1, n_options - 1)
+    p = np.asarray(pred, dtype=float) / scale
+    g = np.asarray(gold, dtype=float) / scale
+    return float(wasserstein_distance(g, p, None, pred_weight))
 
 
 def mean_std(values: Sequence[float]) -> dict[str, float]:

@@ -37,6 +37,15 @@ class EvalConfig:
     seed: int = 0
     max_length: int | None = None
     keep_predictions: bool = True
+    map_k: int = 3  # training countries averaged by the cultural-map nearest-neighbour reference
+    # read-outs (pluralign.evaluation.readouts) and bootstrap intervals (pluralign.evaluation.bootstrap)
+    readout: str = "logprob"  # logprob | verbalized | sampled
+    samples: int = 8  # answers sampled per prompt (sampled read-out)
+    temperature: float = 1.0  # sampling temperature (sampled read-out)
+    max_new_tokens: int | None = None  # generated tokens (default: 24 + 10 K verbalized, 8 sampled)
+    bootstrap: int = 1000  # bootstrap replicates for the intervals (0 = none)
+    bootstrap_unit: str = "both"  # both (groups x items) | groups | items | cells
+    confidence: float = 0.95
 
 
 @dataclass
@@ -54,6 +63,20 @@ def compute_metrics(test: SurveyDataset, probs: Sequence[np.ndarray | None]) -> 
 
     Returns ``(overall, per_group)``. Examples whose prediction is ``None`` are skipped (a
     reference predictor may not cover every item); ``coverage`` reports the fraction scored.
+
+    Ties: a predicted distribution's mode is never silently the lowest option (``np.argmax``).
+    Options within 1e-9 of the maximum are all modes (:func:`metrics.modes`); accuracy gives each
+    example ``|pred_modes ∩ human_modes| / |pred_modes|`` (individual task: the respondent's answer
+    is the only human mode; distributional task: the group's tied majority options all count), and
+    the hard-label metrics (macro-F1, ``emd_wvb``) split a tied row into one row per tied option of
+    weight 1/m. Without ties every definition is the plain argmax one.
+
+    ``macro_f1`` is sklearn's macro-F1 over the option labels with all test rows pooled (the
+    reference definition); ``macro_f1_per_question`` averages it within questions,
+    ``macro_f1_pooled`` uses (question, option) classes. ``emd_wvb`` is WorldValuesBench's
+    individual-data EMD (per question, W1 between the predicted and true answer positions scaled
+    to [0, 1], then averaged over questions); ``emd`` is ours (per group × question cell).
+    ``entropy`` is normalised by log K, ``entropy_nats`` is not.
     """
     keep = [i for i, p in enumerate(probs) if p is not None]
     exs = [test.examples[i] for i in keep]
@@ -62,6 +85,7 @@ def compute_metrics(test: SurveyDataset, probs: Sequence[np.ndarray | None]) -> 
     if not exs:
         return out, {}
     out["entropy"] = float(np.mean([M.entropy(p) for p in ps]))
+    out["entropy_nats"] = float(np.mean([M.entropy(p, normalised=False) for p in ps]))
     per_group: dict[str, dict] = {}
     groups: dict[str, list[int]] = defaultdict(list)
     for j, e in enumerate(exs):
@@ -69,11 +93,15 @@ def compute_metrics(test: SurveyDataset, probs: Sequence[np.ndarray | None]) -> 
 
     if test.kind == "individual":
         gold = [e.answer for e in exs]  # type: ignore[union-attr]
-        pred = [int(np.argmax(p)) for p in ps]
         qs = [e.item_id for e in exs]
-        out["accuracy"] = M.accuracy(pred, gold)
-        out["macro_f1"] = M.macro_f1_per_question(pred, gold, qs)
-        out["macro_f1_pooled"] = M.macro_f1_pooled(pred, gold, qs)
+        credit = [M.mode_credit(p, a) for p, a in zip(ps, gold)]
+        out["accuracy"] = float(np.mean(credit))
+        # hard labels with tied predictions split into weighted rows
+        t_pred, t_w, t_gold, t_q = M.expand_ties(ps, gold, qs)
+        out["macro_f1"] = M.macro_f1(t_pred, t_gold, t_w)
+        out["macro_f1_per_question"] = M.macro_f1_per_question(t_pred, t_gold, t_q, t_w)
+        out["macro_f1_pooled"] = M.macro_f1_pooled(t_pred, t_gold, t_q, t_w)
+        out["emd_wvb"] = _emd_wvb(test, gold, qs, t_pred, t_w, t_q)
         # group-level distributions: mean prediction vs empirical answers of the same group and item
         cells: dict[tuple[str, str], list[int]] = defaultdict(list)
         for j, e in enumerate(exs):
@@ -93,23 +121,25 @@ def compute_metrics(test: SurveyDataset, probs: Sequence[np.ndarray | None]) -> 
             ge = [cell_emd[c] for c in range(len(cell_group)) if cell_group[c] == g]
             per_group[g] = {
                 "n": len(js),
-                "accuracy": M.accuracy([pred[j] for j in js], [gold[j] for j in js]),
+                "accuracy": float(np.mean([credit[j] for j in js])),
                 "emd": float(np.mean(ge)),
             }
         out["accuracy_by_group"] = M.mean_std([v["accuracy"] for v in per_group.values()])
     else:
-        emds, jsds, hits, hent = [], [], [], []
+        emds, jsds, hits, hent, hent_nats = [], [], [], [], []
         for p, e in zip(ps, exs):
             h = np.asarray(e.probs)  # type: ignore[union-attr]
             item = test.items[e.item_id]
             emds.append(M.emd(p, h, item.ordinal))
             jsds.append(M.jsd(p, h))
-            hits.append(int(np.argmax(p) == np.argmax(h)))
+            hits.append(M.mode_credit(p, h))  # tie-aware: see the docstring
             hent.append(M.entropy(h))
+            hent_nats.append(M.entropy(h, normalised=False))
         out["emd"] = float(np.mean(emds))
         out["jsd"] = float(np.mean(jsds))
         out["accuracy"] = float(np.mean(hits))  # predicted mode == human majority option
         out["human_entropy"] = float(np.mean(hent))
+        out["human_entropy_nats"] = float(np.mean(hent_nats))
         for g, js in groups.items():
             per_group[g] = {
                 "n": len(js),
@@ -121,17 +151,67 @@ def compute_metrics(test: SurveyDataset, probs: Sequence[np.ndarray | None]) -> 
     return out, per_group
 
 
-def reference_predictions(test: SurveyDataset, train: SurveyDataset | None) -> dict[str, list[np.ndarray | None]]:
-    """``uniform`` and ``train_mean``: per item, the mean of the training groups' answer
-    distributions (what a model that collapsed to the mean would say); ``None`` for items absent
-    from training."""
+def _emd_wvb(test: SurveyDataset, gold, qs, t_pred, t_w, t_q) -> float:
+    """WorldValuesBench individual-data EMD: per question, W1 between the test participants'
+    predicted answers (tie-split, weighted) and their true answers on [0, 1]; mean over questions."""
+    g_by: dict[str, list[int]] = defaultdict(list)
+    p_by: dict[str, list[int]] = defaultdict(list)
+    for a, q in zip(gold, qs):
+        g_by[q].append(a)
+    for j, q in enumerate(t_q):
+        p_by[q].append(j)
+    vals = [
+        M.emd_samples([t_pred[j] for j in p_by[q]], g_by[q], test.items[q].n_options, [t_w[j] for j in p_by[q]])
+        for q in g_by
+    ]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def reference_predictions(
+    test: SurveyDataset, train: SurveyDataset | None, *, map_k: int = 3
+) -> dict[str, list[np.ndarray | None]]:
+    """Model-free reference predictors.
+
+    * ``uniform``;
+    * ``train_mean``: per item, the mean of the training groups' answer distributions (what a
+      model that collapsed to the mean would say); ``None`` for items absent from training;
+    * ``culture_map_knn`` (group data whose countries the Inglehart–Welzel map covers): per item,
+      the mean answer of the ``map_k`` training countries nearest to the test country on the map
+      (:func:`pluralign.data.culture.nearest_groups`). It is the bar that shows whether a model
+      learned more than where a country sits culturally."""
     refs: dict[str, list[np.ndarray | None]] = {
         "uniform": [np.full(test.items[e.item_id].n_options, 1.0 / test.items[e.item_id].n_options) for e in test.examples]
     }
     if train is not None and len(train) and train is not test:
         mean = mean_distributions(train)
         refs["train_mean"] = [mean.get(e.item_id) for e in test.examples]
+        knn = culture_map_knn(test, train, k=map_k)
+        if knn is not None:
+            refs["culture_map_knn"] = knn
     return refs
+
+
+def culture_map_knn(test: SurveyDataset, train: SurveyDataset, *, k: int = 3) -> list[np.ndarray | None] | None:
+    """The cultural-map nearest-neighbour predictions for group data (None when it does not apply:
+    individual data, or groups without a country the map covers)."""
+    if test.kind == "individual" or train.kind == "individual" or k < 1:
+        return None
+    from pluralign.data.culture import lookup, nearest_groups
+
+    country = {}
+    for e in list(test.examples) + list(train.examples):
+        country.setdefault(e.group, e.profile.country)
+    if any(lookup(country[g]) is None for g in {e.group for e in test.examples}):
+        return None
+    by_item: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
+    for e in train.examples:
+        by_item[e.item_id][country[e.group]] = np.asarray(e.probs, dtype=float)
+    out: list[np.ndarray | None] = []
+    for e in test.examples:
+        cands = by_item.get(e.item_id, {})
+        nn = nearest_groups(country[e.group], list(cands), k)
+        out.append(np.mean([cands[c] / cands[c].sum() for c in nn], axis=0) if nn else None)
+    return out
 
 
 # ---------------------------------------------------------------------------------- prompts
@@ -175,6 +255,10 @@ def predict(
 ) -> Predictions:
     """Score every example. ``profile_kwargs(profiles)`` returns extra forward kwargs for a batch
     (a profile-conditioned adapter uses it); then prompts are never shared across profiles."""
+    if getattr(cfg, "readout", "logprob") != "logprob":  # verbalized / sampled: generated answers
+        from pluralign.evaluation.readouts import predict_readout
+
+        return predict_readout(model, tok, test, cfg, train=train, profile_kwargs=profile_kwargs, progress=progress)
     prompts, labels, options, profiles, index = build_prompts(tok, test, cfg, train)
     if profile_kwargs is not None:  # each profile gets its own rows even when the text is identical
         prompts, labels, options, profiles, index = _expand_by_profile(test, prompts, labels, options, index)
@@ -244,10 +328,15 @@ def evaluate(
     preds = predict(model, tok, test, cfg, train=train, profile_kwargs=profile_kwargs, progress=progress)
     overall, per_group = compute_metrics(test, preds.probs)
     overall["option_mass"] = float(np.mean(preds.mass))
+    from pluralign.evaluation.bootstrap import add_benchmark
+
+    boot = dict(n_boot=cfg.bootstrap, seed=cfg.seed, level=cfg.confidence, unit=cfg.bootstrap_unit)
+    intervals, cells = add_benchmark(test, preds.probs, overall, per_group, **boot)
     refs = {}
-    for name, ps in reference_predictions(test, train).items():
+    for name, ps in reference_predictions(test, train, map_k=cfg.map_k).items():
         m, g = compute_metrics(test, ps)
         refs[name] = {"metrics": m, "per_group": g}
+        refs[name]["intervals"], refs[name]["cells"] = add_benchmark(test, ps, m, g, **boot)
     result = {
         "schema": SCHEMA,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -262,6 +351,9 @@ def evaluate(
         "metrics": overall,
         "per_group": per_group,
         "references": refs,
+        "readout": {"name": cfg.readout, **preds.extra.get("readout", {})},
+        "intervals": intervals,
+        "cells": cells,
     }
     if cfg.keep_predictions:
         result["predictions"] = [
@@ -271,7 +363,8 @@ def evaluate(
 
 
 def _pred_row(e, p, mass) -> dict:
-    row = {"group": e.group, "item_id": e.item_id, "probs": [round(float(x), 6) for x in p], "mass": round(float(mass), 6)}
+    probs = None if p is None else [round(float(x), 6) for x in p]  # None: a read-out gave no answer
+    row = {"group": e.group, "item_id": e.item_id, "probs": probs, "mass": round(float(mass), 6)}
     if isinstance(e, IndividualExample):
         row["respondent_id"] = e.respondent_id
         row["answer"] = e.answer

@@ -18,6 +18,7 @@ def build_chat_prompt(
     add_generation_prompt: bool = True,
     answer_prefix: str = "",
     use_chat_template: bool | None = None,
+    enable_thinking: bool = False,
 ) -> str:
     """Render ``messages`` to one prompt string ready for the model's answer.
 
@@ -27,6 +28,12 @@ def build_chat_prompt(
         System: ...\n\nUser: ...\n\nAssistant:
 
     ``answer_prefix`` is appended after the generation prompt (e.g. ``"Answer: "``).
+
+    ``enable_thinking`` is passed to the template (False by default): hybrid reasoning models such
+    as Qwen3 would otherwise start their answer with ``<think>``, so the answer token would be read
+    where the model wants to open its reasoning; with False, Qwen3's template emits an empty
+    ``<think>\n\n</think>\n\n`` block and the next token is the answer. Templates that do not use
+    the variable ignore it.
     """
     use = has_chat_template(tok) if use_chat_template is None else use_chat_template
     if use:
@@ -37,7 +44,9 @@ def build_chat_prompt(
                 f"model {getattr(tok, 'name_or_path', '?')} has no chat template; use --no-chat-template for the plain format",
                 field="chat_template",
             )
-        text = tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
+        text = tok.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
+        )
         return text + answer_prefix
     parts = []
     for m in messages:

@@ -1,7 +1,19 @@
-"""Demographic profile encoder: a frozen sentence-transformers model embeds ``Profile.describe()``.
+"""Demographic profile encoders, behind one interface: ``name``, ``dim`` and
+``encode(profiles) -> Tensor[B, dim]`` (float32, CPU), one embedding per unique profile (keyed by
+``Profile.key()``) cached in memory, so a dataset of 100k rows over 500 profiles costs 500 encoder
+calls, not 100k.
 
-One embedding per unique profile (keyed by ``Profile.key()``), cached in memory and optionally on
-disk, so a dataset of 100k rows over 500 profiles costs 500 encoder calls, not 100k.
+* :class:`ProfileEncoder` — a frozen sentence-transformers model embeds ``Profile.describe()``
+  (default ``minilm-l6``, 384-d; any hub id or folder, e.g. Qwen3-Embedding-0.6B, 1024-d);
+* :class:`BackboneProfileEncoder` — the LLM's own hidden state of the profile text, mean-pooled
+  over its tokens, with the adapters switched off (what the backbone itself knows about the group);
+* :class:`CultureMapEncoder` — numeric features: the country's Inglehart–Welzel map coordinates and
+  zone (:func:`pluralign.data.culture.culture_features`);
+* :class:`ConcatProfileEncoder` — several of these side by side.
+
+:func:`make_profile_encoder` builds any of them from a spec string (``minilm-l6``, ``backbone``,
+``backbone:12``, ``culture-map``, ``minilm-l6+culture-map``); the spec is recorded in the adapter
+and evaluation rebuilds the same encoder from it. The router's input size is the encoder's ``dim``.
 """
 
 from __future__ import annotations
@@ -133,3 +145,148 @@ def _load_sentence_model(name: str, device: str):
     for p in model.parameters():
         p.requires_grad_(False)
     return model, f"{name}|{ref.location}"
+
+
+# ----------------------------------------------------------------------------- other encoders
+class _CachedEncoder:
+    """Per-profile cache around ``_embed(profiles) -> Tensor[N, dim]``."""
+
+    name: str
+    dim: int
+
+    def __init__(self) -> None:
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def _embed(self, profiles: list) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def encode(self, profiles: Sequence) -> torch.Tensor:
+        keys = [p.key() for p in profiles]
+        todo: dict[str, object] = {}
+        for p, k in zip(profiles, keys):
+            if k not in self._cache and k not in todo:
+                todo[k] = p
+        if todo:
+            emb = torch.as_tensor(self._embed(list(todo.values()))).float().cpu()
+            if emb.shape != (len(todo), self.dim):
+                raise PluralignError(f"encoder {self.name} returned shape {tuple(emb.shape)} (expected [{len(todo)}, {self.dim}])", field="profile_encoder")
+            for k, e in zip(todo, emb):
+                self._cache[k] = e.clone()
+        if not keys:
+            return torch.zeros(0, self.dim)
+        return torch.stack([self._cache[k] for k in keys])
+
+    def __call__(self, profiles: Sequence) -> torch.Tensor:
+        return self.encode(profiles)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+class CultureMapEncoder(_CachedEncoder):
+    """Numeric cultural-map features of the profile's country: traditional–secular and
+    survival–self-expression coordinates, a one-hot of the 8 zones and an on-map flag (all zero
+    when the map does not cover the country)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from pluralign.data.culture import feature_dim
+
+        self.name = "culture-map"
+        self.dim = feature_dim()
+
+    def _embed(self, profiles: list) -> torch.Tensor:
+        from pluralign.data.culture import culture_features
+
+        return torch.tensor([culture_features(p.country) for p in profiles], dtype=torch.float32)
+
+
+class BackboneProfileEncoder(_CachedEncoder):
+    """The backbone's own representation of ``Profile.describe()``: the hidden state after decoder
+    layer ``layer`` (default: the middle layer), mean-pooled over the text's tokens. Runs with the
+    adapters switched off (:meth:`AdaptedModel.adapters_disabled`), so it is the frozen LLM's view
+    of the group however far training has gone. ``bind(model)`` points it at the adapted wrapper
+    once adapters are installed."""
+
+    def __init__(self, model, tokenizer, *, layer: int | None = None, batch_size: int = 16) -> None:
+        super().__init__()
+        self.model, self.tok, self.batch_size = model, tokenizer, batch_size
+        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        n = int(cfg.num_hidden_layers)
+        self.layer = n // 2 if layer is None else int(layer)
+        if not 0 <= self.layer <= n:
+            raise PluralignError(f"backbone encoder layer must be in 0..{n}, got {self.layer}", field="profile_encoder")
+        self.name = "backbone" if layer is None else f"backbone:{self.layer}"
+        self.dim = int(cfg.hidden_size)
+
+    def bind(self, model) -> "BackboneProfileEncoder":
+        self.model = model
+        return self
+
+    @torch.no_grad()
+    def _embed(self, profiles: list) -> torch.Tensor:
+        import contextlib
+
+        texts = [p.describe() for p in profiles]
+        dev = next(self.model.parameters()).device
+        off = getattr(self.model, "adapters_disabled", None)
+        outs = []
+        for s in range(0, len(texts), self.batch_size):
+            enc = self.tok(texts[s : s + self.batch_size], return_tensors="pt", padding=True)
+            att = enc["attention_mask"].to(dev)
+            ids = enc["input_ids"].to(dev)
+            pos = (att.cumsum(-1) - 1).clamp(min=0)
+            with (off() if off is not None else contextlib.nullcontext()):
+                inner = getattr(self.model, "model", self.model) if off is not None else self.model
+                out = inner(input_ids=ids, attention_mask=att, position_ids=pos, output_hidden_states=True, use_cache=False)
+            h = out.hidden_states[self.layer].float()
+            m = att.unsqueeze(-1).float()
+            outs.append(((h * m).sum(1) / m.sum(1).clamp(min=1)).cpu())
+        return torch.cat(outs)
+
+
+class ConcatProfileEncoder(_CachedEncoder):
+    """Several encoders side by side: ``[e_1(p) ; e_2(p) ; ...]``."""
+
+    def __init__(self, parts: list) -> None:
+        super().__init__()
+        self.parts = parts
+        self.name = "+".join(p.name for p in parts)
+        self.dim = sum(int(p.dim) for p in parts)
+
+    def bind(self, model) -> "ConcatProfileEncoder":
+        for p in self.parts:
+            if hasattr(p, "bind"):
+                p.bind(model)
+        return self
+
+    def _embed(self, profiles: list) -> torch.Tensor:
+        return torch.cat([p.encode(profiles) for p in self.parts], dim=-1)
+
+
+def needs_backbone(spec: str) -> bool:
+    return any(part.strip().split(":")[0] == "backbone" for part in str(spec).split("+"))
+
+
+def make_profile_encoder(spec: str = DEFAULT_ENCODER, *, backbone: tuple | None = None, device: str | None = None):
+    """An encoder from a spec: a sentence-encoder name / hub id / folder, ``backbone[:LAYER]``
+    (needs ``backbone=(model, tokenizer)``), ``culture-map``, or several joined by ``+``."""
+    parts = [p.strip() for p in str(spec).split("+") if p.strip()]
+    if not parts:
+        raise PluralignError("empty profile encoder spec", field="profile_encoder")
+    encs = []
+    for part in parts:
+        head, _, arg = part.partition(":")
+        if part == "culture-map":
+            encs.append(CultureMapEncoder())
+        elif head == "backbone":
+            if backbone is None:
+                raise PluralignError("the 'backbone' profile encoder needs the backbone model and tokenizer", field="profile_encoder")
+            try:
+                layer = int(arg) if arg else None
+            except ValueError:
+                raise PluralignError(f"backbone encoder layer must be an integer, got {arg!r}", field="profile_encoder") from None
+            encs.append(BackboneProfileEncoder(backbone[0], backbone[1], layer=layer))
+        else:
+            encs.append(ProfileEncoder(part, device=device) if device else ProfileEncoder(part))
+    return encs[0] if len(encs) == 1 else ConcatProfileEncoder(encs)

@@ -26,13 +26,13 @@ def _f(default: Any, help: str, **kw: Any):
 @dataclass
 class TrainConfig:
     # ---------------------------------------------------------------- what
-    method: str = _f("cuma", "Adapter method: cuma, mixlora, hydralora, lora, dora, ptuning-v2, full.")
+    method: str = _f("cuma", "Adapter method: cuma, mixlora (as in Li et al. 2024: top-2 LoRA experts on gate/up/down routed from the MLP input + plain LoRA on q/k/v/o), hydralora (as in Tian et al. 2024: shared A, N B heads, dense per-linear router, on gate/up/down), mixlora-qv / hydralora-qv (the CuMA authors' baseline configurations: top-2 experts on q/v, MLP router), lora, dora, ptuning-v2, full.")
     task: str = _f("individual", "individual: one respondent's answer (loss on the answer label token); distributional: a group's answer distribution (soft-label cross-entropy).")
     stage: str = _f("sft", "sft: conditional supervised fine-tuning; dpo: direct preference optimisation on (human answer ≻ mean-collapse answer) pairs.")
     model: str = _f("smollm2-135m", "Backbone: short name, hub id, local folder or .gguf file.")
     data: str = _f("wvs-probe", "Dataset: a loader name (wvs-probe, wvs-shares, ...) or a path.")
     # ---------------------------------------------------------------- split
-    split: str = _f("auto", "Hold-out unit: respondent, question, country, profile; auto = respondent for individual data, question for group data.")
+    split: str = _f("auto", "Hold-out unit: respondent, question, country, profile; auto = respondent for individual data, country for group data (held-out countries; the same rule as `pluralign eval --split auto`).")
     test_frac: float = _f(0.2, "Fraction of units held out for testing (never trained on).")
     test_units: list = _f([], "Explicit units of the test part (overrides test_frac).")
     countries: list = _f([], "Restrict the dataset to these countries before splitting.")
@@ -54,10 +54,15 @@ class TrainConfig:
     demographic_routing: bool = _f(True, "CuMA's router sees the profile embedding; off = hidden-state-only routing (ablation).")
     balance_loss: bool = _f(True, "Add the load-balancing loss of MoE methods; off for the ablation.")
     soft_routing: bool = _f(False, "Route every token to all experts (top-k = experts; the paper's soft-routing ablation).")
-    profile_encoder: str = _f("minilm-l6", "Sentence encoder of the profile for profile-routed methods (short name, hub id or folder).")
+    profile_encoder: str = _f("minilm-l6", "Profile encoder of profile-routed methods: a sentence encoder (short name, hub id or folder; its embedding size sets the router's input), 'backbone' or 'backbone:LAYER' (the LLM's own mean-pooled hidden state of the profile text), 'culture-map' (numeric cultural-map features), or several joined by '+' (e.g. minilm-l6+culture-map). Recorded in the adapter; evaluation and a DPO stage from --init-adapter reuse it.")
     init_adapter: str | None = _f(None, "Start from this trained adapter folder (e.g. the SFT adapter before DPO).")
+    enrich_profile: bool = _f(False, "Profile enrichment: a country profile also carries its Inglehart-Welzel cultural-map position and zone (table shipped in the package, pluralign.data.culture), in the persona text and, with the culture-map encoder, in the router.")
+    top_layers: int | None = _f(None, "Adapt only the top N decoder layers (peft layers_to_transform; the same for MoE-LoRA). None: every layer.")
+    trunk_cache_dir: str = _f("auto", "Where cached trunk states are also kept on disk and reused by later runs on the same backbone and prompts ('auto': $PLURALIGN_CACHE/trunk; '' or 'none': memory only).")
+    cache_trunk: bool = _f(True, "With top_layers: run the frozen layers below the first adapted one once per row and cache their output across epochs (exact; checked against the full forward before training).")
     # ---------------------------------------------------------------- optimisation
-    steps: int = _f(100, "Optimizer steps.")
+    steps: int = _f(100, "Optimizer steps (ignored when epochs is set).")
+    epochs: float | None = _f(None, "Train for this many passes over the training rows (sets the number of steps).")
     batch_size: int = _f(8, "Examples per device per forward pass.")
     grad_accum: int = _f(1, "Gradient accumulation steps (effective batch = batch_size x grad_accum x processes).")
     lr: float = _f(2e-4, "Peak learning rate of AdamW.")
@@ -96,6 +101,10 @@ class TrainConfig:
             raise PluralignError(f"lr must be positive, got {self.lr}", field="lr")
         if self.save_steps < 0:
             raise PluralignError(f"save_steps must be >= 0, got {self.save_steps}", field="save_steps")
+        if self.top_layers is not None and self.top_layers < 1:
+            raise PluralignError(f"top_layers must be >= 1, got {self.top_layers}", field="top_layers")
+        if self.epochs is not None and not (self.epochs > 0 and self.epochs < float("inf")):
+            raise PluralignError(f"epochs must be a positive number, got {self.epochs}", field="epochs")
         if self.max_examples is not None and self.max_examples < 1:
             raise PluralignError(f"max_examples must be >= 1, got {self.max_examples}", field="max_examples")
         return self

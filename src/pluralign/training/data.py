@@ -43,6 +43,7 @@ class TrainRow:
     item_id: str
     rejected: int | None = None  # option index of the rejected answer (DPO)
     ref: tuple[float, float] | None = None  # reference log-probs of (chosen, rejected) (DPO)
+    trunk: "torch.Tensor | None" = None  # cached hidden states entering the first adapted layer [T, H] (fast path)
 
 
 def eval_method_for(profile_prompt: bool) -> str:
@@ -91,11 +92,19 @@ def encode_dataset(
     max_length: int | None = None,
     dpo_reference: SurveyDataset | None = None,
 ) -> list[TrainRow]:
-    """Encode every example of ``ds``. With ``dpo_reference`` (the training set), each row also gets
-    a rejected answer: the mean-collapse answer (mode of the mean distribution of the training
-    groups) when it differs from the human answer, otherwise the option farthest from it."""
+    """Encode every example of ``ds``. With ``dpo_reference`` (the training set) the rows are DPO
+    pairs built against ``mean``, the mean distribution of the reference's groups per item (full
+    rules and their rationale: :mod:`pluralign.training.dpo`):
+
+    * individual rows: chosen = the respondent's answer; rejected = the mode of ``mean`` when it
+      differs, else the far end of the scale (ordinal items) or the option with the lowest target
+      probability, ties broken by the lowest share in ``mean`` (nominal items);
+    * group rows: chosen / rejected with ``human[chosen] > human[rejected]`` maximising the gap
+      ``(human - mean)[chosen] - (human - mean)[rejected]``; ``answer`` is set to chosen; rows
+      without a pair of positive gap (e.g. ``human == mean``) are left out."""
     scorer = OptionScorer(None, tok, max_length=max_length)
-    collapse = {q: int(np.argmax(p)) for q, p in mean_distributions(dpo_reference).items()} if dpo_reference is not None else None
+    means = mean_distributions(dpo_reference) if dpo_reference is not None else None
+    collapse = {q: int(np.argmax(p)) for q, p in means.items()} if means is not None else None
     rows: list[TrainRow] = []
     cache: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
     for ex in ds.examples:
@@ -108,12 +117,23 @@ def encode_dataset(
         prompt_ids, option_ids = cache[key]
         target, answer = target_of(ex, item.n_options)
         rejected = None
-        if collapse is not None:
+        if collapse is not None and isinstance(ex, GroupExample):
+            pair = _group_pair(np.asarray(target), means.get(ex.item_id))
+            if pair is None:
+                continue  # the mean-collapse error gives no preference pair for this row
+            answer, rejected = pair
+        elif collapse is not None:
             c = collapse.get(ex.item_id)
             if c is not None and c != answer:
                 rejected = c
-            else:
+            elif item.ordinal:
                 rejected = 0 if answer >= item.n_options / 2 else item.n_options - 1
+            else:  # nominal: no "far end"; the least likely option (the least popular on ties)
+                m = means.get(ex.item_id)
+                rejected = min(
+                    (k for k in range(item.n_options) if k != answer),
+                    key=lambda k: (target[k], float(m[k]) if m is not None else 0.0, k),
+                )
         rows.append(
             TrainRow(
                 input_ids=list(prompt_ids) + [option_ids[answer]],
@@ -125,7 +145,26 @@ def encode_dataset(
                 rejected=rejected,
             )
         )
+    if dpo_reference is not None and not rows:
+        raise PluralignError(
+            "no DPO pair could be built: every group's answer distribution agrees with the training mean "
+            "(the distributional DPO stage needs several groups per question)", file=ds.source, field="stage",
+        )
     return rows
+
+
+def _group_pair(human: np.ndarray, mean: np.ndarray | None, eps: float = 1e-9) -> tuple[int, int] | None:
+    """``(chosen, rejected)`` with ``human[chosen] > human[rejected]`` maximising the mean-collapse
+    gap ``d[chosen] - d[rejected]``, ``d = human - mean``; None without a pair of positive gap."""
+    if mean is None or len(mean) != len(human):
+        return None
+    d = human - np.asarray(mean, dtype=float)
+    best, pair = eps, None
+    for c in range(len(human)):
+        for r in range(len(human)):
+            if human[c] > human[r] + eps and d[c] - d[r] > best:
+                best, pair = d[c] - d[r], (c, r)
+    return pair
 
 
 def subsample(rows: list, n: int | None, seed: int) -> list:
@@ -157,10 +196,14 @@ class ConditionalCollator:
     looked up per row from embeddings computed once per unique profile.
     """
 
-    def __init__(self, pad_token_id: int, *, hard_labels: bool, profile_table: dict[str, torch.Tensor] | None = None):
+    def __init__(
+        self, pad_token_id: int, *, hard_labels: bool, profile_table: dict[str, torch.Tensor] | None = None,
+        start_layer: int | None = None,
+    ):
         self.pad = int(pad_token_id)
         self.hard_labels = hard_labels
         self.profile_table = profile_table
+        self.start_layer = start_layer  # rows carry cached trunk states: batches get inputs_embeds
 
     def __call__(self, rows: list[TrainRow]) -> dict[str, torch.Tensor]:
         B = len(rows)
@@ -196,6 +239,13 @@ class ConditionalCollator:
             batch["rejected_index"] = torch.tensor([r.rejected for r in rows], dtype=torch.long)
         if self.profile_table is not None:
             batch["profile_embeds"] = torch.stack([self.profile_table[r.profile.key()] for r in rows])
+        if self.start_layer and rows[0].trunk is not None:  # fast path: left-padded cached trunk states
+            H = rows[0].trunk.shape[-1]
+            emb = torch.zeros((B, L, H), dtype=rows[0].trunk.dtype)
+            for b, r in enumerate(rows):
+                emb[b, L - r.trunk.shape[0] :] = r.trunk
+            batch["inputs_embeds"] = emb
+            batch["start_layer"] = int(self.start_layer)
         return batch
 
 

@@ -1,10 +1,30 @@
-"""DPO stage: prefer the human answer over the mean-collapse answer.
+"""DPO stage: prefer the human answer over the answer of a model collapsed to the mean.
 
-Pairs come from the human answers (:func:`pluralign.training.data.encode_dataset` with a
-``dpo_reference``): chosen = the respondent's answer (individual task) or the group's majority
-answer (distributional task); rejected = the answer a model that collapsed to the mean of the
-training groups would give (the mode of the mean distribution), or, when that coincides with the
-chosen answer, the option at the far end of the scale.
+What this is, honestly: a DPO-style stage we built on survey data; it is not a replication of a
+published recipe. The CuMA paper applies DPO / GRPO only to preference datasets, not to
+WorldValuesBench; survey answers carry no human preference pairs, so the pairs here are
+constructed from the answers themselves (:func:`pluralign.training.data.encode_dataset` with a
+``dpo_reference``, the training set; ``mean`` below is, per item, the mean over the training
+groups of their answer distributions, i.e. what a mean-collapsed model says):
+
+* individual task: chosen = the respondent's answer; rejected = the mode of ``mean`` when it
+  differs from the answer, otherwise, for ordinal items, the option at the far end of the scale
+  from the answer, and for nominal items (no scale, ``item.ordinal`` False) the option with the
+  lowest target probability (one-hot targets: any other option; ties go to the lowest share in
+  ``mean``, then the lowest index).
+* distributional task: with ``h`` the group's human distribution and ``d = h - mean``, the pair is
+  the (chosen, rejected) with ``h[chosen] > h[rejected]`` (the group really prefers chosen) that
+  maximises ``d[chosen] - d[rejected]`` (chosen is under-predicted by the mean, rejected is
+  over-predicted: the mean-collapse error). Rows where no such pair has a positive gap are
+  skipped (``h == mean``, or the mean already over-weights the group's preferred option, which a
+  preference pair cannot correct); the row's ``answer`` is the chosen option. A single pair per
+  row is a weak signal about a whole distribution; the distributional SFT loss is the direct one.
+
+Reference and policy are computed under identical conditions, so the implicit reward is exactly
+zero at step 0: dropout is switched off in the whole model for the stage (every ``nn.Dropout``
+gets ``p = 0``, as TRL's ``disable_dropout_in_model``; LoRA / expert dropout included), and the
+reference log-probabilities are computed under the same bf16 autocast as training when training
+runs in bf16.
 
 Why not TRL's ``DPOTrainer``: our answers are single label tokens, so one forward pass over the
 prompt gives the log-probabilities of both the chosen and the rejected answer (TRL concatenates and
@@ -23,16 +43,30 @@ from pluralign.training.losses import answer_logits, dpo_loss, option_logprobs
 from pluralign.training.trainer import ConditionalTrainer
 
 
+def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Set ``p = 0`` on every ``nn.Dropout`` of ``model`` (and zero float ``attention_dropout``
+    attributes of attention modules), so train-mode and eval-mode forwards agree."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if isinstance(getattr(m, "attention_dropout", None), float):
+            m.attention_dropout = 0.0
+    return model
+
+
 @torch.no_grad()
-def reference_logprobs(model, rows, collator, *, batch_size: int = 8, device=None) -> None:
-    """Fill ``row.ref = (logp chosen, logp rejected)`` with the current (reference) model."""
+def reference_logprobs(model, rows, collator, *, batch_size: int = 8, device=None, bf16: bool = False) -> None:
+    """Fill ``row.ref = (logp chosen, logp rejected)`` with the current (reference) model, dropout
+    off and, with ``bf16``, under the bf16 autocast the trainer uses."""
+    disable_dropout(model)
     was_training = model.training
     model.eval()
-    device = device or next(model.parameters()).device
+    device = torch.device(device) if device is not None else next(model.parameters()).device
     for s in range(0, len(rows), batch_size):
         chunk = rows[s : s + batch_size]
         batch = {k: v.to(device) for k, v in collator(chunk).items()}
-        logits, _ = answer_logits(model, batch, ConditionalTrainer.forward_extra(batch))
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits, _ = answer_logits(model, batch, ConditionalTrainer.forward_extra(batch))
         lp = option_logprobs(logits, batch["option_ids"], batch["option_mask"], "vocab")
         c = lp.gather(1, batch["chosen_index"][:, None])[:, 0]
         r = lp.gather(1, batch["rejected_index"][:, None])[:, 0]
@@ -60,6 +94,7 @@ class DPOConditionalTrainer(ConditionalTrainer):
     def __init__(self, *args, beta: float = 0.1, **kwargs):
         super().__init__(*args, **kwargs)
         self.beta = beta
+        disable_dropout(self.model)  # the reference was computed without dropout: so is the policy
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         logits, aux = answer_logits(model, inputs, self.forward_extra(inputs))

@@ -18,6 +18,10 @@ def answer_logits(model, batch: dict, extra: dict | None = None) -> tuple[torch.
     ids, att = batch["input_ids"], batch["attention_mask"]
     pos = (att.cumsum(-1) - 1).clamp(min=0)
     kw = dict(extra or {})
+    if "inputs_embeds" in batch:  # cached-trunk fast path: run only the adapted top layers
+        out = model(inputs_embeds=batch["inputs_embeds"], start_layer=batch["start_layer"], attention_mask=att,
+                    position_ids=pos, logits_to_keep=2, use_cache=False, **kw)
+        return out.logits[:, -2, :].float(), getattr(out, "aux_loss", None)
     try:
         out = model(input_ids=ids, attention_mask=att, position_ids=pos, logits_to_keep=2, use_cache=False, **kw)
     except TypeError as e:  # a wrapper without logits_to_keep

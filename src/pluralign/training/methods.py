@@ -12,7 +12,7 @@ from typing import Any
 from pluralign.errors import PluralignError
 
 #: methods ``pluralign train --method`` accepts (same order as pluralign.adapters.ADAPTER_METHODS)
-METHODS = ("cuma", "mixlora", "hydralora", "lora", "dora", "ptuning-v2", "full")
+METHODS = ("cuma", "mixlora", "hydralora", "mixlora-qv", "hydralora-qv", "lora", "dora", "ptuning-v2", "full")
 
 
 def _adapters():
@@ -65,8 +65,47 @@ def make_adapter_config(cfg):
     return A.adapter_config(cfg.method, **over)
 
 
-def build_trainable(base_model, cfg):
-    """``(model, adapter_config, uses_profile)`` for ``cfg.method`` (or from ``cfg.init_adapter``)."""
+def method_uses_profile(cfg) -> bool:
+    """Whether the adapter of ``cfg`` (or of ``cfg.init_adapter``) routes on the profile."""
+    A = _adapters()
+    if cfg.init_adapter:
+        return bool(A.read_adapter_config(cfg.init_adapter).get("profile_encoder"))
+    conf = make_adapter_config(cfg)
+    return bool(getattr(conf, "uses_profile", False))
+
+
+def encoder_spec(cfg) -> str:
+    """The profile-encoder spec of a run: the one recorded in ``--init-adapter`` when starting from
+    one (a DPO stage must embed profiles as its SFT stage did), else ``cfg.profile_encoder``."""
+    from pluralign.models.profile_encoder import DEFAULT_ENCODER
+
+    if not cfg.init_adapter:
+        return cfg.profile_encoder
+    meta = _adapters().read_adapter_config(cfg.init_adapter)
+    rec = (meta.get("profile_encoder") or {}).get("name") or meta.get("config", {}).get("profile_encoder")
+    if rec is None:
+        return cfg.profile_encoder
+    if cfg.profile_encoder not in (rec, DEFAULT_ENCODER):
+        raise PluralignError(
+            f"--profile-encoder {cfg.profile_encoder!r} differs from {rec!r}, the encoder recorded in --init-adapter",
+            file=cfg.init_adapter, field="profile_encoder",
+        )
+    return rec
+
+
+def top_layer_indices(base_model, n: int) -> list[int]:
+    cfg = base_model.config.get_text_config() if hasattr(base_model.config, "get_text_config") else base_model.config
+    total = int(cfg.num_hidden_layers)
+    if n > total:
+        raise PluralignError(f"--top-layers {n} is more than the backbone's {total} decoder layers", field="top_layers")
+    return list(range(total - n, total))
+
+
+def build_trainable(base_model, cfg, *, profile_dim: int | None = None):
+    """``(model, adapter_config, uses_profile)`` for ``cfg.method`` (or from ``cfg.init_adapter``).
+    ``profile_dim``: the profile encoder's embedding size (the router's profile input)."""
+    import dataclasses
+
     A = _adapters()
     if cfg.init_adapter:
         meta = A.read_adapter_config(cfg.init_adapter)
@@ -79,17 +118,26 @@ def build_trainable(base_model, cfg):
         conf = getattr(model, "adapter_config", None)
     else:
         conf = make_adapter_config(cfg)
+        names = {f.name for f in dataclasses.fields(conf)}
+        over = {}
+        if cfg.top_layers:
+            if "layers_to_transform" not in names:
+                raise PluralignError(
+                    f"--top-layers applies to lora, dora and the MoE-LoRA methods, not {cfg.method!r}", field="top_layers"
+                )
+            over["layers_to_transform"] = top_layer_indices(base_model, cfg.top_layers)
+        if profile_dim is not None and getattr(conf, "uses_profile", False):
+            over["profile_dim"] = int(profile_dim)
+        for k, v in over.items():
+            setattr(conf, k, tuple(v) if isinstance(v, list) else v)
         model = A.build_adapted_model(base_model, cfg.method, conf)
     return model, conf, bool(A.uses_profile(model))
 
 
-def make_profile_encoder(name: str, device: str | None = None):
-    from pluralign.models.profile_encoder import ProfileEncoder
+def make_profile_encoder(name: str, device: str | None = None, *, backbone: tuple | None = None):
+    from pluralign.models.profile_encoder import make_profile_encoder as make
 
-    try:
-        return ProfileEncoder(name, device=device) if device else ProfileEncoder(name)
-    except TypeError:
-        return ProfileEncoder(name)
+    return make(name, backbone=backbone, device=device)
 
 
 def save_trained(model, path, *, base_model: str, extra: dict):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -27,13 +28,15 @@ from pluralign.training.config import TrainConfig
 log = logging.getLogger(__name__)
 
 #: config fields that may change between a run and its resumption
-RESUMABLE_CHANGES = {"resume", "progress", "save_steps", "save_total_limit", "logging_steps", "num_workers", "device"}
+RESUMABLE_CHANGES = {"trunk_cache_dir", "resume", "progress", "save_steps", "save_total_limit", "logging_steps", "num_workers", "device"}
 
 
 def resolve_split_by(cfg: TrainConfig, kind: str) -> str:
+    from pluralign.data.splits import resolve_auto_split
+
     if cfg.split != "auto":
         return cfg.split
-    return "respondent" if kind == "individual" else "question"
+    return resolve_auto_split(kind)
 
 
 def load_split(cfg: TrainConfig):
@@ -45,6 +48,10 @@ def load_split(cfg: TrainConfig):
     if cfg.countries or cfg.questions:
         ds = ds.filter(countries=cfg.countries or None, questions=cfg.questions or None)
     check_task(ds, cfg.task)
+    if getattr(cfg, "enrich_profile", False):
+        from pluralign.data.culture import enrich_dataset
+
+        ds = enrich_dataset(ds)
     by = resolve_split_by(cfg, ds.kind)
     sp = split_dataset(ds, by, test_frac=cfg.test_frac, seed=cfg.seed, test_units=cfg.test_units or None)
     return ds, sp
@@ -58,6 +65,7 @@ def split_record(cfg: TrainConfig, ds, sp) -> dict:
     rec = {
         "data": cfg.data,
         "by": sp.by,
+        "requested_by": cfg.split,  # "auto" resolves through pluralign.data.splits.resolve_auto_split
         "test_frac": cfg.test_frac,
         "seed": cfg.seed,
         "test_units": list(cfg.test_units),
@@ -69,25 +77,62 @@ def split_record(cfg: TrainConfig, ds, sp) -> dict:
         "eval_method": eval_method_for(cfg.profile_prompt),
         "labels": cfg.labels,
         "chat_template": cfg.chat_template,
+        "enrich_profile": bool(getattr(cfg, "enrich_profile", False)),
     }
     if sp.by != "respondent":  # respondent ids stay out of run folders (licensed microdata)
         rec["test_unit_list"] = units
     return rec
 
 
+#: split-record fields an --init-adapter run (DPO after SFT) must share with the new run
+SPLIT_IDENTITY = ("data", "by", "test_frac", "seed", "test_units", "countries", "questions")
+
+
+def check_init_adapter_split(cfg: TrainConfig, rec: dict) -> None:
+    """Refuse an ``--init-adapter`` trained on another data selection or split than this run
+    (``rec``, its :func:`split_record`): its training rows could be this run's test rows."""
+    from pluralign.adapters import read_adapter_config
+
+    meta = read_adapter_config(cfg.init_adapter)
+    old = (meta.get("extra") or {}).get("split")
+    if not isinstance(old, dict):
+        raise PluralignError(
+            "--init-adapter records no training split (not saved by `pluralign train`?), so it cannot be checked "
+            "against this run's held-out part", file=cfg.init_adapter, field="init_adapter",
+        )
+    for k in SPLIT_IDENTITY:
+        a, b = old.get(k), rec.get(k)
+        if k == "test_frac":
+            a, b = (float(a) if a is not None else None), float(b)
+        elif isinstance(b, list):
+            a = list(a or [])
+        if a != b:
+            raise PluralignError(
+                f"--init-adapter was trained on another data selection or split ({k}: {a!r} there, {b!r} here); "
+                "use the same --data/--split/--test-frac/--seed/--test-units/--countries/--questions",
+                file=cfg.init_adapter, field=k,
+            )
+
+
 def _check_out(cfg: TrainConfig, out: Path) -> str | None:
-    """Refuse to clobber an earlier run; on --resume, return the latest checkpoint."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """Refuse to clobber an earlier run; on --resume, return the newest COMPLETE checkpoint (and
+    say on stderr which one), or raise :class:`RunFinished` when the run already ended."""
+    import sys
+
+    from pluralign.training.trainer import RunFinished, checkpoint_step, find_resumable
 
     ckdir = out / "checkpoints"
     prev_cfg = out / "train_config.json"
+    last, skipped = find_resumable(ckdir)
     if not cfg.resume:
-        if (out / "adapter").exists() or (ckdir.exists() and any(ckdir.iterdir())):
+        if (out / "adapter").exists() or last is not None:
             raise PluralignError("output folder already holds a run; use --resume to continue it or another --out", file=out)
-        return None
+        return None  # at most incomplete checkpoints of a run that crashed before its first save: start afresh
     if not prev_cfg.exists():
         raise PluralignError("nothing to resume (no train_config.json)", file=out)
     old = read_json(prev_cfg)
+    if not isinstance(old, dict):
+        raise PluralignError("not a training configuration (expected a JSON object)", file=prev_cfg)
     new = cfg.to_dict()
     diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
     if diff:
@@ -96,9 +141,19 @@ def _check_out(cfg: TrainConfig, out: Path) -> str | None:
             file=prev_cfg,
             field=diff[0],
         )
-    last = get_last_checkpoint(str(ckdir)) if ckdir.exists() else None
+    summary_file = out / "train_summary.json"
+    if (out / "adapter").exists() and summary_file.exists():
+        done = read_json(summary_file)
+        if isinstance(done, dict) and isinstance(done.get("steps"), int) and done["steps"] >= int(done.get("max_steps") or 0):
+            raise RunFinished(out, done)
     if last is None:
-        raise PluralignError("nothing to resume (no checkpoint-* folder)", file=ckdir)
+        why = "; ".join(f"{n}: {w}" for n, w in skipped)
+        raise PluralignError(
+            "nothing to resume (no complete checkpoint-* folder" + (f"; incomplete: {why}" if skipped else "")
+            + "); start afresh without --resume", file=ckdir,
+        )
+    note = f" (passed over incomplete {', '.join(n for n, _ in skipped)})" if skipped else ""
+    print(f"resuming from {last} (step {checkpoint_step(last)}){note}", file=sys.stderr, flush=True)
     return last
 
 
@@ -113,7 +168,7 @@ def make_training_args(cfg: TrainConfig, out: Path, *, device: str, bf16: bool):
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr,
         weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        warmup_steps=int(math.ceil(cfg.warmup_ratio * cfg.steps)),  # an int: transformers 4.x reads a float < 1 as 0 steps
         lr_scheduler_type=cfg.scheduler,
         max_grad_norm=cfg.max_grad_norm,
         optim="adamw_torch",
@@ -138,22 +193,28 @@ def make_training_args(cfg: TrainConfig, out: Path, *, device: str, bf16: bool):
     return TrainingArguments(**{k: v for k, v in kw.items() if k in known})
 
 
-def build_trainer(model, tok, rows, cfg: TrainConfig, out: Path, *, profile_encoder=None, device: str = "cpu", bf16: bool = False):
+def build_trainer(
+    model, tok, rows, cfg: TrainConfig, out: Path, *, profile_encoder=None, device: str = "cpu", bf16: bool = False,
+    start_layer: int | None = None,
+):
     """A ready :class:`ConditionalTrainer` (or DPO trainer for ``cfg.stage == 'dpo'``) over
-    encoded ``rows``. ``profile_encoder`` (or None) supplies ``profile_embeds``."""
+    encoded ``rows``. ``profile_encoder`` (or None) supplies ``profile_embeds``; ``start_layer``:
+    the rows carry cached trunk states and batches run only the layers from there on."""
     from pluralign.training.data import ConditionalCollator, RowDataset, profile_table
     from pluralign.training.dpo import DPOCollator, DPOConditionalTrainer, reference_logprobs
     from pluralign.training.trainer import ConditionalTrainer, JsonlLogger
 
     table = profile_table(profile_encoder, rows) if profile_encoder is not None else None
-    collator = ConditionalCollator(tok.pad_token_id, hard_labels=cfg.task == "individual", profile_table=table)
+    collator = ConditionalCollator(
+        tok.pad_token_id, hard_labels=cfg.task == "individual", profile_table=table, start_layer=start_layer
+    )
     args = make_training_args(cfg, out, device=device, bf16=bf16)
     common = dict(model=model, args=args, train_dataset=RowDataset(rows), callbacks=[JsonlLogger(out / "log.jsonl")])
     if cfg.stage == "dpo":
         if any(r.rejected is None for r in rows):
             raise PluralignError("DPO rows need rejected answers (encode with dpo_reference)", field="stage")
         if any(r.ref is None for r in rows):
-            reference_logprobs(model, rows, collator, batch_size=cfg.batch_size, device=torch.device(device))
+            reference_logprobs(model, rows, collator, batch_size=cfg.batch_size, device=torch.device(device), bf16=bf16)
         return DPOConditionalTrainer(data_collator=DPOCollator(collator), beta=cfg.dpo_beta, **common)
     return ConditionalTrainer(data_collator=collator, soft_label_norm=cfg.soft_label_norm, **common)
 
@@ -165,13 +226,15 @@ def train(cfg: TrainConfig) -> dict:
     from pluralign.models.loading import parse_dtype, pick_device
     from pluralign.models import load_backbone
     from pluralign.training.data import encode_dataset, eval_method_for, subsample
-    from pluralign.training.methods import build_trainable, make_profile_encoder, save_trained
+    from pluralign.training.methods import build_trainable, encoder_spec, make_profile_encoder, method_uses_profile, save_trained
 
     cfg.validate()
     out = Path(cfg.out)
     ckpt = _check_out(cfg, out)
     set_seed(cfg.seed)
     ds, sp = load_split(cfg)
+    if cfg.init_adapter and cfg.stage == "dpo":
+        check_init_adapter_split(cfg, split_record(cfg, ds, sp))
 
     device = pick_device(cfg.device)
     if cfg.dtype == "auto":
@@ -181,7 +244,14 @@ def train(cfg: TrainConfig) -> dict:
     bf16 = load_dtype == torch.bfloat16
     base, tok = load_backbone(cfg.model, dtype=load_dtype, device=device)
     base.config.use_cache = False
-    model, adapter_conf, routed = build_trainable(base, cfg)
+    # the profile encoder comes first: its embedding size is the router's profile input
+    spec = encoder_spec(cfg)
+    encoder = make_profile_encoder(spec, backbone=(base, tok)) if method_uses_profile(cfg) else None
+    model, adapter_conf, routed = build_trainable(base, cfg, profile_dim=encoder.dim if encoder is not None else None)
+    if encoder is not None and hasattr(encoder, "bind"):
+        encoder.bind(model)  # the backbone encoder runs the adapted wrapper with its adapters off
+    if not routed:
+        encoder = None
     if cfg.gradient_checkpointing:  # non-reentrant; the adapter re-enters its routing in the recomputation
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if bf16:  # trainable weights in fp32 (AdamW state), frozen backbone in bf16, bf16 autocast
@@ -197,14 +267,40 @@ def train(cfg: TrainConfig) -> dict:
         max_length=cfg.max_length, dpo_reference=sp.train if cfg.stage == "dpo" else None,
     )
     rows = subsample(rows, cfg.max_examples, cfg.seed)
-    encoder = make_profile_encoder(cfg.profile_encoder) if routed else None
+    if not rows:
+        raise PluralignError("no training rows", field="data")
+    run_cfg = cfg
+    if cfg.epochs:  # steps from epochs (the recorded config keeps what the user asked for)
+        import dataclasses
+        import math
+
+        per_step = cfg.batch_size * cfg.grad_accum * max(1, int(__import__("os").environ.get("WORLD_SIZE", "1")))
+        run_cfg = dataclasses.replace(cfg, steps=max(1, math.ceil(cfg.epochs * len(rows) / per_step)))
 
     atomic_write_json(out / "train_config.json", cfg.to_dict())
     atomic_write_json(out / "split.json", split_record(cfg, ds, sp))
-    trainer = build_trainer(model, tok, rows, cfg, out, profile_encoder=encoder, device=device, bf16=bf16)
-    t0 = time.perf_counter()
+    start_layer, trunk_stats = None, None
+    if cfg.top_layers and cfg.cache_trunk:
+        from pluralign.training.fastpath import attach_trunk, verify_fast_path
+
+        start_layer = model.first_adapted_layer()
+        if start_layer > 0:
+            log.info("caching the frozen trunk (layers 0-%d) for %d rows", start_layer - 1, len(rows))
+            tdir = cfg.trunk_cache_dir
+            if tdir == "auto":
+                from pluralign.paths import cache_dir
+
+                tdir = str(cache_dir() / "trunk")
+            trunk_stats = attach_trunk(model, rows, start=start_layer, batch_size=max(8, cfg.batch_size), device=device,
+                                       progress=cfg.progress, cache_dir=None if tdir in ("", "none") else tdir)
+        else:
+            start_layer = None
+    trainer = build_trainer(model, tok, rows, run_cfg, out, profile_encoder=encoder, device=device, bf16=bf16,
+                            start_layer=start_layer)
+    if start_layer:
+        trunk_stats["verify_max_logit_diff"] = verify_fast_path(model, rows, trainer.data_collator, device=device)
     result = trainer.train(resume_from_checkpoint=ckpt)
-    seconds = time.perf_counter() - t0
+    totals = trainer.run_totals(result)  # the whole run, also across a resumption
 
     summary = {
         "method": cfg.method,
@@ -213,23 +309,27 @@ def train(cfg: TrainConfig) -> dict:
         "model": cfg.model,
         "steps": trainer.state.global_step,
         "resumed_from": ckpt,
-        "train_loss": float(result.training_loss),
+        "train_loss": totals["train_loss"],
         "last_log": next((h for h in reversed(trainer.state.log_history) if "loss" in h), {}),
         "rows": len(rows),
         "profiles": len({r.profile.key() for r in rows}),
         "trainable_parameters": n_trainable,
         "profile_routed": routed,
-        "seconds": seconds,
+        "seconds": totals["seconds"],
         "device": device,
         "processes": trainer.args.world_size,
         "split": sp.describe(),
         "eval_method": eval_method_for(cfg.profile_prompt),
         "main_process": bool(trainer.args.should_save),
+        "max_steps": run_cfg.steps,
+        "epochs": run_cfg.steps * cfg.batch_size * cfg.grad_accum * trainer.args.world_size / len(rows),
+        "profile_encoder": encoder.name if encoder is not None else None,
+        "trunk_cache": trunk_stats,
     }
     if trainer.args.should_save:
         extra = {"train_config": cfg.to_dict(), "split": split_record(cfg, ds, sp), "eval_method": summary["eval_method"]}
         if encoder is not None:
-            extra["profile_encoder"] = cfg.profile_encoder
+            extra["profile_encoder"] = spec
         save_trained(trainer.accelerator.unwrap_model(trainer.model), out / "adapter", base_model=cfg.model, extra=extra)
         atomic_write_json(out / "train_summary.json", summary)
     return summary

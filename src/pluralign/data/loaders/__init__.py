@@ -59,7 +59,7 @@ def load_dataset(spec: str | Path, **kwargs) -> SurveyDataset:
 def _import_all() -> None:
     from pluralign.data.loaders import wvs_probe, wvs_shares  # noqa: F401
 
-    for mod in ("worldvaluesbench", "globalopinionqa", "hofstede", "drhur"):
+    for mod in ("worldvaluesbench", "globalopinionqa", "hofstede", "drhur", "opinionqa", "yaml_survey"):
         try:
             __import__(f"pluralign.data.loaders.{mod}")
         except ModuleNotFoundError as e:  # a loader module not written yet

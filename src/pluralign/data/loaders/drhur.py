@@ -12,6 +12,8 @@ relative to the WVS codebook, so 4 = "Trust completely" / "A great deal"; ``equa
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import pandas as pd
@@ -91,7 +93,7 @@ def _num(v: str, *, file: Path, row: int, field: str) -> int | None:
         f = float(v)
     except ValueError:
         raise PluralignError(f"expected a number, got {v!r}", file=file, row=row, field=field) from None
-    if f != int(f):
+    if not math.isfinite(f) or f != int(f):
         raise PluralignError(f"expected a whole number, got {v!r}", file=file, row=row, field=field)
     return int(f)
 

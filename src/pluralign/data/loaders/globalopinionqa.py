@@ -10,7 +10,9 @@ The release is one CSV (``global_opinions.csv``) with the columns
 * ``source``: the survey (``GAS`` for Pew, ``WVS``).
 
 Both literal columns are parsed with :func:`ast.literal_eval` (never ``eval``); ``nan`` shares count as
-0. Each (country, question) becomes a distributional :class:`GroupExample` with shares renormalised to
+0. The path may also be a download of the dataset repository (the CSV is ``data/global_opinions.csv``
+there). Rows of the release without a question text are skipped and counted
+(``meta['skipped_empty_question']``). Each (country, question) becomes a distributional :class:`GroupExample` with shares renormalised to
 sum to 1. Item ids are ``goqa-`` plus a short hash of question + options, so they do not move when
 rows are added or reordered (repeats of the same question get ``-2``, ``-3``, ...).
 """
@@ -116,7 +118,21 @@ def _item_id(question: str, options: list[str]) -> str:
     return f"goqa-{h[:10]}"
 
 
+#: where the CSV lies in a download of the Hugging Face dataset repository
+RELEASE_PATHS = ("data/global_opinions.csv", "global_opinions.csv")
+
+
+def _release_file(p: Path) -> Path:
+    """``p`` itself, or the CSV inside a download of the ``Anthropic/llm_global_opinions`` repository."""
+    if p.is_dir():
+        for rel in RELEASE_PATHS:
+            if (p / rel).is_file():
+                return p / rel
+    return p
+
+
 def _detect(p: Path) -> bool:
+    p = _release_file(p)
     if not p.is_file() or p.suffix.lower() != ".csv":
         return False
     try:
@@ -139,24 +155,42 @@ def load_globalopinionqa(
     sources: Sequence[str] | str | None = None,
     ordinal: bool = False,
     skip_invalid: bool = False,
+    strict: bool = False,
 ) -> SurveyDataset:
     """Read the GlobalOpinionQA CSV as a distributional dataset (groups are countries).
 
     ``sources`` keeps only rows of these surveys (``GAS``, ``WVS``); ``ordinal`` marks every item as
     ordinal (the release does not say which are, so the default is nominal: compare with
-    Jensen-Shannon rather than Earth Mover's distance); ``skip_invalid`` skips (and counts in
-    ``meta['skipped']``) rows whose share lists do not match their options instead of failing.
+    Jensen-Shannon rather than Earth Mover's distance).
+
+    Unusable cells are skipped and counted per reason in ``meta['dropped']`` (the policy of every
+    loader): a country whose shares are all 0 or do not match the options, and then a question
+    left with no country, or with fewer than two options (those rows are also listed in
+    ``meta['skipped']``). ``strict`` fails on the first instead. A malformed row (a literal that
+    does not parse, a share that is not a proportion) is an error, unless ``skip_invalid`` skips
+    and counts it too. Nothing usable left is always an error.
     """
     if path is None:
         raise PluralignError(
             "GlobalOpinionQA is not shipped; pass the CSV of Anthropic/llm_global_opinions, e.g. globalopinionqa:/data/global_opinions.csv"
         )
-    path = Path(path)
+    path = _release_file(Path(path))
+    if path.is_dir():
+        raise PluralignError(f"no {' or '.join(RELEASE_PATHS)} in this folder (the Anthropic/llm_global_opinions release)", file=path)
     df = read_table(path, REQUIRED, sep=",")
     has_source = "source" in df.columns
     items: dict[str, SurveyItem] = {}
     examples: list[GroupExample] = []
     skipped: list[dict] = []
+    dropped: dict[str, int] = {}
+
+    def drop(reason: str, err: PluralignError, *, row_level: bool) -> None:
+        if strict:
+            raise err
+        dropped[reason] = dropped.get(reason, 0) + 1
+        if row_level:
+            skipped.append({"row": err.row, "reason": err.message})
+    empty: list[int] = []
     if isinstance(sources, str):
         sources = sources.split(",")
     keep_sources = {s.strip().upper() for s in sources if s.strip()} if sources else None
@@ -165,27 +199,44 @@ def load_globalopinionqa(
         if keep_sources is not None and src.upper() not in keep_sources:
             continue
         question = " ".join(row["question"].split())
-        if not question:
-            raise PluralignError("empty question", file=path, row=i, field="question")
-        options = parse_options(row["options"], file=path, row=i)
-        selections = parse_selections(row["selections"], file=path, row=i)
+        if not question or question.lower() in ("nan", "none"):
+            # the published release has rows without a question text: they cannot be asked, so they
+            # are skipped and counted (meta['skipped_empty_question'])
+            empty.append(i)
+            continue
         try:
-            if not selections:
-                raise PluralignError("no countries in selections (empty group list)", file=path, row=i, field="selections")
-            dists: dict[str, np.ndarray] = {}
-            for country, shares in selections.items():
-                if len(shares) != len(options):
-                    raise PluralignError(
-                        f"{country} has {len(shares)} shares for {len(options)} options", file=path, row=i, field="selections"
-                    )
-                p = np.asarray(shares, dtype=float)
-                if p.sum() <= 0:
-                    raise PluralignError(f"{country} has no answers (all shares are 0)", file=path, row=i, field="selections")
-                dists[country] = p / p.sum()
+            options = parse_options(row["options"], file=path, row=i)
+            selections = parse_selections(row["selections"], file=path, row=i)
         except PluralignError as e:
-            if not skip_invalid:
+            if "at least two options" in e.message:
+                drop("questions with fewer than two options", e, row_level=True)
+            elif skip_invalid:
+                drop("malformed rows", e, row_level=True)
+            else:
                 raise
-            skipped.append({"row": i, "reason": e.message})
+            continue
+        if not selections:
+            drop("questions without countries", PluralignError("no countries in selections (empty group list)", file=path,
+                                                              row=i, field="selections"), row_level=True)
+            continue
+        dists: dict[str, np.ndarray] = {}
+        reasons = []
+        for country, shares in selections.items():
+            if len(shares) != len(options):
+                e = PluralignError(f"{country} has {len(shares)} shares for {len(options)} options", file=path, row=i, field="selections")
+                drop("cells whose shares do not match the options", e, row_level=False)
+                reasons.append(e.message)
+                continue
+            p = np.asarray(shares, dtype=float)
+            if p.sum() <= 0:
+                e = PluralignError(f"{country} has no answers (all shares are 0)", file=path, row=i, field="selections")
+                drop("cells with all shares 0", e, row_level=False)
+                reasons.append(e.message)
+                continue
+            dists[country] = p / p.sum()
+        if not dists:
+            drop("questions without a usable country", PluralignError("; ".join(reasons), file=path, row=i, field="selections"),
+                 row_level=True)
             continue
         base = _item_id(question, options)
         qid, k = base, 1
@@ -202,10 +253,13 @@ def load_globalopinionqa(
             )
     if not examples:
         raise PluralignError(
-            "no (country, question) distributions" + (f" for source(s) {', '.join(sorted(keep_sources))}" if keep_sources else ""),
+            "no (country, question) distributions" + (f" for source(s) {', '.join(sorted(keep_sources))}" if keep_sources else "")
+            + (f" (dropped: {', '.join(f'{n} {r}' for r, n in dropped.items())})" if dropped else ""),
             file=path,
         )
-    meta: dict = {"citation": CITATION}
+    meta: dict = {"citation": CITATION, "dropped": dropped}
     if skipped:
         meta["skipped"] = skipped
+    if empty:
+        meta["skipped_empty_question"] = empty
     return SurveyDataset(name="globalopinionqa", kind="distributional", items=items, examples=examples, source=str(path), meta=meta)

@@ -10,6 +10,7 @@ use :func:`load_vsm_items`, :func:`load_hofstede_scores` and :func:`country_targ
 from __future__ import annotations
 
 import csv
+import math
 import functools
 import io
 from dataclasses import dataclass, field
@@ -117,13 +118,25 @@ def _load_scores(path: str) -> dict[str, HofstedeTarget]:
     p = Path(path)
     if not p.exists():
         raise PluralignError("file not found", file=p)
-    lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    from pluralign.io import read_text
+
+    lines = [ln for ln in read_text(p).splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     reader = csv.DictReader(io.StringIO("\n".join(lines)))
     need = {"hofstede_code", "iso3", "unit_type", "country", *_COLUMNS.values()}
-    if not reader.fieldnames or not need <= set(reader.fieldnames):
+    try:
+        header = reader.fieldnames
+    except csv.Error as e:
+        raise PluralignError(f"cannot parse as CSV ({e})", file=p, row=None) from None
+    if not header or not need <= set(header):
         raise PluralignError(f"expected columns {sorted(need)}", file=p, field="header")
     out: dict[str, HofstedeTarget] = {}
-    for r, row in enumerate(reader, start=1):
+    try:
+        rows = list(reader)
+    except csv.Error as e:
+        raise PluralignError(f"cannot parse as CSV ({e})", file=p, row=reader.line_num or None) from None
+    for r, row in enumerate(rows, start=1):
+        if None in row or any(row.get(c) is None for c in need):
+            raise PluralignError(f"expected {len(reader.fieldnames)} fields", file=p, row=r)
         scores = {}
         for dim, col in _COLUMNS.items():
             v = (row.get(col) or "").strip()
@@ -133,6 +146,8 @@ def _load_scores(path: str) -> dict[str, HofstedeTarget]:
                 scores[dim] = float(v)
             except ValueError:
                 raise PluralignError(f"not a number: {v!r}", file=p, row=r, field=col) from None
+            if not math.isfinite(scores[dim]):
+                raise PluralignError(f"not a finite number: {v!r}", file=p, row=r, field=col)
         code = row["hofstede_code"].strip()
         out[code] = HofstedeTarget(code=code, iso3=(row["iso3"] or "").strip() or None, name=row["country"].strip(),
                                    unit_type=row["unit_type"].strip(), scores=scores)

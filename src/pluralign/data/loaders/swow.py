@@ -178,11 +178,16 @@ def load_swow(
     dropped = {"bad_rows": 0, "empty_responses": 0, "duplicates_merged": 0, "cues_below_min_responses": 0}
     raw: dict[str, dict[str, list]] = {}
     first_row: dict[tuple[str, str], int] = {}
-    with open(file, newline="", encoding="utf-8-sig") as fh:
+    import io
+
+    from pluralign.io import read_text
+
+    text = read_text(file)  # UTF-8 (BOMs honoured); other encodings and binary: one clear error
+    with io.StringIO(text, newline="") as fh:
         sample = fh.read(4096)
         fh.seek(0)
         delim = "\t" if sample.count("\t") > sample.count(",") else ","
-        reader = csv.reader(fh, delimiter=delim)
+        reader = _guarded_rows(csv.reader(fh, delimiter=delim), file)
         try:
             header = next(reader)
         except StopIteration:
@@ -232,6 +237,17 @@ def load_swow(
     data = SwowData(cues, lang, rs, str(file), dropped)
     check_language(data, lang)
     return data
+
+
+def _guarded_rows(reader, file: Path):
+    """``csv.reader`` rows; a malformed file (a field over the size limit, a NUL) is one clear error."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise PluralignError(f"cannot parse as CSV ({e})", file=file, row=max(0, reader.line_num - 1) or None) from None
 
 
 def _parse_row(row: list[str], cols: dict[str, int], width: int, file: Path, rowno: int):

@@ -31,6 +31,8 @@ The answers are WVS microdata and are not shipped: point the loader at your copy
 
 from __future__ import annotations
 
+import math
+
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +170,7 @@ def _int_code(v: object) -> int | None:
         f = float(str(v).strip())
     except (TypeError, ValueError):
         return None
-    return int(f) if f == int(f) else None
+    return int(f) if math.isfinite(f) and f == int(f) else None
 
 
 def build_item(qid: str, meta: WVBMetadata) -> SurveyItem:

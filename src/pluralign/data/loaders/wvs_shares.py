@@ -42,9 +42,13 @@ def _items_from_questions(qpath: Path, props: dict, ordinal_meta: dict | None = 
     }
     items: dict[str, SurveyItem] = {}
     for i, q in enumerate(questions, start=1):
+        if not isinstance(q, dict):
+            raise PluralignError("expected an object {Q_id, question, option_lst}", file=qpath, row=i)
         for f in ("Q_id", "question", "option_lst"):
             if f not in q:
                 raise PluralignError("missing key", file=qpath, row=i, field=f)
+        if not isinstance(q["Q_id"], str) or not isinstance(q["question"], str) or not isinstance(q["option_lst"], list):
+            raise PluralignError("Q_id and question must be strings, option_lst a list", file=qpath, row=i)
         opts = [str(o) for o in q["option_lst"]]
         if len(opts) < 2:
             continue  # open/demographic questions without options
@@ -68,10 +72,14 @@ def _normalise(cell: dict, item: SurveyItem, *, file: Path, row: str) -> np.ndar
     p = np.zeros(item.n_options)
     for code, share in cell.items():
         idx = item.index_of_code(code, file=str(file), row=None, field_name=f"{row}/{code}")
+        if isinstance(share, bool):
+            raise PluralignError(f"share {share!r} is not a number", file=file, field=f"{row}/{code}")
         try:
             v = float(share)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise PluralignError(f"share {share!r} is not a number", file=file, field=f"{row}/{code}") from None
+        if not np.isfinite(v):
+            raise PluralignError(f"share {share!r} is not a finite number", file=file, field=f"{row}/{code}")
         if v < 0:
             raise PluralignError(f"negative share {v}", file=file, field=f"{row}/{code}")
         p[idx] = v
@@ -84,6 +92,11 @@ def _dataset(
 ) -> SurveyDataset:
     """``open_questions``: ids listed without answer options (open / numeric); their shares are skipped."""
     examples: list[GroupExample] = []
+    dropped: dict[str, int] = {}
+
+    def drop(reason: str) -> None:
+        dropped[reason] = dropped.get(reason, 0) + 1
+
     for iso, per_q in props.items():
         if not isinstance(per_q, dict):
             raise PluralignError("expected {question: {code: share}}", file=source, field=iso)
@@ -91,7 +104,8 @@ def _dataset(
         for qid, cell in per_q.items():
             if qid not in items:
                 if qid in open_questions:
-                    continue  # listed in wvs_questions.json without answer options
+                    drop("cells of questions without answer options")  # listed in wvs_questions.json without options
+                    continue
                 raise PluralignError(f"unknown question id {qid!r}", file=source, field=f"{iso}/{qid}")
             if value_only and _is_demographic(qid):
                 continue
@@ -109,11 +123,31 @@ def _dataset(
                     raise PluralignError(f"{len(p)} shares for {items[qid].n_options} options", file=source, field=f"{iso}/{qid}")
                 p = p / p.sum() if p.sum() > 0 else None
             if p is None:
-                continue  # empty cell: not asked in this country
+                drop("empty cells (question not asked in the country)")
+                continue
             examples.append(GroupExample(group_id=iso, profile=prof, item_id=qid, probs=tuple(float(x) for x in p)))
     if not examples:
         raise PluralignError("no non-empty (country, question) cells", file=source)
-    return SurveyDataset.from_examples("wvs-shares", "distributional", items, examples, str(source), {"citation": CITATION})
+    n_open = len(open_questions)
+    if n_open:
+        dropped["questions without answer options"] = n_open
+    return SurveyDataset.from_examples("wvs-shares", "distributional", items, examples, str(source),
+                                       {"citation": CITATION, "dropped": dropped})
+
+
+def _shipped_items(raw, path: Path) -> dict[str, SurveyItem]:
+    if not isinstance(raw, list):
+        raise PluralignError("expected a list of items", file=path, field="items")
+    items = {}
+    for i, d in enumerate(raw, start=1):
+        if not isinstance(d, dict) or not isinstance(d.get("id"), str) or not isinstance(d.get("text"), str) \
+                or not isinstance(d.get("options"), list) or not isinstance(d.get("codes", []), list):
+            raise PluralignError("an item needs a string id and text and a list of options", file=path, row=i, field="items")
+        try:
+            items[d["id"]] = SurveyItem.from_dict(d)
+        except PluralignError as e:
+            raise PluralignError(e.message, file=path, row=i, field="items") from None
+    return items
 
 
 def _is_demographic(qid: str) -> bool:
@@ -138,7 +172,9 @@ def load_wvs_shares(path: Path | None = None, *, value_only: bool = True) -> Sur
     if not isinstance(data, dict):
         raise PluralignError("expected {country: {question: {code: share}}}", file=path)
     if "items" in data and "shares" in data:  # shipped format
-        items = {d["id"]: SurveyItem.from_dict(d) for d in data["items"]}
+        items = _shipped_items(data["items"], path)
+        if not isinstance(data["shares"], dict):
+            raise PluralignError("expected {country: {question: [shares]}}", file=path, field="shares")
         return _dataset(items, data["shares"], source=path, value_only=value_only)
     qpath = path.parent / "wvs_questions.json"
     if not qpath.exists():

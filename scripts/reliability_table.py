@@ -1,0 +1,133 @@
+#!/usr/bin/env python
+"""Write docs/reliability.md from the reliability tests (issue 9): run tests/reliability with a
+JUnit report, count the cases per class, and how many keep the promise (exit 2, one ``error:``
+line, no traceback, earlier outputs untouched; no run lost after a kill).
+
+usage: python scripts/reliability_table.py [--out docs/reliability.md] [--junit FILE]
+(--junit: read an existing report instead of running the tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: test name (without parameters) → class, for the tests outside the CLI matrix
+CLASSES = {
+    "test_seed_file_loads": "loader fuzz: the valid seed file",
+    "test_random_bytes_and_truncation": "loader fuzz: random bytes, truncated files",
+    "test_wrong_encodings_and_huge_fields": "loader fuzz: wrong encodings, huge fields",
+    "test_nan_inf_and_bad_numbers": "loader fuzz: NaN, inf, huge and negative numbers",
+    "test_random_json_shapes": "loader fuzz: random JSON shapes",
+    "test_train_resume": "kill / interrupt and resume a training run",
+    "test_eval_sets": "interrupted evaluation, NaN in outputs, file modes",
+}
+MATRIX = {
+    "count": "CLI: zero or negative counts",
+    "number": "CLI: NaN, inf, out-of-range numbers",
+    "choice": "CLI: unknown choices (valid ones listed)",
+    "config": "CLI: bad `train --config` file",
+    "input file": "CLI: unreadable or malformed input file",
+    "output": "CLI: output that cannot be written (found before any work)",
+    "results file": "CLI: results file `compare` cannot read",
+}
+
+
+def run_tests(junit: Path) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/reliability", f"--junitxml={junit}"],
+                   cwd=ROOT, env=env, check=False)
+
+
+def classify(case: ET.Element) -> tuple[str, str] | None:
+    name, module = case.get("name", ""), case.get("classname", "").rsplit(".", 1)[-1]
+    base, _, param = name.partition("[")
+    param = param.rstrip("]")
+    if base == "test_bad_input_gives_one_error_line_and_changes_nothing":
+        cls, _, rest = param.partition("/")
+        return MATRIX.get(cls, f"CLI: {cls}"), rest.rsplit("/", 1)[0]
+    if base in CLASSES:
+        return CLASSES[base], param or base
+    if module in CLASSES:
+        return CLASSES[module], base
+    return None
+
+
+def table(junit: Path) -> tuple[str, int, int]:
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    commands: dict[str, set] = defaultdict(set)
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        if case.find("skipped") is not None:
+            continue
+        c = classify(case)
+        if c is None:
+            continue
+        cls, what = c
+        ok = case.find("failure") is None and case.find("error") is None
+        counts[cls][0] += 1
+        counts[cls][1] += ok
+        commands[cls].add(what.split("/")[0] if cls.startswith("CLI") else what)
+    order = [*MATRIX.values(), *dict.fromkeys(CLASSES.values())]
+    rows = ["| class | cases | keep the promise | where |", "|---|---:|---:|---|"]
+    total = kept = 0
+    for cls in sorted(counts, key=lambda c: order.index(c) if c in order else len(order)):
+        n, k = counts[cls]
+        total, kept = total + n, kept + k
+        where = ", ".join(sorted(commands[cls]))
+        rows.append(f"| {cls} | {n} | {k} | {where if len(where) < 90 else where[:87] + '...'} |")
+    rows.append(f"| **all** | **{total}** | **{kept}** | |")
+    return "\n".join(rows), total, kept
+
+
+HEADER = """# Reliability: bad input and interruptions
+
+Written by `scripts/reliability_table.py` from the tests in `tests/reliability/` (do not edit by
+hand; rerun the script). The promise: bad input gets one line, `error: FILE, row N, field 'F':
+message`, and exit status 2, never a traceback, and earlier results are never touched; an
+interrupted run is never lost.
+
+* **CLI matrix** (`test_cli_matrix.py`): every command with each class of bad option or input.
+  A case keeps the promise when it exits 2 with exactly one `error:` line, no traceback, a
+  pre-existing output folder unchanged (checksums) and no half-made folder. Every option is
+  checked before any model loads (`pluralign/cli/_validate.py`).
+* **Loader fuzz** (`test_loader_fuzz.py`, hypothesis, 15 examples per case): every loader ends in
+  a `PluralignError` or a valid dataset, never another exception; no dataset holds a
+  non-finite share. Unusable cells are skipped and counted per reason (`dropped` in
+  `data inspect` and in the results JSON; `--strict` fails instead).
+* **Kill and resume** (`test_train_resume.py`): SIGKILL inside a checkpoint write (checkpoints
+  are staged, then renamed into place) and Ctrl-C after a step; `--resume` takes the newest
+  complete checkpoint, names it, and ends with the uninterrupted run's weights bit for bit and
+  the same train loss and whole-run seconds. `--resume` of a finished run changes nothing.
+* **Evaluation sets** (`test_eval_sets.py`): SIGINT after the first of two methods leaves the old
+  set untouched (results are staged and swapped in whole); a staging folder left by SIGKILL is
+  cleared by the next run; no output holds NaN (written as `null`); files follow the umask.
+
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability.md")
+    ap.add_argument("--junit", type=Path, default=None)
+    args = ap.parse_args()
+    junit = args.junit
+    if junit is None:
+        junit = Path(tempfile.mkdtemp()) / "reliability.xml"
+        run_tests(junit)
+    body, total, kept = table(junit)
+    args.out.write_text(HEADER + body + "\n", encoding="utf-8")
+    print(f"{args.out}: {kept} of {total} cases keep the promise")
+    return 0 if kept == total else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

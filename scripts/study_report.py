@@ -1,0 +1,314 @@
+"""Tables, intervals and plots of the study (``scripts/study.py``) → ``docs/results/study.md``.
+
+    python scripts/study_report.py configs/study/beat-the-mean.json [--out docs/results/study.md]
+
+Reads every finished job's evaluation (``RUN/eval/eval-*.json``) and training log. Per-row EMD is
+recomputed from the stored predictions, so paired differences (CuMA − LoRA, CuMA − train_mean,
+CuMA − cultural-map reference) are taken on the same (country, item) rows; their intervals are a
+two-way bootstrap (countries and items resampled with replacement, 2,000 draws, seed 0) of the
+mean difference, after averaging each row over the seeds. Nothing here picks a best seed: every
+number is a mean over all seeds of a configuration (± the sd across seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from study import expand  # noqa: E402
+
+REFS = ("uniform", "train_mean", "culture_map_knn")
+
+
+def load_job(job: dict, items: dict):
+    from pluralign.evaluation.metrics import emd, entropy
+
+    ev = job["out"] / "eval"
+    files = [f for f in ev.glob("eval-*.json")] if ev.exists() else []
+    if not (ev / "summary.json").exists() or not files:
+        return None
+    res = json.loads(files[0].read_text())
+    rows = {}
+    for p in res.get("predictions", []):
+        it = items[p["item_id"]]
+        rows[(p["group"], p["item_id"])] = emd(np.asarray(p["probs"]), np.asarray(p["human"]), it.ordinal)
+    ref_rows = {}
+    train_mean_rows = {}
+    m = res["metrics"]
+    pred_ent = float(np.mean([entropy(np.asarray(p["probs"])) for p in res["predictions"]]))
+    log = []
+    lf = job["out"] / "log.jsonl"
+    if lf.exists():
+        log = [json.loads(x) for x in lf.read_text().splitlines() if x.strip()]
+    summ = {}
+    sf = job["out"] / "train_summary.json"
+    if sf.exists():
+        summ = json.loads(sf.read_text())
+    return {
+        "job": job, "res": res, "rows": rows, "emd": m["emd"], "jsd": m.get("jsd"), "entropy": pred_ent,
+        "human_entropy": m.get("human_entropy"), "mass": m.get("option_mass"),
+        "refs": {r: res["references"][r]["metrics"]["emd"] for r in REFS if r in res.get("references", {})},
+        "log": log, "summary": summ, "ref_rows": ref_rows, "train_mean_rows": train_mean_rows,
+    }
+
+
+def ref_row_emds(res, items, train_groups_rows=None):
+    """Per-row EMD of the references, recomputed like the runner does (from the result's own rows)."""
+    return None
+
+
+def bootstrap_diff(a: dict, b: dict, n: int = 2000, seed: int = 0):
+    """Mean of a - b over shared rows and its 95 % two-way (group x item) bootstrap interval."""
+    keys = sorted(set(a) & set(b))
+    if not keys:
+        return None
+    groups = sorted({k[0] for k in keys})
+    qs = sorted({k[1] for k in keys})
+    gi, qi = {g: i for i, g in enumerate(groups)}, {q: i for i, q in enumerate(qs)}
+    D = np.full((len(groups), len(qs)), np.nan)
+    for k in keys:
+        D[gi[k[0]], qi[k[1]]] = a[k] - b[k]
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n):
+        g = rng.integers(0, len(groups), len(groups))
+        q = rng.integers(0, len(qs), len(qs))
+        stats.append(np.nanmean(D[np.ix_(g, q)]))
+    return float(np.nanmean(D)), float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
+
+
+def ref_rows_of(res, items, name):
+    """Per-row EMD of a reference predictor, recomputed from the dataset (same rule as the runner)."""
+    return None
+
+
+def fmt(x, d=4):
+    return "—" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{d}f}"
+
+
+def ms(vals, d=4):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "—"
+    if len(vals) == 1:
+        return f"{vals[0]:.{d}f}"
+    return f"{np.mean(vals):.{d}f} ± {np.std(vals, ddof=1):.{d}f}"
+
+
+def reference_rows(cfg, st, questions=None):
+    """Per-row EMD of train_mean and culture_map_knn for held-out set ``st`` (model-free, exact)."""
+    from pluralign.data import load_dataset, split_dataset
+    from pluralign.evaluation.metrics import emd
+    from pluralign.evaluation.runner import reference_predictions
+
+    sel = cfg.get("selection", {})
+    ds = load_dataset(sel.get("data", "wvs-shares")).filter(questions=questions or sel.get("questions") or None)
+    sp = split_dataset(ds, "country", test_frac=0.2, seed=0, test_units=cfg["sets"][st])
+    refs = reference_predictions(sp.test, sp.train)
+    out = {}
+    for name, ps in refs.items():
+        out[name] = {(e.group, e.item_id): emd(p, np.asarray(e.probs), ds.items[e.item_id].ordinal)
+                     for e, p in zip(sp.test.examples, ps) if p is not None}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("config")
+    ap.add_argument("--out", default=str(REPO / "docs" / "results" / "study.md"))
+    args = ap.parse_args()
+    cfg = json.loads(Path(args.config).read_text())
+    from pluralign.data import load_dataset
+
+    items = load_dataset(cfg.get("selection", {}).get("data", "wvs-shares")).items
+    jobs = expand(cfg)
+    done = {}
+    for j in jobs:
+        r = load_job(j, items)
+        if r is not None:
+            done[j["name"]] = r
+    by = defaultdict(list)  # (group, set) -> results over seeds
+    for r in done.values():
+        by[(r["job"]["group"], r["job"]["set"])].append(r)
+    jobq = {j["name"]: (j.get("selection") or {}).get("questions") for j in cfg["jobs"]}
+    L = []
+    L.append("# Study: does alignment beat the mean? (SmolLM2-135M, CPU)\n")
+    L.append(f"Made by `python scripts/study.py {args.config}` (resumable; this page by `scripts/study_report.py`). "
+             f"{cfg.get('description', '')}\n")
+    c = cfg.get("common", {})
+    L.append(f"Training (every run): batch {c.get('batch_size')}, AdamW lr {c.get('lr')} (warm-up {c.get('warmup_ratio')}, "
+             f"cosine), adapters on the top {c.get('top_layers')} decoder layers with the cached trunk, soft-label loss "
+             f"normalised over the {'options' if c.get('soft_label_norm') == 'options' else 'vocabulary'}, profile "
+             f"enrichment {'on' if c.get('enrich_profile') else 'off'} unless a row says otherwise. Recipes: "
+             + "; ".join(f"**{k}**: {v}" for k, v in cfg.get("recipes", {}).items())
+             + ". EMD is the ordinal Earth Mover's distance on [0, 1] (lower is better); entropy is normalised to "
+             f"[0, 1]. Jobs finished: {len(done)} of {len(jobs)}.\n")
+    L.append("Held-out sets (zero-shot countries): " + "; ".join(f"**{k}** {', '.join(v)}" for k, v in cfg["sets"].items())
+             + ". `val` (countries never in A, B or C) is the only set looked at while choosing a recipe (the pilot rows); "
+             "A, B and C were each run once per seed, and every seed that finished is reported.\n")
+    sets = [s_ for s_ in cfg["sets"] if s_ != "val"]
+    recipes = [("v1", "cuma", "lora"), ("v2", "cuma-v2", "lora-v2")]
+    verdict, pooled_all = {}, {}
+
+    def seed_mean_rows(g, st):
+        rs = by.get((g, st), [])
+        if not rs:
+            return {}
+        keys = set.intersection(*[set(r["rows"]) for r in rs])
+        return {k: float(np.mean([r["rows"][k] for r in rs])) for k in keys}
+
+    L.append("## 1. Zero-shot countries: CuMA vs LoRA vs the model-free references\n")
+    L.append("| recipe | set | method | seeds | EMD (mean ± sd) | pred. entropy | human entropy | uniform | train_mean | culture_map_knn (k=3) |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    for rec, gc, gl in [("pilot", "pilot-cuma-all", "pilot-lora-all")] + recipes:
+        for st in (["val"] if rec == "pilot" else sets):
+            for g in (gc, gl):
+                rs = by.get((g, st), [])
+                if not rs:
+                    continue
+                refs = rs[0]["refs"]
+                L.append(f"| {rec} | {st} | {g} | {len(rs)} | {ms([r['emd'] for r in rs])} | {ms([r['entropy'] for r in rs], 3)} | "
+                         f"{fmt(rs[0]['human_entropy'], 3)} | {fmt(refs.get('uniform'))} | {fmt(refs.get('train_mean'))} | "
+                         f"{fmt(refs.get('culture_map_knn'))} |")
+                verdict[(g, st)] = (np.mean([r["emd"] for r in rs]), refs)
+    L.append("")
+    L.append("## 2. Paired differences (EMD, negative = the first is better), 95 % two-way bootstrap over countries and items\n")
+    L.append("Each row's EMD is first averaged over the seeds that finished for that configuration.\n")
+    L.append("| recipe | set | CuMA − LoRA | CuMA − train_mean | CuMA − culture_map_knn | LoRA − train_mean |")
+    L.append("|---|---|---|---|---|---|")
+    for rec, gc, gl in recipes:
+        pooled = defaultdict(dict)
+        for st in sets:
+            cu, lo = seed_mean_rows(gc, st), seed_mean_rows(gl, st)
+            if not cu:
+                continue
+            rr = reference_rows(cfg, st, jobq.get(gc))
+            tm, kn = rr.get("train_mean", {}), rr.get("culture_map_knn", {})
+            cells = []
+            for a, b in ((cu, lo), (cu, tm), (cu, kn), (lo, tm)):
+                d = bootstrap_diff(a, b) if a and b else None
+                cells.append("—" if d is None else f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]")
+            L.append(f"| {rec} | {st} | " + " | ".join(cells) + " |")
+            for name, rows in (("cuma", cu), ("lora", lo), ("train_mean", tm), ("knn", kn)):
+                pooled[name].update({(st,) + k: v for k, v in rows.items()})
+        if pooled.get("cuma"):
+            cells = []
+            for a, b in (("cuma", "lora"), ("cuma", "train_mean"), ("cuma", "knn"), ("lora", "train_mean")):
+                d = bootstrap_diff({k[1:]: v for k, v in pooled[a].items()}, {k[1:]: v for k, v in pooled[b].items()}) if pooled.get(b) else None
+                cells.append("—" if d is None else f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]")
+            L.append(f"| {rec} | all sets | " + " | ".join(cells) + " |")
+        pooled_all[rec] = pooled
+    L.append("")
+
+    # ------------------------------------------------------------------ set A: methods and ablations
+    L.append("## 3. Set A, seed 0: baselines and ablations\n")
+    L.append("| job | what | EMD | JSD | pred. entropy | option mass | train_mean | culture_map_knn |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    what = {j["name"]: j for j in cfg["jobs"]}
+    for jname, j in what.items():
+        if j.get("set") != "A" and "A" not in j.get("sets", []):
+            continue
+        r = done.get(f"{jname}-A-s0")
+        if r is None:
+            continue
+        desc = json.dumps(j.get("train", j.get("eval", {})))
+        L.append(f"| {jname} | `{desc}` | {fmt(r['emd'])} | {fmt(r['jsd'])} | {fmt(r['entropy'], 3)} | {fmt(r['mass'], 3)} | "
+                 f"{fmt(r['refs'].get('train_mean'))} | {fmt(r['refs'].get('culture_map_knn'))} |")
+    L.append("")
+
+    # ------------------------------------------------------------------ question split
+    L.append("## 4. Seen countries, unseen questions (split by question, seed 0)\n")
+    L.append("| job | EMD | pred. entropy | human entropy | uniform | train_mean |")
+    L.append("|---|---|---|---|---|---|")
+    for jname in ("qsplit-cuma", "qsplit-lora"):
+        r = done.get(f"{jname}-s0")
+        if r:
+            L.append(f"| {jname} | {fmt(r['emd'])} | {fmt(r['entropy'], 3)} | {fmt(r['human_entropy'], 3)} | "
+                     f"{fmt(r['refs'].get('uniform'))} | {fmt(r['refs'].get('train_mean'))} |")
+    L.append("\n`train_mean` here is the mean over countries of *other* questions' answers, which does not exist for an unseen "
+             "question: the runner reports it only where the item was trained on, so on this split it is absent (—).\n")
+
+    # ------------------------------------------------------------------ reading (computed)
+    L.append("## Reading (computed from the tables above)\n")
+    for rec, gc, gl in recipes:
+        for g in (gc, gl):
+            got = [(st, verdict[(g, st)]) for st in sets if (g, st) in verdict]
+            if not got:
+                continue
+            nseeds = sorted({len(by[(g, st)]) for st in sets if by.get((g, st))})
+            beat_mean = sum(v[0] < v[1].get("train_mean", np.inf) for _, v in got)
+            beat_knn = sum(v[0] < v[1].get("culture_map_knn", np.inf) for _, v in got)
+            L.append(f"- **{g}** (recipe {rec}, {'/'.join(map(str, nseeds))} seed(s) per set): mean EMD below `train_mean` on "
+                     f"{beat_mean} of {len(got)} held-out sets, below the cultural-map reference on {beat_knn} of {len(got)}.")
+        pooled = pooled_all.get(rec, {})
+        if pooled.get("cuma") and pooled.get("lora"):
+            strip = lambda d: {k[1:]: v for k, v in d.items()}  # noqa: E731
+            for a_, b_, label in (("cuma", "lora", "CuMA − LoRA"), ("cuma", "train_mean", "CuMA − train_mean")):
+                d = bootstrap_diff(strip(pooled[a_]), strip(pooled[b_]))
+                if d is None:
+                    continue
+                L.append(f"- {label} (recipe {rec}, all held-out countries): {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]: "
+                         + ("the first is better by more than the interval." if d[2] < 0 else
+                            "the second is better by more than the interval." if d[1] > 0 else "the difference is within the interval."))
+        ents = [(g, st, np.mean([r["entropy"] for r in by[(g, st)]]), by[(g, st)][0]["human_entropy"]) for g in (gc, gl)
+                for st in sets if by.get((g, st))]
+        if ents:
+            L.append(f"- Entropy of the predictions vs the human answers' (normalised, recipe {rec}): "
+                     + "; ".join(f"{g} {st} {e:.3f} vs {h:.3f}" for g, st, e, h in ents) + ".")
+    L.append("")
+    L.append("![EMD by method](study_emd.png)\n\n![training loss](study_loss.png)\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(L) + "\n")
+    plots(done, by, sets, out.parent)
+    print(f"wrote {out} ({len(done)} jobs)")
+
+
+def plots(done, by, sets, folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = np.arange(len(sets))
+    series = [("cuma", "CuMA v1"), ("lora", "LoRA v1"), ("cuma-v2", "CuMA v2"), ("lora-v2", "LoRA v2")]
+    w = 0.16
+    for i, (g, lab) in enumerate(series):
+        m = [np.mean([r["emd"] for r in by[(g, st)]]) if by.get((g, st)) else np.nan for st in sets]
+        s = [np.std([r["emd"] for r in by[(g, st)]]) if by.get((g, st)) else 0 for st in sets]
+        ax.bar(x + (i - 4) * w, m, w, yerr=s, label=lab)
+    for i, (ref, lab) in enumerate((("train_mean", "train mean"), ("culture_map_knn", "cultural-map 3-NN"), ("uniform", "uniform"))):
+        v = [by[("cuma", st)][0]["refs"].get(ref, np.nan) if by.get(("cuma", st)) else np.nan for st in sets]  # 32 items
+        ax.bar(x + i * w, v, w, label=lab, alpha=0.6)
+    ax.set_xticks(x, [f"set {s}" for s in sets])
+    ax.set_ylabel("EMD on held-out countries (lower is better)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "study_emd.png", dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for r in done.values():
+        lg = [x for x in r["log"] if "ce" in x and "step" in x]
+        if lg and r["job"]["group"] in ("cuma", "lora", "cuma-v2", "lora-v2", "pilot-cuma-all", "pilot-lora-all"):
+            ax.plot([x["step"] for x in lg], [x["ce"] for x in lg], lw=0.8,
+                    color=("C0" if "cuma" in r["job"]["group"] else "C1"), ls="-" if "v2" in r["job"]["group"] or "pilot" in r["job"]["group"] else ":", alpha=0.7)
+    ax.plot([], [], color="C0", label="CuMA (dotted: v1, solid: v2 / pilot)")
+    ax.plot([], [], color="C1", label="LoRA")
+    ax.set_xlabel("step")
+    ax.set_ylabel("soft-label cross-entropy (training batches)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(folder / "study_loss.png", dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

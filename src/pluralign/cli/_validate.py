@@ -1,0 +1,348 @@
+"""Every option checked before any model loads or any file is written: a bad value is one
+``error:`` line naming the flag (``--batch-size``, not an internal field) and the valid range or
+choices, and an output that cannot be written is refused before the work starts.
+
+Each sub-command calls :func:`validate` once with its arguments; :data:`RULES` says, per command,
+what each option may hold. A ``pluralign train --config FILE`` is checked field by field too.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from pluralign.errors import PluralignError
+
+LABELS = ("auto", "digits", "letters")
+DTYPES = ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16")
+SPLITS = ("auto", "respondent", "question", "country", "profile", "none")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# --------------------------------------------------------------------------- rules
+class Rule:
+    """One option's constraint; ``check(value)`` returns an error message or None."""
+
+    optional = False
+
+    def check(self, v: Any) -> str | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Int(Rule):
+    def __init__(self, lo: int | None = None, hi: int | None = None, optional: bool = False):
+        self.lo, self.hi, self.optional = lo, hi, optional
+
+    def check(self, v):
+        if isinstance(v, bool) or not isinstance(v, int):
+            return f"must be a whole number, got {v!r}"
+        if self.lo is not None and v < self.lo:
+            return f"must be {'a positive whole number' if self.lo == 1 else f'>= {self.lo}'}, got {v}"
+        if self.hi is not None and v > self.hi:
+            return f"must be <= {self.hi}, got {v}"
+        return None
+
+
+class Float(Rule):
+    """A finite number in [lo, hi] (``open_lo`` / ``open_hi``: the bound itself excluded)."""
+
+    def __init__(self, lo: float | None = None, hi: float | None = None, *, open_lo: bool = False, open_hi: bool = False,
+                 optional: bool = False):
+        self.lo, self.hi, self.open_lo, self.open_hi, self.optional = lo, hi, open_lo, open_hi, optional
+
+    def check(self, v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return f"must be a number, got {v!r}"
+        if not math.isfinite(v):
+            return f"must be a finite number, got {v}"
+        lo_bad = self.lo is not None and (v <= self.lo if self.open_lo else v < self.lo)
+        hi_bad = self.hi is not None and (v >= self.hi if self.open_hi else v > self.hi)
+        if lo_bad or hi_bad:
+            return f"must be in {self._range()}, got {v}"
+        return None
+
+    def _range(self) -> str:
+        if self.hi is None:
+            return f"{'(' if self.open_lo else '['}{self.lo}, inf)" if self.lo is not None else "(-inf, inf)"
+        return f"{'(' if self.open_lo else '['}{self.lo}, {self.hi}{')' if self.open_hi else ']'}"
+
+
+class Choice(Rule):
+    def __init__(self, choices, optional: bool = False, csv: bool = False):
+        self._choices, self.optional, self.csv = choices, optional, csv
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self._choices() if callable(self._choices) else self._choices)
+
+    def check(self, v):
+        if not isinstance(v, str):
+            return f"must be one of {', '.join(self.choices)}, got {v!r}"
+        parts = [x.strip() for x in v.split(",") if x.strip()] if self.csv else [v]
+        if self.csv and not parts:
+            return f"must name at least one of {', '.join(self.choices)}"
+        bad = [p for p in parts if p not in self.choices]
+        if bad:
+            return f"unknown value {bad[0]!r} (valid: {', '.join(self.choices)})"
+        return None
+
+
+class IntList(Rule):
+    """Comma-separated whole numbers >= lo."""
+
+    def __init__(self, lo: int = 1):
+        self.lo = lo
+
+    def check(self, v):
+        parts = [x.strip() for x in str(v).split(",") if x.strip()]
+        if not parts:
+            return "needs at least one number"
+        for p in parts:
+            try:
+                n = int(p)
+            except ValueError:
+                return f"must be comma-separated whole numbers, got {p!r}"
+            if n < self.lo:
+                return f"values must be >= {self.lo}, got {n}"
+        return None
+
+
+class Bool(Rule):
+    def check(self, v):
+        return None if isinstance(v, bool) else f"must be true or false, got {v!r}"
+
+
+class Text(Rule):
+    def __init__(self, optional: bool = False):
+        self.optional = optional
+
+    def check(self, v):
+        return None if isinstance(v, (str, Path)) else f"must be a string, got {v!r}"
+
+
+class TextList(Rule):
+    optional = True
+
+    def check(self, v):
+        if isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, (str, int)) for x in v)):
+            return None
+        return f"must be a comma-separated string or a list of names, got {v!r}"
+
+
+class Device(Rule):
+    def check(self, v):
+        if not isinstance(v, str):
+            return f"must be a device name, got {v!r}"
+        from pluralign.models.loading import pick_device
+
+        try:
+            pick_device(v)
+        except PluralignError as e:
+            return e.message
+        return None
+
+
+class OutDir(Rule):
+    optional = True
+
+
+class OutFile(Rule):
+    optional = True
+
+
+def _train_methods():
+    from pluralign.training.methods import METHODS
+
+    return METHODS
+
+
+def _eval_methods():
+    from pluralign.evaluation.methods import METHODS
+
+    return sorted(METHODS)
+
+
+def _optimizers():
+    from pluralign.blackbox.optimizers import OPTIMIZERS
+
+    return sorted(OPTIMIZERS)
+
+
+SEED = Int(0)
+DEVICE = Device()
+DTYPE = Choice(DTYPES)
+
+RULES: dict[str, dict[str, Rule]] = {
+    "eval": {
+        "method": Choice(_eval_methods, csv=True), "split": Choice(SPLITS), "test_frac": Float(0, 1, open_lo=True, open_hi=True),
+        "max_items": Int(1, optional=True), "k_shot": Int(0), "scoring": Choice(("next-token", "loglik")),
+        "labels": Choice(LABELS), "batch_size": Int(1), "dtype": DTYPE, "device": DEVICE, "seed": SEED, "out": OutDir(),
+    },
+    "train": {
+        "method": Choice(_train_methods), "task": Choice(("individual", "distributional")), "stage": Choice(("sft", "dpo")),
+        "model": Text(), "data": Text(), "split": Choice(SPLITS[:-1]),
+        "test_frac": Float(0, 1, open_lo=True, open_hi=True), "test_units": TextList(), "countries": TextList(),
+        "questions": TextList(), "max_examples": Int(1, optional=True), "steps": Int(1), "epochs": Float(0, open_lo=True, optional=True),
+        "top_layers": Int(1, optional=True), "cache_trunk": Bool(), "enrich_profile": Bool(), "batch_size": Int(1),
+        "grad_accum": Int(1), "lr": Float(0, open_lo=True), "warmup_ratio": Float(0, 1, open_hi=True),
+        "scheduler": Text(), "weight_decay": Float(0), "rank": Int(1, optional=True), "alpha": Float(0, open_lo=True, optional=True),
+        "experts": Int(1, optional=True), "top_k": Int(1, optional=True), "target_modules": TextList(),
+        "profile_prompt": Bool(), "demographic_routing": Bool(), "balance_loss": Bool(), "soft_routing": Bool(),
+        "soft_label_norm": Choice(("vocab", "options")), "profile_encoder": Text(), "init_adapter": Text(optional=True),
+        "dpo_beta": Float(0, open_lo=True), "labels": Choice(LABELS), "chat_template": Bool(), "max_length": Int(1, optional=True),
+        "dtype": DTYPE, "device": DEVICE, "gradient_checkpointing": Bool(), "seed": SEED, "out": OutDir(),
+        "save_steps": Int(0, optional=True), "save_total_limit": Int(1), "logging_steps": Int(1), "resume": Bool(), "progress": Bool(),
+        "max_grad_norm": Float(0, open_lo=True), "num_workers": Int(0),
+    },
+    "softprompt": {
+        "optimizer": Choice(_optimizers), "tokens": Int(1), "pop": Int(2), "gens": Int(0), "seed": SEED, "batch_size": Int(1),
+        "patience": Int(0), "init_scale": Float(0, open_lo=True), "bound_scale": Float(0, open_lo=True),
+        "de_f": Float(0, 2, open_lo=True), "de_cr": Float(0, 1), "pso_w": Float(0), "cma_sigma": Float(0, open_lo=True),
+        "reduction": Choice(("mean", "sum")), "knowledge": Int(0), "dtype": DTYPE, "device": DEVICE, "threads": Int(0),
+        "out": OutDir(),
+    },
+    "wordassoc train": {
+        "stage": Choice(("sft", "rl", "both")), "train_cues": Int(1, optional=True), "min_responses": Int(1),
+        "on_bad_row": Choice(("error", "skip")), "on_duplicate": Choice(("error", "merge")),
+        "sft_tasks": Choice(("generation", "ranking"), csv=True), "n_targets": Int(1), "samples_per_cue": Int(1),
+        "n_candidates": Int(2), "sft_steps": Int(1), "sft_lr": Float(0, open_lo=True), "rl_steps": Int(1),
+        "rl_lr": Float(0, open_lo=True), "reward": Choice(("spearman", "precision")), "num_generations": Int(2),
+        "batch_size": Int(1), "lora_r": Int(1), "seed": SEED, "dtype": DTYPE, "device": DEVICE, "threads": Int(1, optional=True),
+        "out": OutDir(),
+    },
+    "wordassoc eval": {
+        "split": Choice(("test", "val")), "eval_cues": Int(1, optional=True), "min_responses": Int(1),
+        "on_bad_row": Choice(("error", "skip")), "on_duplicate": Choice(("error", "merge")), "ks": IntList(1),
+        "n_words": Int(1), "num_samples": Int(1), "temperature": Float(0, open_lo=True), "n_candidates": Int(2),
+        "max_new_tokens": Int(1), "batch_size": Int(1), "tasks": Choice(("generation", "ranking"), csv=True),
+        "transfer_items": Int(1, optional=True), "n_tension": Int(1), "seed": SEED, "dtype": DTYPE, "device": DEVICE,
+        "threads": Int(1, optional=True), "out": OutFile(),
+    },
+    "wordassoc report": {"out": OutFile()},
+    "data inspect": {"top": Int(1)},
+    "compare": {"name": Choice(("folder", "method")), "out": OutFile()},
+}
+
+
+def validate(command: str, a: dict, *, skip: tuple[str, ...] = ()) -> None:
+    """Check the arguments ``a`` of ``command`` against :data:`RULES`; raise one
+    :class:`PluralignError` naming the flag. Outputs are checked last (writable, right kind).
+    ``pluralign train --config FILE`` fields are checked first, naming the file and field."""
+    rules = RULES[command]
+    if command == "train" and a.get("config"):
+        check_config_file(a["config"], given=_given_train_flags(a))
+    outs = []
+    for name, rule in rules.items():
+        if name in skip or name not in a:
+            continue
+        v = a[name]
+        if isinstance(rule, (OutDir, OutFile)):
+            if v is not None:
+                outs.append((name, rule, v))
+            continue
+        if v is None and (rule.optional or isinstance(rule, (Device, Text, TextList))):
+            continue
+        msg = rule.check(v)
+        if msg:
+            raise PluralignError(msg.replace("unknown value", f"unknown {name.replace('_', ' ')}"), field=flag(name))
+    extra = _cross_checks.get(command)
+    if extra:
+        extra(a)
+    for name, rule, v in outs:
+        from pluralign.io import check_writable_dir, check_writable_file
+
+        (check_writable_dir if isinstance(rule, OutDir) else check_writable_file)(v, field=flag(name))
+
+
+def _given_train_flags(a: dict) -> set[str]:
+    """``pluralign train`` arguments given on the command line (not at their default): they win
+    over the config file, so its values for them are not used (nor checked)."""
+    import inspect
+
+    from pluralign.cli.train import train_cmd
+
+    defaults = {k: p.default.default for k, p in inspect.signature(train_cmd).parameters.items() if hasattr(p.default, "default")}
+    return {k for k, d in defaults.items() if k in a and k != "config" and a[k] != d and str(a[k]) != str(d)}
+
+
+def check_config_file(path, given: set[str] = frozenset()) -> dict:
+    """A ``pluralign train --config`` file: an object of known TrainConfig fields, each of the
+    right type and range (``{"steps": "many"}`` is refused here, naming file and field). Fields
+    in ``given`` (set by a flag, which wins) are only checked to be known."""
+    from pluralign.io import read_json
+    from pluralign.training import TrainConfig
+
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise PluralignError("a training config must be a JSON object of TrainConfig fields", file=path)
+    known = set(TrainConfig.help())
+    rules = RULES["train"]
+    for k, v in data.items():
+        if k not in known:
+            raise PluralignError(f"unknown field (valid: {', '.join(sorted(known))})", file=path, field=k)
+        rule = rules.get(k)
+        if k in given:
+            continue
+        if rule is None or isinstance(rule, (OutDir, OutFile)):
+            if k == "out" and not isinstance(v, str):
+                raise PluralignError(f"must be a string, got {v!r}", file=path, field=k)
+            continue
+        if v is None and (rule.optional or isinstance(rule, (Device, Text, TextList))):
+            continue
+        if isinstance(rule, Float) and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        msg = rule.check(v)
+        if msg:
+            raise PluralignError(msg.replace("unknown value", f"unknown {k.replace('_', ' ')}"), file=path, field=k)
+    return data
+
+
+def default_save_steps(a: dict) -> int:
+    """``--save-steps``, or its default scaled to the run: a fifth of ``--steps`` between 1 and
+    50 (50 when ``--epochs`` sets the length), so a short run has a checkpoint to resume from."""
+    if a.get("save_steps") is not None:
+        return a["save_steps"]
+    if a.get("epochs"):
+        return 50
+    return min(50, max(1, int(a.get("steps") or 100) // 5))
+
+
+def _softprompt_cross(a: dict) -> None:
+    if a.get("optimizer") == "de" and isinstance(a.get("pop"), int) and a["pop"] < 4 and not a.get("baseline"):
+        raise PluralignError(f"differential evolution needs a population of at least 4, got {a['pop']}", field="--pop")
+
+
+def _train_cross(a: dict) -> None:
+    if a.get("stage") == "dpo" and not a.get("init_adapter"):
+        return  # DPO may start from scratch; its own checks run later
+
+
+_cross_checks: dict[str, Callable[[dict], None]] = {"softprompt": _softprompt_cross, "train": _train_cross}
+
+
+# --------------------------------------------------------------------------- results files (compare)
+def load_result_file(path) -> dict:
+    """A results JSON of ``pluralign eval`` with the fields ``compare`` reads, or one clear error
+    naming the file and the missing or malformed field. NaN written by older versions is read."""
+    from pluralign.io import read_json
+
+    r = read_json(path, allow_nan=True)
+    if not isinstance(r, dict):
+        raise PluralignError("not a pluralign results file (expected a JSON object)", file=path)
+    if not isinstance(r.get("metrics"), dict):
+        raise PluralignError("not a pluralign results file (no 'metrics' object)", file=path, field="metrics")
+    ds = r.get("dataset")
+    if not isinstance(ds, dict) or not isinstance(ds.get("kind"), str):
+        raise PluralignError("results file without its dataset kind", file=path, field="dataset")
+    m = r["metrics"]
+    if not isinstance(m.get("emd_by_group"), dict) or "n" not in m:
+        raise PluralignError("results metrics lack 'n' or 'emd_by_group'", file=path, field="metrics")
+    refs = r.get("references")
+    if not isinstance(refs, dict) or not all(isinstance(v, dict) and isinstance(v.get("metrics"), dict) and "n" in v["metrics"]
+                                             for v in refs.values()):
+        raise PluralignError("results file without valid 'references' (uniform, train_mean)", file=path, field="references")
+    return r
