@@ -8,10 +8,11 @@ DEMO_COUNTRIES ?= USA,CHN,DEU,IND,NGA,BRA
 DEMO_ITEMS     ?= 30
 PYTEST_ARGS    ?=
 
-.PHONY: demo test install models clean-venv help
+.PHONY: demo demo-eval test install models clean-venv help
 
 help:
-	@echo "make demo   install (venv, torch CPU, package, default models) and evaluate SmolLM2 on shipped WVS country shares"
+	@echo "make demo   install (venv, torch CPU, package, default models), train CuMA on 15 countries' WVS shares, evaluate on 4 held-out countries beside the references"
+	@echo "make demo-eval   the untrained SmolLM2, vanilla vs persona prompt"
 	@echo "make test   install with dev extras and run the test suite (unit + integration on SmolLM2/MiniLM)"
 
 $(BIN)/python:
@@ -32,9 +33,17 @@ $(VENV)/.models: | $(BIN)/python
 install: $(VENV)/.installed
 models: $(VENV)/.models
 
+# the recipe of docs/results/study.md (v2): CuMA on 15 countries, evaluated on 4 it never saw, beside the
+# model-free references (uniform, the training countries' mean, the cultural-map nearest countries)
 demo: install models
+	test -f runs/demo/cuma/adapter/adapter_config.json || HF_HUB_OFFLINE=1 $(BIN)/pluralign train \
+	  --config configs/train/cuma-shares-zeroshot.json $$(test -d runs/demo/cuma/checkpoints && echo --resume)
+	HF_HUB_OFFLINE=1 $(BIN)/pluralign eval --adapter runs/demo/cuma/adapter --out runs/demo/eval
+
+# the untrained model with and without the persona prompt (no training)
+demo-eval: install models
 	HF_HUB_OFFLINE=1 $(BIN)/pluralign eval --model smollm2-135m --data wvs-shares --method vanilla,persona \
-	  --split country --test-units $(DEMO_COUNTRIES) --max-items $(DEMO_ITEMS) --out runs/demo
+	  --split country --test-units $(DEMO_COUNTRIES) --max-items $(DEMO_ITEMS) --out runs/demo-eval
 
 test: install models
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -57,7 +57,7 @@ def test_references_uniform_and_train_mean_with_coverage(group_test):
     train = _group_ds([(fr, "q1", (1, 0, 0)), (nl, "q1", (0, 0, 1))], name="train")  # no q2 in training
     train.items = {"q1": Q1}
     refs = reference_predictions(group_test, train)
-    assert set(refs) == {"uniform", "train_mean"}
+    assert {"uniform", "train_mean"} <= set(refs)  # + culture_map_knn where the map covers the countries
     np.testing.assert_allclose(refs["train_mean"][0], [0.5, 0, 0.5])
     assert refs["train_mean"][1] is None and refs["train_mean"][3] is None
     m, g = compute_metrics(group_test, refs["train_mean"])

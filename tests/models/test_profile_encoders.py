@@ -101,3 +101,26 @@ def test_enrichment_changes_the_router_input(tiny_tokenizer):
     p = Profile(country="Sweden")
     assert enrich_profile(p).describe() != p.describe()
     assert enrich_profile(p).key() != p.key()  # a new embedding, not a cached one
+
+
+def test_dpo_stage_reuses_the_encoder_recorded_in_the_init_adapter(tmp_path):
+    """Defect: the DPO stage built its encoder from the default, not from --init-adapter's."""
+    import json
+
+    from pluralign.errors import PluralignError
+    from pluralign.training import TrainConfig
+    from pluralign.training.methods import encoder_spec
+
+    ad = tmp_path / "adapter"
+    ad.mkdir()
+    (ad / "adapter_model.safetensors").write_bytes(b"")
+    (ad / "adapter_config.json").write_text(json.dumps({
+        "format": "pluralign-adapter", "version": 1, "method": "cuma",
+        "config": {"profile_encoder": "culture-map", "profile_dim": 11},
+        "profile_encoder": {"name": "culture-map", "dim": 11}, "extra": {},
+    }))
+    cfg = TrainConfig(method="cuma", stage="dpo", init_adapter=str(ad))
+    assert encoder_spec(cfg) == "culture-map"  # not the default minilm-l6
+    cfg.profile_encoder = "backbone"
+    with pytest.raises(PluralignError, match="differs from 'culture-map'"):
+        encoder_spec(cfg)

@@ -389,32 +389,36 @@ def _run(**a) -> None:
     from pluralign.io import StagedOutput
 
     stage = StagedOutput(out)  # files go to a staging folder, swapped in whole at the end: old set or new set, never a mix
-    for m in methods:
-        for ro in readouts:
-            cfg = EvalConfig(
-                method=m, k_shot=a["k_shot"], batch_size=a["batch_size"], scoring=a["scoring"], labels=a["labels"],
-                chat_template=None if a["chat_template"] else False, seed=a["seed"], map_k=a.get("map_k", 3),
-                readout=ro, samples=a.get("samples", 8), bootstrap=a.get("bootstrap", 1000),
-            )
-            res = evaluate(
-                model, tok, test, cfg, train=train, model_name=a["model"], split=dict(split_info, method=m),
-                profile_kwargs=profile_kwargs, progress=a["progress"],
-                adapter=str(a["adapter"]) if a["adapter"] else None,
-            )
-            if a["soft_prompt"]:
-                res["soft_prompt"] = str(a["soft_prompt"])
-            res.setdefault("dataset", {})["dropped"] = dict(full.meta.get("dropped") or {})  # unusable cells the loader skipped
-            path = out / save_results(res, stage.path / (f"eval-{ds.name}-{m}.json" if ro == "logprob" else f"eval-{ds.name}-{m}-{ro}.json")).name
-            typer.echo(f"{m}{'' if ro == 'logprob' else ' (' + ro + ')'}: wrote {path}" + _readout_note(res), err=True)
-            results.append(res)
-            paths.append(str(path))
-    header, rows = summary_rows(results)
-    dheader, drows, dwarn = difference_rows(results)
-    summary = {"results": paths, "table": {"header": header, "rows": rows}, "differences": {"header": dheader, "rows": drows}}
-    save_results(summary, stage.path / "summary.json")
-    if a["plot"]:
-        typer.echo(f"plot: {out / write_plot(results, stage.path / 'summary.png').name}", err=True)
-    stage.commit()
+    try:
+        for m in methods:
+            for ro in readouts:
+                cfg = EvalConfig(
+                    method=m, k_shot=a["k_shot"], batch_size=a["batch_size"], scoring=a["scoring"], labels=a["labels"],
+                    chat_template=None if a["chat_template"] else False, seed=a["seed"], map_k=a.get("map_k", 3),
+                    readout=ro, samples=a.get("samples", 8), bootstrap=a.get("bootstrap", 1000),
+                )
+                res = evaluate(
+                    model, tok, test, cfg, train=train, model_name=a["model"], split=dict(split_info, method=m),
+                    profile_kwargs=profile_kwargs, progress=a["progress"],
+                    adapter=str(a["adapter"]) if a["adapter"] else None,
+                )
+                if a["soft_prompt"]:
+                    res["soft_prompt"] = str(a["soft_prompt"])
+                res.setdefault("dataset", {})["dropped"] = dict(full.meta.get("dropped") or {})  # unusable cells the loader skipped
+                path = out / save_results(res, stage.path / (f"eval-{ds.name}-{m}.json" if ro == "logprob" else f"eval-{ds.name}-{m}-{ro}.json")).name
+                typer.echo(f"{m}{'' if ro == 'logprob' else ' (' + ro + ')'}: wrote {path}" + _readout_note(res), err=True)
+                results.append(res)
+                paths.append(str(path))
+        header, rows = summary_rows(results)
+        dheader, drows, dwarn = difference_rows(results)
+        summary = {"results": paths, "table": {"header": header, "rows": rows}, "differences": {"header": dheader, "rows": drows}}
+        save_results(summary, stage.path / "summary.json")
+        if a["plot"]:
+            typer.echo(f"plot: {out / write_plot(results, stage.path / 'summary.png').name}", err=True)
+        stage.commit()
+    except BaseException:  # an error or Ctrl-C: the staging folder goes, the earlier set stays
+        stage.abort()
+        raise
     typer.echo(markdown_table(header, rows))
     if drows:
         typer.echo("")
