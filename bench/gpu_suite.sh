@@ -29,10 +29,10 @@ run() {  # name, seconds, command...
   NAMES+=("$name"); STATUS+=("rc=$rc, $((SECONDS - t0)) s, log $OUT/$name.log")
 }
 if [ $DRY = 1 ]; then
-  run moe_lora_speed 120 "$PY" bench/moe_lora_speed.py --device cpu --shape qwen2-0.5b --layers qwen2-0.5b=2 --vocab 1000 \
+  run moe_lora_speed 400 "$PY" bench/moe_lora_speed.py --device cpu --shape qwen2-0.5b --layers qwen2-0.5b=2 --vocab 1000 \
       --batch 2 --seq 16 --iters 2 --warmup 1 --decode-batches 1 --decode-tokens 4 --decode-reps 1 --json "$OUT/moe_lora_speed.json"
-  run softprompt_throughput 120 "$PY" bench/softprompt_throughput.py --small --pops 4 --repeats 1 --json "$OUT/softprompt_throughput.json"
-  run train_throughput 180 "$PY" bench/train_throughput.py --small --json "$OUT/train_throughput.json"
+  run softprompt_throughput 300 "$PY" bench/softprompt_throughput.py --small --pops 4 --repeats 1 --json "$OUT/softprompt_throughput.json"
+  run train_throughput 400 "$PY" bench/train_throughput.py --small --json "$OUT/train_throughput.json"
 else
   run moe_lora_speed 150 "$PY" bench/moe_lora_speed.py --device cuda --shape qwen2-0.5b,llama3-8b --layers llama3-8b=8 \
       --iters 10 --json "$OUT/moe_lora_speed.json"

@@ -263,6 +263,13 @@ def main() -> None:
             L.append(f"- Entropy of the predictions vs the human answers' (normalised, recipe {rec}): "
                      + "; ".join(f"{g} {st} {e:.3f} vs {h:.3f}" for g, st, e, h in ents) + ".")
     L.append("")
+    if cfg.get("notes"):
+        L.append("## Reading (written after the runs; the numbers are the tables')\n")
+        L += [n + "\n" for n in cfg["notes"]]
+    not_run = [j["name"] for j in jobs if j["name"] not in done]
+    if not_run:
+        L.append(f"**Not run yet ({len(not_run)} jobs; the next `python scripts/study.py` call continues with them):** "
+                 + ", ".join(f"`{n}`" for n in not_run) + ".\n")
     L.append("![EMD by method](study_emd.png)\n\n![training loss](study_loss.png)\n")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -277,20 +284,22 @@ def plots(done, by, sets, folder: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     x = np.arange(len(sets))
-    series = [("cuma", "CuMA v1"), ("lora", "LoRA v1"), ("cuma-v2", "CuMA v2"), ("lora-v2", "LoRA v2")]
     w = 0.16
-    for i, (g, lab) in enumerate(series):
-        m = [np.mean([r["emd"] for r in by[(g, st)]]) if by.get((g, st)) else np.nan for st in sets]
-        s = [np.std([r["emd"] for r in by[(g, st)]]) if by.get((g, st)) else 0 for st in sets]
-        ax.bar(x + (i - 4) * w, m, w, yerr=s, label=lab)
-    for i, (ref, lab) in enumerate((("train_mean", "train mean"), ("culture_map_knn", "cultural-map 3-NN"), ("uniform", "uniform"))):
-        v = [by[("cuma", st)][0]["refs"].get(ref, np.nan) if by.get(("cuma", st)) else np.nan for st in sets]  # 32 items
-        ax.bar(x + i * w, v, w, label=lab, alpha=0.6)
-    ax.set_xticks(x, [f"set {s}" for s in sets])
-    ax.set_ylabel("EMD on held-out countries (lower is better)")
-    ax.legend(fontsize=8)
+    for ax, (rec, gc, gl) in zip(axes, (("v1", "cuma", "lora"), ("v2", "cuma-v2", "lora-v2"))):
+        for i, (g, lab) in enumerate(((gc, "CuMA"), (gl, "LoRA"))):
+            m = [np.mean([r["emd"] for r in by[(g, st)]]) if by.get((g, st)) else np.nan for st in sets]
+            sd = [np.std([r["emd"] for r in by[(g, st)]]) if by.get((g, st)) else 0 for st in sets]
+            ax.bar(x + (i - 2) * w, m, w, yerr=sd, label=f"{lab} (mean ± sd over seeds)")
+        for i, (ref, lab) in enumerate((("train_mean", "training-countries mean"), ("culture_map_knn", "cultural-map 3-NN"),
+                                        ("uniform", "uniform"))):
+            v = [next((by[(g, st)][0]["refs"].get(ref, np.nan) for g in (gc, gl) if by.get((g, st))), np.nan) for st in sets]
+            ax.bar(x + i * w, v, w, label=lab, alpha=0.6)
+        ax.set_xticks(x, [f"set {s_}" for s_ in sets])
+        ax.set_title(f"recipe {rec}")
+    axes[0].set_ylabel("EMD on held-out countries (lower is better)")
+    axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(folder / "study_emd.png", dpi=120)
     plt.close(fig)

