@@ -17,6 +17,8 @@ def main() -> None:
 
     def die():
         os.kill(os.getpid(), sig)
+        if sig == signal.SIGINT:  # Python's SIGINT handler raises KeyboardInterrupt: make it deterministic
+            raise KeyboardInterrupt
         if sig != signal.SIGKILL:  # SIGTERM's default action ends the process too; never go on
             os._exit(143)
 
