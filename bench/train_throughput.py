@@ -125,7 +125,7 @@ def mean_collapse_emd(rows) -> float:
     return float(np.mean([emd(np.mean(by[r.item_id], 0), np.asarray(r.target)) for r in rows]))
 
 
-def build(base, path: str, top: int, rows, args, out: Path, steps: int):
+def build(base, tok, path: str, top: int, rows, args, out: Path, steps: int):
     from pluralign.adapters import adapter_config, build_adapted_model
     from pluralign.training import TrainConfig
     from pluralign.training.run import build_trainer
@@ -146,7 +146,7 @@ def build(base, path: str, top: int, rows, args, out: Path, steps: int):
                       warmup_ratio=0.0, scheduler="constant", save_steps=0, logging_steps=10**6, progress=False,
                       out=str(out), device=args.device, dtype=args.dtype).validate()
     bf16 = args.dtype == "bf16"
-    trainer = build_trainer(model, base_tok, rows, cfg, out, device=args.device, bf16=bf16, start_layer=start)
+    trainer = build_trainer(model, tok, rows, cfg, out, device=args.device, bf16=bf16, start_layer=start)
     return trainer, model, rows, trunk_s
 
 
@@ -187,9 +187,9 @@ def bare_step_seconds(model, rows, collator, args, steps: int) -> float:
     return float(statistics.median(ts[1:] if len(ts) > 1 else ts))
 
 
-def time_to_target(base, path, top, rows, args, target: float) -> dict:
+def time_to_target(base, tok, path, top, rows, args, target: float) -> dict:
     with tempfile.TemporaryDirectory() as d:
-        trainer, model, rws, trunk_s = build(base, path, top, rows, args, Path(d), args.max_steps)
+        trainer, model, rws, trunk_s = build(base, tok, path, top, rows, args, Path(d), args.max_steps)
         from transformers import TrainerCallback
 
         state = {"train_s": 0.0, "t": None, "hit": None, "emd": None}
@@ -237,16 +237,15 @@ def main() -> None:
         args.shape, args.rows, args.steps, args.max_steps, args.eval_every, args.top = "tiny", 16, 3, 8, 4, 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    global base_tok
-    base, base_tok = load(args)
+    base, tok = load(args)
     base.config.use_cache = False
     vocab = base.config.vocab_size
-    rows = make_rows(base_tok, args.rows, vocab)
+    rows = make_rows(tok, args.rows, vocab)
     ntok = statistics.mean(len(r.input_ids) for r in rows)
     res = []
     for path in ("all-layers", f"top-{args.top}", f"top-{args.top}-cached"):
         with tempfile.TemporaryDirectory() as d:
-            trainer, model, rws, trunk_s = build(base, "all-layers" if path == "all-layers" else path.replace(f"top-{args.top}", "top"),
+            trainer, model, rws, trunk_s = build(base, tok, "all-layers" if path == "all-layers" else path.replace(f"top-{args.top}", "top"),
                                                  args.top, rows, args, Path(d), args.steps)
             s = time_steps(trainer, args.steps)
             res.append({"path": path, "s_per_step": s, "rows_per_s": args.batch_size / s, "trunk_s": trunk_s})
@@ -273,7 +272,7 @@ def main() -> None:
         print("|---|---|---|---|")
         tt = []
         for path in ("all-layers", "top-cached"):
-            r = time_to_target(base, path, args.top, rows, args, target)
+            r = time_to_target(base, tok, path, args.top, rows, args, target)
             r["path"] = path
             tt.append(r)
             name = "all-layers" if path == "all-layers" else f"top-{args.top}-cached"

@@ -39,8 +39,6 @@ def load_job(job: dict, items: dict):
     for p in res.get("predictions", []):
         it = items[p["item_id"]]
         rows[(p["group"], p["item_id"])] = emd(np.asarray(p["probs"]), np.asarray(p["human"]), it.ordinal)
-    ref_rows = {}
-    train_mean_rows = {}
     m = res["metrics"]
     pred_ent = float(np.mean([entropy(np.asarray(p["probs"])) for p in res["predictions"]]))
     log = []
@@ -55,13 +53,8 @@ def load_job(job: dict, items: dict):
         "job": job, "res": res, "rows": rows, "emd": m["emd"], "jsd": m.get("jsd"), "entropy": pred_ent,
         "human_entropy": m.get("human_entropy"), "mass": m.get("option_mass"),
         "refs": {r: res["references"][r]["metrics"]["emd"] for r in REFS if r in res.get("references", {})},
-        "log": log, "summary": summ, "ref_rows": ref_rows, "train_mean_rows": train_mean_rows,
+        "log": log, "summary": summ,
     }
-
-
-def ref_row_emds(res, items, train_groups_rows=None):
-    """Per-row EMD of the references, recomputed like the runner does (from the result's own rows)."""
-    return None
 
 
 def bootstrap_diff(a: dict, b: dict, n: int = 2000, seed: int = 0):
@@ -82,11 +75,6 @@ def bootstrap_diff(a: dict, b: dict, n: int = 2000, seed: int = 0):
         q = rng.integers(0, len(qs), len(qs))
         stats.append(np.nanmean(D[np.ix_(g, q)]))
     return float(np.nanmean(D)), float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
-
-
-def ref_rows_of(res, items, name):
-    """Per-row EMD of a reference predictor, recomputed from the dataset (same rule as the runner)."""
-    return None
 
 
 def fmt(x, d=4):

@@ -215,20 +215,12 @@ def fsync_tree(path: str | Path) -> None:
     """Flush every file under ``path`` (and the folders) to disk before it is renamed into place."""
     for root, dirs, files in os.walk(path):
         for f in files:
-            try:
-                fd = os.open(os.path.join(root, f), os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            _fsync_dir(os.path.join(root, f))
     _fsync_dir(path)
 
 
 def _fsync_dir(path: str | Path) -> None:
+    """fsync a file or folder by path, ignoring what the platform does not allow."""
     try:
         fd = os.open(str(path), os.O_RDONLY)
     except OSError:

@@ -22,13 +22,7 @@ ITEMS = {
 THA, DEU = Profile(country="Thailand", sex="female", age=55), Profile(country="Germany", sex="male", age=23)
 
 
-def _cfg(tmp_path, **kw) -> TrainConfig:
-    base = dict(
-        method="lora", task="individual", steps=8, batch_size=6, lr=5e-3, warmup_ratio=0.0, scheduler="constant",
-        save_steps=0, logging_steps=1, progress=False, out=str(tmp_path), seed=0,
-    )
-    base.update(kw)
-    return TrainConfig(**base).validate()
+from training.test_training import _cfg  # noqa: E402  (the same tiny-run defaults)
 
 
 def _individual_ds() -> SurveyDataset:

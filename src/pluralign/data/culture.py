@@ -24,7 +24,6 @@ import functools
 import math
 from dataclasses import dataclass
 
-import numpy as np
 
 from pluralign.data.countries import country_name, to_iso3
 from pluralign.io import read_json
@@ -161,4 +160,4 @@ def build_table(csv_path) -> dict:
 
 
 __all__ = ["MapEntry", "load_map", "lookup", "covers", "enrich_profile", "enrich_dataset", "culture_features",
-           "feature_dim", "nearest_groups", "map_distance", "zones", "CITATION", "np"]
+           "feature_dim", "nearest_groups", "map_distance", "zones", "CITATION"]

@@ -274,32 +274,9 @@ class HFGenerator:
 def build_readout_prompts(tok, test, cfg, train=None, *, verbal: bool = False):
     """Unique prompts for ``test`` as :func:`pluralign.evaluation.runner.build_prompts` builds them;
     ``verbal`` swaps the answer instruction for the JSON request."""
-    from pluralign.evaluation.methods import FewShot, get_method
-    from pluralign.evaluation.scoring import option_labels
-    from pluralign.models.chat import build_chat_prompt
+    from pluralign.evaluation.runner import build_prompts
 
-    labels_for = lambda item: option_labels(item.n_options, cfg.labels)  # noqa: E731
-    kwargs = {"k": cfg.k_shot, "seed": cfg.seed, "labels_for": labels_for} if cfg.method == "fewshot" else {}
-    method = get_method(cfg.method, **kwargs)
-    if isinstance(method, FewShot):
-        method.fit(train)
-    prompts, labels, options, profiles, index = [], [], [], [], []
-    seen: dict[tuple[str, str], int] = {}
-    for e in test.examples:
-        item = test.items[e.item_id]
-        key = (e.item_id, method.cache_key(e))
-        if key not in seen:
-            labs = labels_for(item)
-            msgs = method.messages(e, item, labs)
-            if verbal:
-                msgs = verbalize_messages(msgs, labs)
-            prompts.append(build_chat_prompt(tok, msgs, use_chat_template=cfg.chat_template))
-            labels.append(labs)
-            options.append(list(item.options))
-            profiles.append(e.profile)
-            seen[key] = len(prompts) - 1
-        index.append(seen[key])
-    return prompts, labels, options, profiles, index
+    return build_prompts(tok, test, cfg, train, transform=verbalize_messages if verbal else None)
 
 
 def predict_readout(model, tok, test, cfg, *, train=None, profile_kwargs=None, progress: bool = True):

@@ -215,8 +215,10 @@ def culture_map_knn(test: SurveyDataset, train: SurveyDataset, *, k: int = 3) ->
 
 
 # ---------------------------------------------------------------------------------- prompts
-def build_prompts(tok, test: SurveyDataset, cfg: EvalConfig, train: SurveyDataset | None = None):
-    """Unique prompts for ``test``; returns (prompts, labels, options, profiles, index per example)."""
+def build_prompts(tok, test: SurveyDataset, cfg: EvalConfig, train: SurveyDataset | None = None, *, transform=None):
+    """Unique prompts for ``test``; returns (prompts, labels, options, profiles, index per example).
+    ``transform(messages, labels) -> messages`` rewrites each prompt's messages (e.g. the verbalized
+    read-out's JSON request)."""
     labels_for = lambda item: option_labels(item.n_options, cfg.labels)  # noqa: E731
     kwargs = {"k": cfg.k_shot, "seed": cfg.seed, "labels_for": labels_for} if cfg.method == "fewshot" else {}
     method = get_method(cfg.method, **kwargs)
@@ -234,6 +236,8 @@ def build_prompts(tok, test: SurveyDataset, cfg: EvalConfig, train: SurveyDatase
         if key not in seen:
             labs = labels_for(item)
             msgs = method.messages(e, item, labs)
+            if transform is not None:
+                msgs = transform(msgs, labs)
             prompts.append(build_chat_prompt(tok, msgs, use_chat_template=cfg.chat_template))
             labels.append(labs)
             options.append(list(item.options))

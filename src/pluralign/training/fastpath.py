@@ -15,11 +15,13 @@ x 576: 1.2 GB in fp32). Identical prompts share one tensor.
 
 from __future__ import annotations
 
+import io
 import time
 
 import torch
 
 from pluralign.errors import PluralignError
+from pluralign.io import atomic_write_bytes
 
 
 def trunk_fingerprint(model, start: int) -> str:
@@ -102,10 +104,7 @@ def attach_trunk(
             for r in uniq[k]:
                 r.trunk = t
             if root is not None:
-                from pluralign.io import atomic_write_bytes
-                import io as _io
-
-                buf = _io.BytesIO()
+                buf = io.BytesIO()
                 torch.save(t, buf)
                 atomic_write_bytes(root / f"{_row_key(k)}.pt", buf.getvalue())
         if bar:

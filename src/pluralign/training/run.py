@@ -273,8 +273,9 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.epochs:  # steps from epochs (the recorded config keeps what the user asked for)
         import dataclasses
         import math
+        import os
 
-        per_step = cfg.batch_size * cfg.grad_accum * max(1, int(__import__("os").environ.get("WORLD_SIZE", "1")))
+        per_step = cfg.batch_size * cfg.grad_accum * max(1, int(os.environ.get("WORLD_SIZE", "1")))  # processes
         run_cfg = dataclasses.replace(cfg, steps=max(1, math.ceil(cfg.epochs * len(rows) / per_step)))
 
     atomic_write_json(out / "train_config.json", cfg.to_dict())
