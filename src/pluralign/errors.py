@@ -32,7 +32,9 @@ class PluralignError(Exception):
             where.append(self.file.replace("\n", "\\n").replace("\r", "\\r"))
         if self.row is not None:
             where.append(f"row {self.row}")
-        if self.field:
+        if self.field and str(self.field).startswith("--"):
+            where.append(str(self.field))  # an option: named as the user typed it
+        elif self.field:
             where.append(f"field '{' '.join(str(self.field).split())}'")  # a field named by data may hold newlines
         prefix = ", ".join(where)
         msg = " ".join(str(self.message).split())  # always one line

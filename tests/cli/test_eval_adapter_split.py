@@ -106,7 +106,7 @@ def test_another_prompt_format_than_the_runs_is_refused(run, tiny_model_dir, tmp
     res = _eval(tiny_model_dir, tmp_path / "ev", "--adapter", run / "adapter", *args)
     assert res.exit_code == 2, res.output
     errs = _errors(res)
-    assert len(errs) == 1 and f"field '{field}'" in errs[0] and "trained" in errs[0], res.output
+    assert len(errs) == 1 and f"--{field}: " in errs[0] and "trained" in errs[0], res.output
 
 
 def test_the_runs_own_method_and_labels_are_accepted_explicitly(run, tiny_model_dir, tmp_path):

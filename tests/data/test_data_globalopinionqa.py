@@ -130,3 +130,19 @@ def test_missing_column_and_missing_file(tmp_path):
         load_globalopinionqa(tmp_path / "nope.csv")
     with pytest.raises(PluralignError, match="not shipped"):
         load_dataset("globalopinionqa")
+
+
+def test_strict_reaches_the_loader_through_load_dataset_and_the_cli(tmp_path):
+    """``--strict`` on eval and train: fail on the first unusable cell; loaders without a skip
+    policy ignore it."""
+    from reliability._helpers import assert_one_error, invoke
+
+    rows = [GOOD, ["Q2?", "defaultdict(<class 'list'>, {'Armenia': [0, 0], 'Japan': [0.4, 0.6]})", "['Yes', 'No']", "GAS"]]
+    path = _write(tmp_path / "g.csv", rows)
+    assert load_dataset(f"globalopinionqa:{path}").meta["dropped"] == {"cells with all shares 0": 1}
+    with pytest.raises(PluralignError, match="Armenia has no answers"):
+        load_dataset(f"globalopinionqa:{path}", strict=True)
+    assert len(load_dataset("wvs-shares", strict=True).items) > 0  # takes no strict: passed over
+    for cmd in (["eval", "--out", tmp_path / "ev"], ["train", "--task", "distributional", "--out", tmp_path / "tr"]):
+        res = invoke([*cmd, "--model", tmp_path / "no-model-needed", "--data", f"globalopinionqa:{path}", "--strict"])
+        assert_one_error(res, contains="Armenia has no answers")

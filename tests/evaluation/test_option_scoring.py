@@ -233,3 +233,14 @@ def test_option_labels_style():
         option_labels(11, "digits")
     with pytest.raises(PluralignError, match="too many"):
         option_labels(27)
+
+
+def test_progress_counts_prompts_for_both_scorings(tiny_qwen2, tiny_tokenizer):
+    """The bar's total is the number of prompts: loglik scoring (one row per option) must not overshoot it."""
+    prompts = _prompts(tiny_tokenizer)[:5]
+    opts = [["1", "2", "3", "4"]] * 4 + [["1", "2"]]
+    sc = OptionScorer(tiny_qwen2, tiny_tokenizer, batch_size=3)
+    for score in (sc.next_token, sc.continuation):
+        ticks = []
+        score(prompts, opts, progress=ticks.append)
+        assert len(ticks) > 1 and sum(ticks) == pytest.approx(len(prompts))

@@ -3,7 +3,8 @@
 usage: python _killer.py POINT STEP SIGNAL -- pluralign args...
 POINT: ``save`` (inside a checkpoint write, after the weights and optimizer, before the RNG and
 trainer state), ``step`` (at the end of an optimizer step), ``method`` (eval: after the first
-method's results file is written).
+method's results file is written), ``exit`` (any command: SIGNAL right after the command's work
+has returned, during shutdown).
 """
 
 import os
@@ -64,9 +65,24 @@ def main() -> None:
             return out
 
         report.save_results = save_results
-    from pluralign.cli.main import app
+    elif point == "exit":
+        import pluralign.cli.main as cli
 
-    app(args=args, prog_name="pluralign", standalone_mode=True)
+        real_guarded = cli.run_guarded
+
+        def run_guarded(fn, *a, **kw):
+            out = real_guarded(fn, *a, **kw)
+            os.kill(os.getpid(), sig)
+            import time
+
+            time.sleep(0.2)  # a handler that is still installed runs here
+            return out
+
+        cli.run_guarded = run_guarded
+    from pluralign.cli.main import main as entry_point
+
+    sys.argv = ["pluralign", *args]
+    entry_point()  # the installed entry point, as a user runs it
 
 
 if __name__ == "__main__":

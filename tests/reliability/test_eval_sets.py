@@ -101,3 +101,12 @@ def test_compare_reads_older_results_with_nan(earlier, tmp_path):
     res = invoke(["compare", f, "--out", tmp_path / "t.md"])
     assert res.exit_code == 0, res.output
     assert math.isnan(read_json(f, allow_nan=True)["metrics"]["macro_f1"])
+
+
+def test_ctrl_c_after_a_finished_eval_exits_0_and_keeps_its_set(tiny_model_dir, tmp_path):
+    """A SIGINT that lands after the results are written (during shutdown) is not a failed run."""
+    out = tmp_path / "set"
+    p = run_killed("exit", 0, "SIGINT", eval_args(tiny_model_dir, out, methods="vanilla"))
+    assert p.returncode == 0, p.stderr
+    assert "Aborted" not in p.stderr
+    assert sorted(f.name for f in out.iterdir()) == ["eval-wvs-shares-vanilla.json", "summary.json"]

@@ -155,9 +155,17 @@ def test_a_checkpoint_at_the_last_step_without_adapter_is_restored_not_trained_o
 
 
 def test_files_follow_the_umask_and_logs_go_to_stderr(reference, tiny_model_dir, tmp_path):
-    for f in [reference / "train_summary.json", reference / "split.json", *reference.glob("checkpoints/checkpoint-4/*")]:
+    for f in [reference / "train_summary.json", reference / "split.json", *reference.glob("checkpoints/checkpoint-4/*"),
+              reference / "adapter", *reference.glob("adapter/*")]:
         assert stat.S_IMODE(f.stat().st_mode) & 0o044, f  # group/other readable under the usual 022 umask
     run = tmp_path / "run"
     res = invoke(train_args(tiny_model_dir, run, steps=2, save_steps=0))
     assert res.exit_code == 0
     assert "{'loss'" not in res.stdout and "training: 2 steps" in stderr_of(res)
+
+
+def test_a_bad_setting_is_named_by_its_flag_not_the_internal_field(tiny_model_dir, tmp_path):
+    """The rank reaches the adapter config as ``r``; the error names ``--rank``, the option the user typed."""
+    res = invoke(train_args(tiny_model_dir, tmp_path / "run", extra=["--rank", "100000"]))
+    line = assert_one_error(res, contains="--rank")
+    assert "field 'r'" not in line

@@ -48,7 +48,7 @@ def save_adapter(model, path, *, base_model: str, extra: dict | None = None) -> 
     failure leaves an earlier adapter at ``path`` untouched."""
     from safetensors.torch import save_file
 
-    from pluralign.io import atomic_write_json
+    from pluralign.io import _umask, atomic_write_json
 
     path = Path(path)
     method = getattr(model, "method", None)
@@ -78,6 +78,9 @@ def save_adapter(model, path, *, base_model: str, extra: dict | None = None) -> 
     try:
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT, "method": method})
         atomic_write_json(tmp / CONFIG, meta)
+        mask = _umask()  # mkdtemp (and safetensors) create 0700 / 0600: follow the umask like a plain open()
+        os.chmod(tmp / WEIGHTS, 0o666 & ~mask)
+        os.chmod(tmp, 0o777 & ~mask)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
             os.replace(path, old / "x")

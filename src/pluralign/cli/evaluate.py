@@ -37,6 +37,7 @@ def eval_cmd(
     ctx: typer.Context,
     model: str = typer.Option("smollm2-135m", help="Short name (smollm2-135m), hub id, local folder or .gguf file."),
     data: str = typer.Option("wvs-shares", help="Dataset: a loader name (wvs-shares, wvs-probe, ...), name:path, or a path."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on the first unusable cell of the data (default: skip it and count it per reason, reported as dataset.dropped); for loaders that skip cells."),
     method: str = typer.Option("vanilla,persona", help="Comma-separated prompting methods: vanilla, persona, fewshot."),
     split: str = typer.Option("auto", help="Hold-out unit: respondent, question, country, profile, none; auto = respondent for individual data, country for group data."),
     test_units: Optional[str] = typer.Option(None, help="Comma-separated units for the test part (e.g. USA,CHN,DEU for --split country); default: a hashed --test-frac."),
@@ -70,7 +71,7 @@ def eval_cmd(
     # flags the user gave (by name: typer may vendor its own click and ParameterSource)
     explicit = {k for k in ctx.params if getattr(ctx.get_parameter_source(k), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
     run_guarded(
-        _run, explicit=explicit, model=model, data=data, method=method, split=split, test_units=test_units, test_frac=test_frac,
+        _run, explicit=explicit, model=model, data=data, strict=strict, method=method, split=split, test_units=test_units, test_frac=test_frac,
         countries=countries, questions=questions, max_items=max_items, k_shot=k_shot, scoring=scoring,
         labels=labels, chat_template=chat_template, batch_size=batch_size, dtype=dtype, device=device,
         adapter=adapter, split_from=split_from, soft_prompt=soft_prompt, seed=seed, out=out, plot=plot, progress=progress,
@@ -322,7 +323,7 @@ def _run(**a) -> None:
             raise PluralignError(f"unknown method {m!r} (available: {', '.join(sorted(METHODS))})", field="method")
     if a["adapter"] and run_rec is None:
         typer.echo(f"note: {a['adapter']} records no training split; cannot check that its training rows are not scored", err=True)
-    full = load_dataset(a["data"])
+    full = load_dataset(a["data"], strict=True if a.get("strict") else None)
     ds = full
     if a["countries"] or a["questions"]:
         ds = ds.filter(countries=_csv(a["countries"]), questions=_csv(a["questions"]))

@@ -27,7 +27,7 @@ def _root() -> None:
 
 
 #: modules of pluralign.cli that register sub-commands (a missing one is skipped)
-SUBCOMMANDS = ("evaluate", "data", "train", "compare", "softprompt", "wordassoc", "serve", "report")
+SUBCOMMANDS = ("evaluate", "data", "train", "compare", "softprompt", "wordassoc", "serve", "report", "analyze")
 
 
 def _register_all() -> None:
@@ -44,7 +44,13 @@ def _register_all() -> None:
 _register_all()
 
 
+#: set by :func:`main` (the installed ``pluralign`` entry point), not by in-process callers such as tests
+_ENTRY_POINT = False
+
+
 def main() -> None:  # pragma: no cover - thin wrapper
+    global _ENTRY_POINT
+    _ENTRY_POINT = True
     try:
         app(standalone_mode=True)
     except PluralignError as e:
@@ -55,12 +61,37 @@ def main() -> None:  # pragma: no cover - thin wrapper
 def run_guarded(fn, *args, **kwargs):
     """Call ``fn``; turn a :class:`PluralignError` into one ``error:`` line and exit 2."""
     try:
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
     except PluralignError as e:
         if os.environ.get("PLURALIGN_DEBUG"):
             raise
+        _name_the_flag(e, kwargs)
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+    if _ENTRY_POINT:
+        # the work is done and written: a Ctrl-C during interpreter shutdown must not turn a finished
+        # run into exit 130 ("Aborted!")
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return result
+
+
+#: internal field names (adapter and trainer configs) -> the option that sets them
+FIELD_FLAGS = {"r": "rank", "n_experts": "experts", "lora_alpha": "alpha", "learning_rate": "lr",
+               "per_device_train_batch_size": "batch_size", "max_steps": "steps"}
+
+
+def _name_the_flag(e: PluralignError, options) -> None:
+    """An error about a setting (no file) names the command's option (``--rank``), not the internal
+    field (``r``) it ends up in. ``options``: the command's parameter names (its flags, dashed)."""
+    if e.file or not e.field or str(e.field).startswith("--"):
+        return
+    name = FIELD_FLAGS.get(str(e.field), str(e.field))
+    if name in options:
+        e.field = "--" + name.replace("_", "-")
 
 
 if __name__ == "__main__":  # `python -m pluralign.cli.main` / `accelerate launch -m pluralign.cli.main`

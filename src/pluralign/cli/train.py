@@ -45,6 +45,7 @@ def train_cmd(
     stage: str = typer.Option("sft", help="sft, or dpo (human answer preferred over the mean-collapse answer; start from --init-adapter)."),
     model: str = typer.Option("smollm2-135m", help="Backbone: short name, hub id, local folder or .gguf file."),
     data: str = typer.Option("wvs-probe", help="Dataset: wvs-probe (individual), wvs-shares (distributional), or a path."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on the first unusable cell of the data (default: skip it and count it per reason, reported as dataset.dropped); for loaders that skip cells."),
     split: str = typer.Option("auto", help="Hold-out unit: respondent, question, country, profile; auto = respondent (individual) / country (distributional), as `pluralign eval`."),
     test_frac: float = typer.Option(0.2, help="Fraction of units held out for testing."),
     test_units: Optional[str] = typer.Option(None, help="Comma-separated test units (e.g. countries for --split country)."),
@@ -131,7 +132,7 @@ def _run(**a) -> None:
         _apply_config_file(a)
 
     cfg = TrainConfig(
-        method=a["method"], task=a["task"], stage=a["stage"], model=a["model"], data=a["data"], split=a["split"],
+        method=a["method"], task=a["task"], stage=a["stage"], model=a["model"], data=a["data"], strict=a["strict"], split=a["split"],
         test_frac=a["test_frac"], test_units=_csv(a["test_units"]), countries=_csv(a["countries"]),
         questions=_csv(a["questions"]), max_examples=a["max_examples"], seed=a["seed"],
         profile_prompt=a["profile_prompt"], labels=a["labels"], chat_template=a["chat_template"],

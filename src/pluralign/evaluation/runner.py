@@ -311,7 +311,9 @@ def _progress_bar(total: int, desc: str, enabled: bool):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"scoring [{desc}]", unit="prompt", leave=False)
+    # loglik scoring advances by fractions of a prompt (one option row at a time): show whole prompts
+    fmt = "{l_bar}{bar}| {n:.0f}/{total_fmt} prompts [{elapsed}<{remaining}, {rate_fmt}]"
+    return tqdm(total=total, desc=f"scoring [{desc}]", unit="prompt", leave=False, bar_format=fmt)
 
 
 def evaluate(

@@ -274,7 +274,7 @@ class OptionScorer:
         prompts: Sequence[str],
         options: Sequence[Sequence[str]],
         *,
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[float], None] | None = None,
         batch_extra: Callable[[list[int]], dict] | None = None,
     ) -> list[OptionScore]:
         """Sum of token log-probabilities of each option text after its prompt."""
@@ -313,8 +313,8 @@ class OptionScorer:
             row_ll = torch.where(mask, tok_lp, torch.zeros_like(tok_lp)).double().sum(-1).cpu().numpy()
             for r, i in enumerate(idx):
                 lls[i] = row_ll[r]
-            if progress:
-                progress(len(idx))
+            if progress:  # in prompts (as next_token): each row is one of its prompt's options
+                progress(sum(1.0 / len(options[owners[i][0]]) for i in idx))
         out: list[OptionScore] = []
         k = 0
         for i, opts in enumerate(options):

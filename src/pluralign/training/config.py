@@ -31,6 +31,7 @@ class TrainConfig:
     stage: str = _f("sft", "sft: conditional supervised fine-tuning; dpo: direct preference optimisation on (human answer ≻ mean-collapse answer) pairs.")
     model: str = _f("smollm2-135m", "Backbone: short name, hub id, local folder or .gguf file.")
     data: str = _f("wvs-probe", "Dataset: a loader name (wvs-probe, wvs-shares, ...) or a path.")
+    strict: bool = _f(False, "Fail on the first unusable cell of the data (default: skip it and count it per reason in train_summary.json's dataset.dropped).")
     # ---------------------------------------------------------------- split
     split: str = _f("auto", "Hold-out unit: respondent, question, country, profile; auto = respondent for individual data, country for group data (held-out countries; the same rule as `pluralign eval --split auto`).")
     test_frac: float = _f(0.2, "Fraction of units held out for testing (never trained on).")

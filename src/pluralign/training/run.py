@@ -28,7 +28,7 @@ from pluralign.training.config import TrainConfig
 log = logging.getLogger(__name__)
 
 #: config fields that may change between a run and its resumption
-RESUMABLE_CHANGES = {"trunk_cache_dir", "resume", "progress", "save_steps", "save_total_limit", "logging_steps", "num_workers", "device"}
+RESUMABLE_CHANGES = {"strict", "out", "trunk_cache_dir", "resume", "progress", "save_steps", "save_total_limit", "logging_steps", "num_workers", "device"}
 
 
 def resolve_split_by(cfg: TrainConfig, kind: str) -> str:
@@ -44,7 +44,7 @@ def load_split(cfg: TrainConfig):
     from pluralign.data import load_dataset, split_dataset
     from pluralign.training.data import check_task
 
-    ds = load_dataset(cfg.data)
+    ds = load_dataset(cfg.data, strict=True if cfg.strict else None)
     if cfg.countries or cfg.questions:
         ds = ds.filter(countries=cfg.countries or None, questions=cfg.questions or None)
     check_task(ds, cfg.task)
@@ -320,6 +320,7 @@ def train(cfg: TrainConfig) -> dict:
         "device": device,
         "processes": trainer.args.world_size,
         "split": sp.describe(),
+        "dataset": {"name": ds.name, "dropped": dict(ds.meta.get("dropped") or {})},  # unusable cells the loader skipped
         "eval_method": eval_method_for(cfg.profile_prompt),
         "main_process": bool(trainer.args.should_save),
         "max_steps": run_cfg.steps,

@@ -32,15 +32,22 @@ def available_loaders() -> dict[str, str]:
     return {k: v[2] for k, v in sorted(_LOADERS.items())}
 
 
-def load_dataset(spec: str | Path, **kwargs) -> SurveyDataset:
-    """Load by ``name``, ``name:path`` or ``path`` (format detected)."""
+def load_dataset(spec: str | Path, *, strict: bool | None = None, **kwargs) -> SurveyDataset:
+    """Load by ``name``, ``name:path`` or ``path`` (format detected).
+
+    ``strict=True`` makes a loader that skips unusable cells (and counts them in
+    ``meta["dropped"]``) fail on the first one instead; it is passed only to loaders that take it
+    (the others have no skip policy: they refuse bad cells anyway)."""
     _import_all()
+    if strict is not None:
+        kwargs["strict"] = strict
     s = str(spec)
     name, _, path = s.partition(":") if ":" in s and s.split(":", 1)[0] in _LOADERS else (None, "", s)
     if name is None and s in _LOADERS:
         name, path = s, ""
     if name is not None:
         fn = _LOADERS[name][0]
+        kwargs = _accepted(fn, kwargs)
         return fn(Path(path), **kwargs) if path else fn(**kwargs)
     p = Path(path)
     if not p.exists():
@@ -49,11 +56,23 @@ def load_dataset(spec: str | Path, **kwargs) -> SurveyDataset:
         )
     for key, (fn, detect, _) in _LOADERS.items():
         if detect is not None and detect(p):
-            return fn(p, **kwargs)
+            return fn(p, **_accepted(fn, kwargs))
     raise PluralignError(
         f"cannot tell the format of this file; prefix it with a loader name ({', '.join(sorted(_LOADERS))}), e.g. wvs-probe:{p}",
         file=p,
     )
+
+
+def _accepted(fn, kwargs: dict) -> dict:
+    """``kwargs`` less a ``strict`` the loader does not take."""
+    if "strict" not in kwargs:
+        return kwargs
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    if "strict" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k != "strict"}
 
 
 def _import_all() -> None:
