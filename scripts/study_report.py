@@ -35,10 +35,12 @@ def load_job(job: dict, items: dict):
     if not (ev / "summary.json").exists() or not files:
         return None
     res = json.loads(files[0].read_text())
-    rows = {}
+    rows, answers = {}, []
     for p in res.get("predictions", []):
-        it = items[p["item_id"]]
-        rows[(p["group"], p["item_id"])] = emd(np.asarray(p["probs"]), np.asarray(p["human"]), it.ordinal)
+        if "human" in p:  # group data: one row per (country, item)
+            rows[(p["group"], p["item_id"])] = emd(np.asarray(p["probs"]), np.asarray(p["human"]), items[p["item_id"]].ordinal)
+        else:  # individual data: one row per answer
+            answers.append(p)
     m = res["metrics"]
     pred_ent = float(np.mean([entropy(np.asarray(p["probs"])) for p in res["predictions"]]))
     log = []
@@ -53,7 +55,7 @@ def load_job(job: dict, items: dict):
         "job": job, "res": res, "rows": rows, "emd": m["emd"], "jsd": m.get("jsd"), "entropy": pred_ent,
         "human_entropy": m.get("human_entropy"), "mass": m.get("option_mass"),
         "refs": {r: res["references"][r]["metrics"]["emd"] for r in REFS if r in res.get("references", {})},
-        "log": log, "summary": summ,
+        "log": log, "summary": summ, "answers": answers,
     }
 
 
@@ -75,6 +77,65 @@ def bootstrap_diff(a: dict, b: dict, n: int = 2000, seed: int = 0):
         q = rng.integers(0, len(qs), len(qs))
         stats.append(np.nanmean(D[np.ix_(g, q)]))
     return float(np.nanmean(D)), float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
+
+
+def _row_nll(p):
+    return -float(np.log(max(float(p["probs"][p["answer"]]), 1e-12)))
+
+
+def _row_acc(p):
+    from pluralign.evaluation.metrics import mode_credit
+
+    return float(mode_credit(np.asarray(p["probs"]), p["answer"]))
+
+
+_REF_CACHE: dict = {}
+
+
+def _probe_ref(r):
+    """train_mean's prediction rows for an individual-data run: the training respondents' answer
+    shares per item, on the run's own split (rebuilt from its train_config.json, as eval does)."""
+    from pluralign.evaluation.runner import reference_predictions
+    from pluralign.training.config import TrainConfig
+    from pluralign.training.run import load_split
+
+    tc = json.loads((r["job"]["out"] / "train_config.json").read_text())
+    key = json.dumps({k: tc.get(k) for k in ("data", "split", "test_frac", "test_units", "countries", "questions", "seed", "enrich_profile")})
+    if key not in _REF_CACHE:
+        _, sp = load_split(TrainConfig.from_dict(tc))
+        ps = reference_predictions(sp.test, sp.train)["train_mean"]
+        _REF_CACHE[key] = [{"item_id": e.item_id, "answer": e.answer, "respondent_id": e.respondent_id,
+                            "group": e.group, "probs": list(p)} for e, p in zip(sp.test.examples, ps)]
+    return _REF_CACHE[key]
+
+
+def _nll(preds):
+    preds = [p for p in preds if "answer" in p]
+    return float(np.mean([_row_nll(p) for p in preds])) if preds else None
+
+
+def _paired_rows(pairs, f, n: int = 2000, seed: int = 0):
+    """Mean of f(a) - f(b) over aligned answer rows of several seeds, with a 95 % bootstrap over
+    respondents (the rows of one respondent resampled together; keyed by seed and group+profile)."""
+    by = defaultdict(list)
+    for s_, (a, b) in enumerate(pairs):
+        if len(a) != len(b):
+            return None
+        for x, y in zip(a, b):
+            if x["item_id"] != y["item_id"] or x.get("answer") != y.get("answer"):
+                return None
+            by[(s_, x.get("respondent_id", x["group"]))].append(f(x) - f(y))
+    units = list(by.values())
+    if not units:
+        return None
+    sums = np.array([sum(u) for u in units])
+    cnt = np.array([len(u) for u in units])
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n):
+        i = rng.integers(0, len(units), len(units))
+        stats.append(sums[i].sum() / cnt[i].sum())
+    return float(sums.sum() / cnt.sum()), float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5)), int(cnt.sum())
 
 
 def fmt(x, d=4):
@@ -116,6 +177,10 @@ def main() -> None:
     from pluralign.data import load_dataset
 
     items = load_dataset(cfg.get("selection", {}).get("data", "wvs-shares")).items
+    for j in cfg["jobs"]:  # other datasets of the study (the respondent probe)
+        d = (j.get("selection") or {}).get("data")
+        if d and d != cfg.get("selection", {}).get("data", "wvs-shares"):
+            items = {**load_dataset(d).items, **items}
     jobs = expand(cfg)
     done = {}
     for j in jobs:
@@ -215,13 +280,49 @@ def main() -> None:
     L.append("## 4. Seen countries, unseen questions (split by question, seed 0)\n")
     L.append("| job | EMD | pred. entropy | human entropy | uniform | train_mean |")
     L.append("|---|---|---|---|---|---|")
-    for jname in ("qsplit-cuma", "qsplit-lora"):
+    for jname in [j["name"] for j in cfg["jobs"] if j["name"].startswith("qsplit-")]:
         r = done.get(f"{jname}-s0")
         if r:
             L.append(f"| {jname} | {fmt(r['emd'])} | {fmt(r['entropy'], 3)} | {fmt(r['human_entropy'], 3)} | "
                      f"{fmt(r['refs'].get('uniform'))} | {fmt(r['refs'].get('train_mean'))} |")
     L.append("\n`train_mean` here is the mean over countries of *other* questions' answers, which does not exist for an unseen "
              "question: the runner reports it only where the item was trained on, so on this split it is absent (—).\n")
+
+    # ------------------------------------------------------------------ respondent probe
+    probe = sorted({r["job"]["group"] for r in done.values() if r["answers"]})
+    if probe:
+        L.append("## 5. Individual respondents (wvs-probe, split by respondent)\n")
+        L.append("Each respondent's own answer, with the respondent's profile (country, sex, age band, education, ...) in the "
+                 "prompt and, for CuMA, in the router. Accuracy: the predicted mode is the respondent's answer (tie-aware); "
+                 "NLL: negative log-probability of the respondent's answer (nats); EMD: per (country, item) cell, the mean "
+                 "prediction vs the held-out respondents' answers. References are model-free: `uniform`, and `train_mean`, the "
+                 "training respondents' answer shares of the same item.\n")
+        L.append("| job | seeds | accuracy | macro-F1 | NLL | EMD (cells) | uniform acc. | train_mean acc. | train_mean NLL | train_mean EMD |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
+        for g in probe:
+            rs = [r for r in done.values() if r["job"]["group"] == g]
+            ref = rs[0]["res"].get("references", {})
+            L.append(f"| {g} | {len(rs)} | {ms([r['res']['metrics'].get('accuracy') for r in rs], 3)} | "
+                     f"{ms([r['res']['metrics'].get('macro_f1') for r in rs], 3)} | {ms([_nll(r['answers']) for r in rs], 3)} | "
+                     f"{ms([r['emd'] for r in rs])} | {fmt(ref.get('uniform', {}).get('metrics', {}).get('accuracy'), 3)} | "
+                     f"{fmt(ref.get('train_mean', {}).get('metrics', {}).get('accuracy'), 3)} | "
+                     f"{ms([_nll(_probe_ref(r)) for r in rs], 3)} | "
+                     f"{fmt(ref.get('train_mean', {}).get('metrics', {}).get('emd'))} |")
+        cu = {r["job"]["seed"]: r for r in done.values() if r["job"]["group"] == "probe-cuma-v2"}
+        lo = {r["job"]["seed"]: r for r in done.values() if r["job"]["group"] == "probe-lora-v2"}
+        pairs = sorted(set(cu) & set(lo))
+        if pairs:
+            L.append("")
+            L.append("Paired per answer (same split and seed), 95 % bootstrap over respondents, seeds pooled:\n")
+            for label, f in (("NLL", _row_nll), ("accuracy", _row_acc)):
+                d = _paired_rows([(cu[s_]["answers"], lo[s_]["answers"]) for s_ in pairs], f)
+                if d:
+                    L.append(f"- CuMA − LoRA, {label}: {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}] over {d[3]} answers ({len(pairs)} seed(s)).")
+            for name, runs in (("CuMA", cu), ("LoRA", lo)):
+                d = _paired_rows([(runs[s_]["answers"], _probe_ref(runs[s_])) for s_ in pairs], _row_nll)
+                if d:
+                    L.append(f"- {name} − train_mean, NLL: {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}].")
+        L.append("")
 
     # ------------------------------------------------------------------ reading (computed)
     L.append("## Reading (computed from the tables above)\n")

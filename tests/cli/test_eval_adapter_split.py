@@ -143,3 +143,16 @@ def test_auto_split_is_country_for_group_data_in_train_and_eval(tmp_path, tiny_m
     assert res.exit_code == 0, res.output
     r = json.loads((tmp_path / "ev" / "eval-wvs-shares-vanilla.json").read_text())
     assert r["split"]["by"] == "country" and r["dataset"]["groups"] == ["Thailand"]
+
+
+def test_a_runs_units_with_commas_are_not_split_again():
+    """Profile keys hold commas ("Greek, Modern"): the run's test units reach the split as they were."""
+    from pluralign.cli.evaluate import SELECTION, _apply_record, _csv
+
+    units = ["country=Cyprus|language=Greek, Modern", "country=Japan"]
+    a = {"test_units": None, "countries": None, "questions": None}
+    assert _apply_record(a, {"test_units": units}, set(), {"test_units": "test_units"}) == []
+    assert _csv(a["test_units"]) == units
+    a = {"test_units": "country=Japan", "countries": None, "questions": None}  # explicit, different: reported
+    assert _apply_record(a, {"test_units": units}, {"test_units"}, {"test_units": "test_units"}) == ["test_units"]
+    assert "test_units" in SELECTION

@@ -91,7 +91,11 @@ def spread_items(ds, n: int) -> list[str]:
     return [ids[int(i * step)] for i in range(n)]
 
 
-def _csv(s: str | None) -> list[str] | None:
+def _csv(s: str | list | None) -> list[str] | None:
+    """A comma-separated flag as a list; a list (a run record's units, which may hold commas, such
+    as profile keys with "Greek, Modern") is kept as it is."""
+    if isinstance(s, (list, tuple)):
+        return [str(x) for x in s] or None
     return [x.strip() for x in s.split(",") if x.strip()] if s else None
 
 
@@ -152,7 +156,7 @@ def _adapter_record(adapter) -> dict | None:
 def _arg_value(name: str, v):
     """A record value in the form of the CLI argument ``name``."""
     if name in ("test_units", "countries", "questions"):
-        return ",".join(v) or None
+        return [str(x) for x in v] or None  # a list, never re-joined: a unit may contain a comma
     return v
 
 
@@ -167,7 +171,7 @@ def _apply_record(a: dict, rec: dict, explicit: set, fields: dict) -> list[str]:
         if arg in explicit:
             have = a[arg]
             if arg in ("test_units", "countries", "questions"):
-                have = ",".join(_csv(have) or []) or None
+                have = _csv(have)
             if have != want:
                 differ.append(arg)
         else:

@@ -57,7 +57,7 @@ def train_cmd(
     top_layers: Optional[int] = typer.Option(None, help="Adapt only the top N decoder layers (lora, dora, MoE-LoRA methods). With --cache-trunk (default) the frozen layers below run once per row and are cached: a SmolLM2 step on the top 8 of 30 layers is several times faster."),
     cache_trunk: bool = typer.Option(True, "--cache-trunk/--no-cache-trunk", help="With --top-layers: cache the frozen trunk's output across epochs (exact; verified against the full forward before training)."),
     trunk_cache_dir: str = typer.Option("auto", help="Where cached trunk states are kept on disk and reused across runs (auto: $PLURALIGN_CACHE/trunk; none: memory only)."),
-    enrich_profile: bool = typer.Option(False, "--enrich-profile", help="Country profiles also carry their Inglehart-Welzel cultural-map position and zone (persona text; router features with --profile-encoder ...+culture-map)."),
+    enrich_profile: bool = typer.Option(False, "--enrich-profile/--no-enrich-profile", help="Country profiles also carry their Inglehart-Welzel cultural-map position and zone (persona text; router features with --profile-encoder ...+culture-map)."),
     batch_size: int = typer.Option(8, help="Rows per device per forward pass."),
     grad_accum: int = typer.Option(1, help="Gradient accumulation steps."),
     lr: float = typer.Option(2e-4, help="Peak AdamW learning rate (warm-up then cosine decay)."),
