@@ -30,6 +30,7 @@ CLASSES = {
     "test_random_json_shapes": "loader fuzz: random JSON shapes",
     "test_train_resume": "kill / interrupt and resume a training run",
     "test_eval_sets": "interrupted evaluation, NaN in outputs, file modes",
+    "test_softprompt_resume": "kill and resume a soft-prompt search",
 }
 MATRIX = {
     "count": "CLI: zero or negative counts",
@@ -107,9 +108,12 @@ interrupted run is never lost.
   are staged, then renamed into place) and Ctrl-C after a step; `--resume` takes the newest
   complete checkpoint, names it, and ends with the uninterrupted run's weights bit for bit and
   the same train loss and whole-run seconds. `--resume` of a finished run changes nothing.
+* **Soft-prompt search** (`test_softprompt_resume.py`): SIGKILL after a generation's checkpoint
+  and inside its write (the previous checkpoint survives); `--resume` ends with the uninterrupted
+  search's convergence log and prompt, bit for bit.
 * **Evaluation sets** (`test_eval_sets.py`): SIGINT after the first of two methods leaves the old
   set untouched (results are staged and swapped in whole); a staging folder left by SIGKILL is
-  cleared by the next run; no output holds NaN (written as `null`); files follow the umask.
+  cleared by the next run; a Ctrl-C that lands after the results are written exits 0; no output holds NaN (written as `null`); files follow the umask.
 
 """
 

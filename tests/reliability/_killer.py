@@ -3,7 +3,8 @@
 usage: python _killer.py POINT STEP SIGNAL -- pluralign args...
 POINT: ``save`` (inside a checkpoint write, after the weights and optimizer, before the RNG and
 trainer state), ``step`` (at the end of an optimizer step), ``method`` (eval: after the first
-method's results file is written), ``exit`` (any command: SIGNAL right after the command's work
+method's results file is written), ``gen`` (softprompt: right after generation STEP's checkpoint is written), ``gensave`` (softprompt:
+inside the write of generation STEP's checkpoint, before its rename), ``exit`` (any command: SIGNAL right after the command's work
 has returned, during shutdown).
 """
 
@@ -65,6 +66,30 @@ def main() -> None:
             return out
 
         report.save_results = save_results
+    elif point in ("gen", "gensave"):
+        import pluralign.blackbox.search as search
+
+        if point == "gen":
+            real_save = search._save
+
+            def _save(out, state, *a, **kw):
+                real_save(out, state, *a, **kw)
+                if state["gen"] == step:
+                    die()
+
+            search._save = _save
+        else:
+            real_write = search.atomic_write_bytes
+
+            def atomic_write_bytes(path, data):
+                import pickle
+
+                if path.name == search.CHECKPOINT and pickle.loads(data)["gen"] == step:
+                    (path.parent / f".{path.name}.partial").write_bytes(data[: len(data) // 2])  # what a torn write leaves
+                    die()
+                return real_write(path, data)
+
+            search.atomic_write_bytes = atomic_write_bytes
     elif point == "exit":
         import pluralign.cli.main as cli
 
