@@ -20,7 +20,11 @@ reference) are matched on their common cells and every replicate uses the *same*
 and questions for both, so the interval of ``A - B`` is much narrower than the two marginal
 intervals suggest when A and B move together.
 
-Metrics that are not means over cells (``macro_f1``, ``emd_wvb``) get no interval.
+Metrics of individual data that are not means over cells (``macro_f1``, ``macro_f1_per_question``,
+``macro_f1_pooled``, ``emd_wvb``) get their interval from :func:`row_metric_intervals`: each
+replicate recomputes the metric on the resampled rows (the same group x item scheme; the rows of a
+drawn cell enter with its multiplicity as sample weight), vectorised over replicates through
+weighted confusion counts and answer histograms.
 """
 
 from __future__ import annotations
@@ -245,6 +249,69 @@ def paired_difference(
     return out
 
 
+# ---------------------------------------------------------------------------------- non-cell metrics
+ROW_LEVEL = ("macro_f1", "macro_f1_per_question", "macro_f1_pooled", "emd_wvb")
+
+
+def _row_metrics(W: np.ndarray, pred: np.ndarray, gold: np.ndarray, q: np.ndarray, n_opt: np.ndarray, Q: int, K: int) -> dict:
+    """The ROW_LEVEL metrics for each row of sample weights ``W`` (b x rows), from weighted
+    confusion counts per (question, option) class (as sklearn's ``f1_score(average="macro")`` with
+    ``sample_weight``; a class is present when it is predicted or true in a row of weight > 0)."""
+    b = W.shape[0]
+    P = np.zeros((len(pred), Q * K))
+    P[np.arange(len(pred)), q * K + pred] = 1.0
+    G = np.zeros((len(pred), Q * K))
+    G[np.arange(len(pred)), q * K + gold] = 1.0
+    tp = (W @ (P * G)).reshape(b, Q, K)
+    ps, gs = (W @ P).reshape(b, Q, K), (W @ G).reshape(b, Q, K)
+    den = ps + gs
+    present = den > 1e-12
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(present, 2 * tp / np.where(present, den, 1), np.nan)
+        q_present = present.any(-1)
+        per_q = np.where(q_present, np.nansum(np.nan_to_num(f1), -1) / np.maximum(present.sum(-1), 1), np.nan)
+        out = {"macro_f1_per_question": np.nanmean(per_q, -1),
+               "macro_f1_pooled": np.nansum(np.nan_to_num(f1), (-1, -2)) / np.maximum(present.sum((-1, -2)), 1)}
+        # pooled over questions, classes = option index
+        tpk, psk, gsk = tp.sum(1), ps.sum(1), gs.sum(1)
+        pk = (psk + gsk) > 1e-12
+        out["macro_f1"] = np.where(pk, 2 * tpk / np.where(pk, psk + gsk, 1), 0).sum(-1) / np.maximum(pk.sum(-1), 1)
+        # WorldValuesBench W1 per question between predicted and true answer histograms on [0, 1]
+        hp = ps / np.maximum(ps.sum(-1, keepdims=True), 1e-12)
+        hg = gs / np.maximum(gs.sum(-1, keepdims=True), 1e-12)
+        cdf = np.abs(np.cumsum(hp - hg, -1))[..., :-1].sum(-1) / np.maximum(n_opt - 1, 1)[None, :]
+        out["emd_wvb"] = np.nanmean(np.where(q_present, cdf, np.nan), -1)
+    return out
+
+
+def row_metric_intervals(test, probs, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95, unit: str = "both") -> dict:
+    """``{metric: {"estimate", "lo", "hi", "se"}}`` of the ROW_LEVEL metrics of individual data
+    (``{}`` for group data). Tied predictions are split into weighted rows as the runner does."""
+    if getattr(test, "kind", None) != "individual" or n_boot <= 0:
+        return {}
+    rows = [(e, p) for e, p in zip(test.examples, probs) if p is not None]
+    if not rows:
+        return {}
+    t_pred, t_w, t_gold, t_q, t_g = M.expand_ties([p for _, p in rows], [e.answer for e, _ in rows],
+                                                  [e.item_id for e, _ in rows], [e.group for e, _ in rows])
+    qi, Q = _index(t_q)
+    qnames = sorted(set(t_q))
+    n_opt = np.array([test.items[x].n_options for x in qnames])
+    K = int(n_opt.max())
+    cells = sorted(set(zip(t_g, t_q)))
+    cidx = {c: i for i, c in enumerate(cells)}
+    row_cell = np.array([cidx[c] for c in zip(t_g, t_q)])
+    table = CellTable(group=[c[0] for c in cells], item=[c[1] for c in cells], values={})
+    pred, gold, w = np.asarray(t_pred), np.asarray(t_gold), np.asarray(t_w, dtype=float)
+    est = {m: float(v[0]) for m, v in _row_metrics(w[None, :], pred, gold, qi, n_opt, Q, K).items()}
+    rng = np.random.default_rng(seed)
+    reps: dict[str, list] = {m: [] for m in ROW_LEVEL}
+    for mult in _multiplicities(table, n_boot, rng, unit):
+        for m, v in _row_metrics(mult[:, row_cell] * w[None, :], pred, gold, qi, n_opt, Q, K).items():
+            reps[m].append(v)
+    return {m: {"estimate": est[m], **_interval(np.concatenate(reps[m]), level, len(cells))} for m in ROW_LEVEL}
+
+
 # ---------------------------------------------------------------------------------- runner hook
 def add_benchmark(test, probs, overall: dict, per_group: dict, *, n_boot: int = 1000, seed: int = 0,
                   level: float = 0.95, unit: str = "both") -> tuple[dict, dict]:
@@ -261,6 +328,7 @@ def add_benchmark(test, probs, overall: dict, per_group: dict, *, n_boot: int = 
         for m in M.METRICS:
             row.setdefault(m, vals[m])
     ivs = bootstrap_intervals(table, n_boot=n_boot, seed=seed, level=level, unit=unit)
+    ivs.update(row_metric_intervals(test, probs, n_boot=n_boot, seed=seed, level=level, unit=unit))
     info = {"level": level, "n_boot": n_boot, "seed": seed, "unit": unit, "n_cells": len(table),
             "n_groups": len(set(table.group)), "n_items": len(set(table.item)), "metrics": ivs}
     return (info if ivs else {}), table.to_json()
