@@ -156,3 +156,35 @@ def test_unknown_readout_is_an_error(tiny_tokenizer, test_ds):
 
     with pytest.raises(PluralignError, match="unknown readout"):
         evaluate(StubGenerator(lambda p, s: ""), tiny_tokenizer, test_ds, EvalConfig(readout="telepathy"), progress=False)
+
+
+@pytest.mark.parametrize("readout", ["verbalized", "sampled"])
+def test_generated_readouts_route_each_prompt_on_its_own_profile(tiny_tokenizer, test_ds, readout):
+    """With a profile-routed adapter, every generation step of the verbalized and sampled read-outs
+    gets the embedding of each row's own profile (prefill and decode alike), so the router sees it."""
+    from pluralign.adapters import adapter_config, build_adapted_model
+    from tests.adapters.adapter_helpers import PROFILE_DIM, randomize_experts
+    from tests.conftest import make_tiny_model
+
+    torch.manual_seed(0)
+    model = build_adapted_model(make_tiny_model("llama").float(), "cuma", adapter_config("cuma", profile_dim=PROFILE_DIM)).eval()
+    randomize_experts(model)
+    emb = {c: torch.full((PROFILE_DIM,), float(i + 1)) for i, c in enumerate(("Germany", "Japan", "Brazil"))}
+    from pluralign.adapters import moe_lora
+
+    seen: list[tuple[int, torch.Tensor]] = []
+
+    def hook(mod, args, kwargs):  # every backbone forward (prefill and each decode step)
+        ctx = moe_lora._ACTIVE.get()
+        assert ctx is not None and ctx.profile is not None, "a generation step ran without the profile"
+        ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else args[0]
+        seen.append((ids.shape[0], ctx.profile.detach().clone()))
+
+    model.model.register_forward_pre_hook(hook, with_kwargs=True)
+    kwargs = lambda profiles: {"profile_embeds": torch.stack([emb[p.country] for p in profiles])}  # noqa: E731
+    cfg = EvalConfig(method="persona", readout=readout, samples=2, seed=0, max_new_tokens=3, batch_size=4, bootstrap=0)
+    evaluate(model, tiny_tokenizer, test_ds, cfg, profile_kwargs=kwargs, progress=False)
+    assert len(seen) >= 2 * 3  # several batches x (prefill + decode steps)
+    rows = torch.cat([pe for _, pe in seen])
+    assert all(pe.shape[0] == n or n % pe.shape[0] == 0 for n, pe in seen)  # one row per sequence (or per prompt of its samples)
+    assert {float(v) for v in rows[:, 0]} == {1.0, 2.0, 3.0}  # every country's embedding reached the model
