@@ -54,7 +54,7 @@ def load_job(job: dict, items: dict):
     return {
         "job": job, "res": res, "rows": rows, "emd": m["emd"], "jsd": m.get("jsd"), "entropy": pred_ent,
         "human_entropy": m.get("human_entropy"), "mass": m.get("option_mass"),
-        "refs": {r: res["references"][r]["metrics"]["emd"] for r in REFS if r in res.get("references", {})},
+        "refs": {r: res["references"][r]["metrics"].get("emd") for r in REFS if r in res.get("references", {})},
         "log": log, "summary": summ, "answers": answers,
     }
 
@@ -392,7 +392,7 @@ def plots(done, by, sets, folder: Path) -> None:
     fig.tight_layout()
     fig.savefig(folder / "study_emd.png", dpi=120)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.2))
     for r in done.values():
         lg = [x for x in r["log"] if "ce" in x and "step" in x]
         if lg and r["job"]["group"] in ("cuma", "lora", "cuma-v2", "lora-v2", "pilot-cuma-all", "pilot-lora-all"):
@@ -402,7 +402,18 @@ def plots(done, by, sets, folder: Path) -> None:
     ax.plot([], [], color="C1", label="LoRA")
     ax.set_xlabel("step")
     ax.set_ylabel("soft-label cross-entropy (training batches)")
+    ax.set_title("main runs, every set and seed")
     ax.legend()
+    # set A, seed 0, recipe v2: the mixtures and ablations beside CuMA and LoRA
+    for i, r in enumerate(sorted((r for r in done.values() if r["job"]["set"] == "A" and r["job"]["seed"] == 0
+                                  and "v2" in r["job"]["group"]), key=lambda r: r["job"]["group"])):
+        lg = [x for x in r["log"] if "ce" in x and "step" in x]
+        if lg:
+            ax2.plot([x["step"] for x in lg], [x["ce"] for x in lg], lw=0.9, label=r["job"]["group"], color=f"C{i % 10}",
+                     ls="-" if i < 10 else "--")
+    ax2.set_xlabel("step")
+    ax2.set_title("set A, seed 0, recipe v2: mixtures and ablations")
+    ax2.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(folder / "study_loss.png", dpi=120)
     plt.close(fig)
