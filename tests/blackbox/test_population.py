@@ -60,3 +60,36 @@ def test_contexts_average_and_validation(tiny_llama, tiny_tokenizer):
     with pytest.raises(PluralignError):
         ev.as_prompts(np.zeros((2, 65)))
     assert "China" in in_context_system("CHN")
+
+
+def test_prefix_groups_save_the_most_tokens():
+    from pluralign.blackbox.population import prefix_groups
+
+    a, b, c = [1, 2, 3, 4], [7, 8], [5, 5, 5]
+    suffixes = [a + [10], a + [11, 12], a + [13], b + [20, 21], b + [22], c + [30], [40, 41]]
+    assert prefix_groups(suffixes) == [([0, 1, 2], 4), ([3, 4], 2)]
+    # a longer stem shared by fewer prompts wins when it saves more: 2 x 6 > 3 x 1 + ...
+    long = [[9] + [1] * 6 + [2], [9] + [1] * 6 + [3], [9, 4, 5]]
+    assert prefix_groups(long) == [([0, 1], 7)]
+    assert prefix_groups([[1, 2], [3, 4]]) == []  # nothing shared: no groups
+    assert prefix_groups([[1, 1, 1], [1, 1, 1]]) == [([0, 1], 2)]  # each keeps one token after its stem
+    # a one-token stem (below the minimum) shared by all does not hide the longer stems of subsets
+    assert prefix_groups([[0, 1, 1, 1, 5], [0, 1, 1, 1, 6], [0, 2, 2, 7], [0, 2, 2, 8], [0, 3]]) == [([0, 1], 4), ([2, 3], 3)]
+
+
+def test_group_stems_are_exact_and_save_tokens(tiny_llama, tiny_tokenizer, short_vsm):
+    torch.manual_seed(1)
+    X = torch.randn(3, 2, 64) * 0.5
+    grouped = PopulationEvaluator.from_questionnaire(tiny_llama, tiny_tokenizer, cfg=PopulationConfig(tokens=2, batch_size=17),
+                                                     questionnaire=short_vsm)
+    prefix_only = PopulationEvaluator.from_questionnaire(tiny_llama, tiny_tokenizer, cfg=PopulationConfig(tokens=2, group_cache=False),
+                                                         questionnaire=short_vsm)
+    assert grouped.groups and not prefix_only.groups  # the items repeat their first word every 12 items
+    a, b = grouped.label_logprobs(X), prefix_only.label_logprobs(X)
+    assert torch.allclose(a, b, atol=1e-4)
+    assert grouped.tokens_run < prefix_only.tokens_run
+    # bf16 matrix products (opt-in): close to fp32, not equal
+    ac = PopulationEvaluator.from_questionnaire(tiny_llama, tiny_tokenizer, cfg=PopulationConfig(tokens=2, autocast="bf16"),
+                                                questionnaire=short_vsm)
+    c = ac.label_logprobs(X)
+    assert c.dtype == torch.float32 and torch.allclose(c, b, atol=0.1)

@@ -67,7 +67,8 @@ def test_optimizers_share_the_initial_population_and_respect_bounds():
         X = opt.ask()
         assert np.allclose(X, np.clip(x0, lo, hi))
         for _ in range(3):
-            opt.tell(X, (X ** 2).sum(1))
+            f = (X ** 2).sum(1)
+            opt.tell(X, f if opt.n_obj == 1 else np.stack([f, ((X - 1) ** 2).sum(1)], axis=1))
             X = opt.ask()
             assert X.shape[1] == 10 and np.all(X >= lo - 1e-9) and np.all(X <= hi + 1e-9)
 

@@ -1,13 +1,15 @@
 """Black-box soft-prompt alignment to Hofstede's cultural dimensions (VSM 2013).
 
 The model stays frozen; T virtual-token embeddings are searched with gradient-free optimisers
-(differential evolution, particle swarm, CMA-ES) so that the model's answers to the 24 VSM 2013
-items give a country's published dimension scores (L1 loss).
+(differential evolution, particle swarm, CMA-ES / separable CMA-ES; NSGA-II for the VSM loss and
+BLEnD knowledge together) so that the model's answers to the 24 VSM 2013 items give a country's
+published dimension scores (L1 loss), in the full T x hidden space or a random subspace (BBT).
 
 * :mod:`~pluralign.blackbox.vsm`: index formulas, dimension scores, L1 loss;
 * :mod:`~pluralign.blackbox.softprompt`: :class:`SoftPromptModel`, saving / loading prompts;
 * :mod:`~pluralign.blackbox.population`: batched scoring of a whole population (the hot loop);
 * :mod:`~pluralign.blackbox.optimizers`: ask/tell optimisers on pymoo and cma;
+* :mod:`~pluralign.blackbox.subspace`: the random-projection subspace around any optimiser;
 * :mod:`~pluralign.blackbox.search`: the search loop with checkpoints, logs and plots;
 * :mod:`~pluralign.blackbox.knowledge`: a BLEnD multiple-choice knowledge check.
 """

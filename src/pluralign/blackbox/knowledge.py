@@ -9,6 +9,10 @@ seed; the model's choice is read with :class:`~pluralign.evaluation.scoring.Opti
 labels, next-token). This answers whether aligning values (VSM) transfers to knowledge, as the
 soft-prompt paper did with CulturalBench.
 
+:class:`KnowledgeEvaluator` scores the same questions for a whole population of soft prompts in
+batched forward passes (the engine of :mod:`~pluralign.blackbox.population`): the second objective
+of the NSGA-II search.
+
 The data is read from ``<shared data>/blend_cultural_knowledge/annotations`` (not shipped).
 """
 
@@ -111,15 +115,13 @@ def build_knowledge_set(region: str, *, n: int = 100, n_options: int = 4, seed: 
     return items[:n]
 
 
-def knowledge_accuracy(model, tok, items: list[KnowledgeItem], *, batch_size: int = 16, chat_template: bool | None = None,
-                       system: str | None = None) -> dict:
-    """Accuracy (and mean option mass) of ``model`` on the multiple-choice items."""
+def knowledge_prompts(tok, items: list[KnowledgeItem], *, chat_template: bool | None = None,
+                      system: str | None = None) -> tuple[list[str], list[list[str]]]:
+    """The multiple-choice prompts of ``items`` and their letter labels (as :func:`knowledge_accuracy` scores them)."""
     from pluralign.evaluation.methods import render_question
-    from pluralign.evaluation.scoring import OptionScorer, letter_labels
+    from pluralign.evaluation.scoring import letter_labels
     from pluralign.models.chat import build_chat_prompt
 
-    if not items:
-        raise PluralignError("no knowledge items to score", field="knowledge")
     prompts, labels = [], []
     for it in items:
         labs = letter_labels(len(it.options))
@@ -127,6 +129,57 @@ def knowledge_accuracy(model, tok, items: list[KnowledgeItem], *, batch_size: in
         msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": render_question(si, labs)}]
         prompts.append(build_chat_prompt(tok, msgs, use_chat_template=chat_template))
         labels.append(labs)
+    return prompts, labels
+
+
+class KnowledgeEvaluator:
+    """BLEnD accuracy of every candidate soft prompt of a population, the questions batched with the
+    population (shared prefix and stems run once per candidate, as for the VSM items)."""
+
+    def __init__(self, model, tok, items: list[KnowledgeItem], *, cfg=None, chat_template: bool | None = None) -> None:
+        from pluralign.blackbox.population import PopulationConfig, PromptPopulation
+        from pluralign.evaluation.scoring import OptionScorer
+
+        if not items:
+            raise PluralignError("no knowledge items to score", field="knowledge")
+        if len({len(it.options) for it in items}) != 1:
+            raise PluralignError("every knowledge question needs the same number of options", field="knowledge")
+        prompts, labels = knowledge_prompts(tok, items, chat_template=chat_template)
+        scorer = OptionScorer(model, tok)
+        seqs = [scorer._encode_prompt(p) for p in prompts]
+        label_ids = [scorer.label_token_ids(p, labs) for p, labs in zip(prompts, labels)]
+        self.items = list(items)
+        self.gold = np.array([it.answer for it in items])
+        self.engine = PromptPopulation(model, seqs, label_ids, cfg=cfg or PopulationConfig())
+        self.region = items[0].region
+
+    @property
+    def n(self) -> int:
+        return len(self.items)
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / len(self.items[0].options)
+
+    def evaluate(self, X) -> dict:
+        """``accuracy[P]``, ``mass[P]`` (mean probability on the option letters) and ``correct[P, n]``."""
+        lp = self.engine._memo_logprobs(X).double().numpy()  # [P, n, K]
+        pred = lp.argmax(-1)
+        correct = pred == self.gold[None]
+        return {"accuracy": correct.mean(1), "mass": np.exp(lp).sum(-1).mean(1), "correct": correct}
+
+    def accuracy(self, X) -> np.ndarray:
+        return self.evaluate(X)["accuracy"]
+
+
+def knowledge_accuracy(model, tok, items: list[KnowledgeItem], *, batch_size: int = 16, chat_template: bool | None = None,
+                       system: str | None = None) -> dict:
+    """Accuracy (and mean option mass) of ``model`` on the multiple-choice items."""
+    from pluralign.evaluation.scoring import OptionScorer
+
+    if not items:
+        raise PluralignError("no knowledge items to score", field="knowledge")
+    prompts, labels = knowledge_prompts(tok, items, chat_template=chat_template, system=system)
     scores = OptionScorer(model, tok, batch_size=batch_size).next_token(prompts, labels)
     pred = np.array([int(np.argmax(s.probs)) for s in scores])
     gold = np.array([it.answer for it in items])
@@ -134,4 +187,5 @@ def knowledge_accuracy(model, tok, items: list[KnowledgeItem], *, batch_size: in
             "mass": float(np.mean([s.mass for s in scores])), "region": items[0].region}
 
 
-__all__ = ["BLEND_REGIONS", "KnowledgeItem", "blend_region", "build_knowledge_set", "knowledge_accuracy"]
+__all__ = ["BLEND_REGIONS", "KnowledgeEvaluator", "KnowledgeItem", "blend_region", "build_knowledge_set", "knowledge_accuracy",
+           "knowledge_prompts"]

@@ -1,9 +1,14 @@
-"""Gradient-free optimisers behind one ask/tell interface, built on pymoo (DE, PSO) and cma (CMA-ES).
+"""Gradient-free optimisers behind one ask/tell interface, built on pymoo (DE, PSO, NSGA-II) and cma (CMA-ES).
 
 Every optimiser is minimising, starts from the same initial population ``x0[pop, n]`` (the first
 ``ask()`` returns it exactly, so "the initial population's best" means the same thing for all),
 keeps candidates inside per-coordinate bounds, is seeded, and pickles (checkpoint and resume).
 Adding an optimiser is one class decorated with :func:`register_optimizer`.
+
+Multi-objective optimisers (``n_obj > 1``, NSGA-II) are told ``f[P, n_obj]``; ``best_x`` / ``best_f``
+then follow the first objective and ``front_X`` / ``front_F`` keep the non-dominated set of
+everything evaluated. :mod:`~pluralign.blackbox.subspace` wraps any of them to search in a random
+low-dimensional subspace.
 """
 
 from __future__ import annotations
@@ -29,14 +34,42 @@ class OptimizerConfig:
     pso_c2: float = field(default=2.0, metadata={"help": "PSO social weight (global best)."})
     pso_adaptive: bool = field(default=True, metadata={"help": "Let pymoo adapt w, c1, c2 during the run."})
     # CMA-ES (cma)
-    cma_sigma: float = field(default=0.3, metadata={"help": "CMA-ES initial step size, as a fraction of the mean bound width."})
-    cma_diagonal: bool = field(default=True, metadata={"help": "Separable (diagonal) CMA-ES: needed for thousands of dimensions (T x hidden)."})
+    cma_sigma: float | None = field(
+        default=None,
+        metadata={"help": "CMA-ES initial step size, as a fraction of the mean bound width; None = 0.3 in the full space, 0.1 in a "
+                          "random subspace (BBT's sigma = 1 for z in [-5, 5])."},
+    )
+    cma_diagonal: bool | None = field(
+        default=None,
+        metadata={"help": "cmaes: separable (diagonal) covariance; None = when the search space has more than 1000 dimensions "
+                          "(the full T x hidden space), full covariance in a subspace. sep-cmaes is always diagonal."},
+    )
+    # NSGA-II (pymoo)
+    nsga2_eta_crossover: float = field(default=15.0, metadata={"help": "NSGA-II SBX crossover distribution index."})
+    nsga2_eta_mutation: float = field(default=20.0, metadata={"help": "NSGA-II polynomial mutation distribution index."})
+
+
+#: cmaes with cma_diagonal=None uses the full covariance up to this many dimensions
+CMA_FULL_MAX_DIM = 1000
+#: cma_sigma=None: the initial step as a fraction of the mean bound width, full space / random subspace
+CMA_SIGMA_FULL, CMA_SIGMA_SUBSPACE = 0.3, 0.1
+
+
+def non_dominated(F: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows of ``F[N, k]`` (minimised) that no other row dominates."""
+    F = np.asarray(F, dtype=np.float64)
+    keep = np.ones(len(F), dtype=bool)
+    for i in range(len(F)):
+        dom = np.all(F <= F[i], axis=1) & np.any(F < F[i], axis=1)
+        keep[i] = not dom.any()
+    return keep
 
 
 class Optimizer:
     """Ask/tell minimiser. ``ask()`` → candidates ``[k, n]``; ``tell(X, f)`` with their losses."""
 
     name = "base"
+    n_obj = 1
 
     def __init__(self, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray, cfg: OptimizerConfig, seed: int) -> None:
         self.x0 = np.clip(np.asarray(x0, dtype=np.float64), lower, upper)
@@ -47,6 +80,8 @@ class Optimizer:
         self.best_x: np.ndarray | None = None
         self.best_f = float("inf")
         self.n_evals = 0
+        self.front_X: np.ndarray | None = None  # multi-objective: non-dominated candidates so far
+        self.front_F: np.ndarray | None = None
 
     @property
     def pop_size(self) -> int:
@@ -56,11 +91,34 @@ class Optimizer:
         raise NotImplementedError
 
     def tell(self, X: np.ndarray, f: np.ndarray) -> None:
-        f = np.asarray(f, dtype=np.float64)
-        self.n_evals += len(f)
-        i = int(np.argmin(f))
-        if f[i] < self.best_f:
-            self.best_f, self.best_x = float(f[i]), np.array(X[i], dtype=np.float64)
+        F = np.asarray(f, dtype=np.float64)
+        primary = F[:, 0] if F.ndim == 2 else F
+        self.n_evals += len(primary)
+        i = int(np.argmin(primary))
+        if primary[i] < self.best_f:
+            self.best_f, self.best_x = float(primary[i]), np.array(X[i], dtype=np.float64)
+        if F.ndim == 2 and F.shape[1] > 1:
+            X = np.asarray(X, dtype=np.float64)
+            allX = X if self.front_X is None else np.concatenate([self.front_X, X])
+            allF = F if self.front_F is None else np.concatenate([self.front_F, F])
+            _, first = np.unique(allF, axis=0, return_index=True)  # one candidate per distinct objective vector
+            first = np.sort(first)
+            allX, allF = allX[first], allF[first]
+            keep = non_dominated(allF)
+            order = np.argsort(allF[keep][:, 0], kind="stable")
+            self.front_X, self.front_F = allX[keep][order], allF[keep][order]
+
+    def _check_objectives(self, f) -> np.ndarray:
+        F = np.asarray(f, dtype=np.float64)
+        if self.n_obj == 1:
+            if F.ndim == 2 and F.shape[1] == 1:
+                F = F[:, 0]
+            if F.ndim != 1:
+                raise PluralignError(f"{self.name} minimises one objective, got losses of shape {list(F.shape)}", field="optimizer")
+        elif F.ndim != 2 or F.shape[1] != self.n_obj:
+            raise PluralignError(f"{self.name} needs {self.n_obj} objectives per candidate, got losses of shape {list(F.shape)}",
+                                 field="optimizer")
+        return F
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {}
@@ -83,7 +141,7 @@ class _PymooOptimizer(Optimizer):
         from pymoo.core.problem import Problem
         from pymoo.core.termination import NoTermination
 
-        self.problem = Problem(n_var=self.x0.shape[1], n_obj=1, xl=self.lower, xu=self.upper)
+        self.problem = Problem(n_var=self.x0.shape[1], n_obj=self.n_obj, xl=self.lower, xu=self.upper)
         self.algorithm = self._build()
         self.algorithm.setup(self.problem, termination=NoTermination(), seed=seed, verbose=False)
         self._pending: Any = None
@@ -101,8 +159,8 @@ class _PymooOptimizer(Optimizer):
 
         if self._pending is None:
             raise RuntimeError("tell() without ask()")
-        f = np.asarray(f, dtype=np.float64)
-        Evaluator().eval(StaticProblem(self.problem, F=f[:, None]), self._pending)
+        f = self._check_objectives(f)
+        Evaluator().eval(StaticProblem(self.problem, F=f if f.ndim == 2 else f[:, None]), self._pending)
         self.algorithm.tell(infills=self._pending)
         self._pending = None
         super().tell(X, f)
@@ -138,9 +196,28 @@ class ParticleSwarm(_PymooOptimizer):
 
 
 @register_optimizer
+class NSGA2(_PymooOptimizer):
+    """pymoo NSGA-II (SBX crossover, polynomial mutation, non-dominated sorting with crowding) for
+    two objectives: told ``f[P, 2]``."""
+
+    name = "nsga2"
+    n_obj = 2
+
+    def _build(self):
+        from pymoo.algorithms.moo.nsga2 import NSGA2 as _NSGA2
+        from pymoo.operators.crossover.sbx import SBX
+        from pymoo.operators.mutation.pm import PM
+
+        return _NSGA2(pop_size=self.pop_size, sampling=self.x0, crossover=SBX(prob=0.9, eta=self.cfg.nsga2_eta_crossover),
+                      mutation=PM(eta=self.cfg.nsga2_eta_mutation), eliminate_duplicates=True)
+
+
+@register_optimizer
 class CMAES(Optimizer):
-    """cma's CMAEvolutionStrategy (diagonal by default). The first ask returns ``x0``; the search
-    distribution is then centred on its best member with step ``cma_sigma`` x mean bound width."""
+    """cma's CMAEvolutionStrategy: full covariance up to 1000 dimensions (a subspace), diagonal
+    above (the full T x hidden space) unless ``cma_diagonal`` says otherwise. The first ask returns
+    ``x0``; the search distribution is then centred on its best member with step ``cma_sigma`` x
+    mean bound width."""
 
     name = "cmaes"
 
@@ -154,14 +231,20 @@ class CMAES(Optimizer):
             return self.x0.copy()
         return np.asarray(self.es.ask(), dtype=np.float64)
 
+    def diagonal(self) -> bool:
+        if self.cfg.cma_diagonal is None:
+            return self.x0.shape[1] > CMA_FULL_MAX_DIM
+        return bool(self.cfg.cma_diagonal)
+
     def tell(self, X, f) -> None:
-        f = np.asarray(f, dtype=np.float64)
+        f = self._check_objectives(f)
         if self._first:
             import cma
 
-            sigma = float(self.cfg.cma_sigma * np.mean(self.upper - self.lower))
+            frac = CMA_SIGMA_FULL if self.cfg.cma_sigma is None else self.cfg.cma_sigma
+            sigma = float(frac * np.mean(self.upper - self.lower))
             opts = {"popsize": self.pop_size, "seed": self.seed + 1, "bounds": [self.lower.tolist(), self.upper.tolist()],
-                    "CMA_diagonal": bool(self.cfg.cma_diagonal), "verbose": -9, "verb_log": 0, "verb_disp": 0}
+                    "CMA_diagonal": self.diagonal(), "verbose": -9, "verb_log": 0, "verb_disp": 0}
             self.es = cma.CMAEvolutionStrategy(X[int(np.argmin(f))].tolist(), sigma, opts)
             self._first = False
         else:
@@ -169,4 +252,14 @@ class CMAES(Optimizer):
         super().tell(X, f)
 
 
-__all__ = ["OPTIMIZERS", "Optimizer", "OptimizerConfig", "make_optimizer", "register_optimizer"]
+@register_optimizer
+class SepCMAES(CMAES):
+    """Separable CMA-ES (cma's ``CMA_diagonal=True``): a diagonal covariance, linear cost in the dimension."""
+
+    name = "sep-cmaes"
+
+    def diagonal(self) -> bool:
+        return True
+
+
+__all__ = ["CMA_FULL_MAX_DIM", "OPTIMIZERS", "Optimizer", "OptimizerConfig", "make_optimizer", "non_dominated", "register_optimizer"]

@@ -5,11 +5,20 @@ personas or paraphrases given as system messages), every (candidate, prompt) row
 ``inputs_embeds`` = ``[virtual tokens][prompt tokens]``, reading only the last position's logits
 (``logits_to_keep=1``) at the option labels.
 
-Shared structure is reused: the prompts are tokenised and embedded once; the token prefix that all
-prompts share (chat-template header, default system prompt) is run once per candidate together with
-its virtual tokens and its key/value cache is repeated across that candidate's rows (``prefix_cache``);
-the remaining suffixes are packed into left-padded batches of ``batch_size`` rows sorted by length,
-so padding stays small. With ``prefix_cache=False`` each row is run in full (the reference path).
+Shared structure is reused, exactly (the attention of every row sees the same keys and values as
+in the full row): the prompts are tokenised and embedded once; the token prefix that all prompts
+share (chat-template header, default system prompt) is run once per candidate together with its
+virtual tokens and its key/value cache is repeated across that candidate's rows (``prefix_cache``);
+prompts that share a longer stem (VSM items 1-10 all begin "Imagine your ideal job ...", items 11-14
+and 15-18 share theirs) form groups whose stem is run once per (candidate, group) on top of that
+cache (``group_cache``: a two-level prefix tree chosen to save the most tokens, about 18 % of the
+VSM tokens under SmolLM2's template); the remaining suffixes are packed into left-padded batches of
+``batch_size`` rows sorted by length, so padding stays small. With ``prefix_cache=False`` each row
+is run in full (the reference path).
+
+:class:`PromptPopulation` is that engine for any prompts with the same number of option labels
+(:class:`~pluralign.blackbox.knowledge.KnowledgeEvaluator` uses it for BLEnD questions);
+:class:`PopulationEvaluator` adds the VSM scoring.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ class PopulationConfig:
     tokens: int = field(default=10, metadata={"help": "Virtual tokens T prepended to every prompt."})
     batch_size: int = field(default=64, metadata={"help": "(candidate, prompt) rows per forward pass."})
     prefix_cache: bool = field(default=True, metadata={"help": "Run the token prefix shared by all prompts once per candidate and reuse its KV cache."})
+    group_cache: bool = field(default=True, metadata={"help": "Also run the stem shared by a group of prompts once per (candidate, group) (needs prefix_cache)."})
     chat_template: bool | None = field(default=None, metadata={"help": "Use the tokenizer's chat template (None = when it has one)."})
     contexts: tuple[str | None, ...] = field(
         default=(None,),
@@ -40,6 +50,7 @@ class PopulationConfig:
     )
     min_mass: float = field(default=0.05, metadata={"help": "Warn when the mean probability on the option labels is below this."})
     memo: int = field(default=0, metadata={"help": "Remember the label log-probabilities of up to this many candidates (re-asked or shared initial populations are not re-run); 0 = off."})
+    autocast: str = field(default="off", metadata={"help": "off, or bf16: run the matrix products of an fp32 model in bfloat16 (torch.autocast; ~1.6x on a CPU with AVX512-BF16, scores differ slightly)."})
 
 
 @dataclass
@@ -55,35 +66,73 @@ class PopulationResult:
         return self.mass.mean(axis=(1, 2))
 
 
-class PopulationEvaluator:
-    """Scores populations of soft prompts. Build with :meth:`from_questionnaire` (real prompts) or
-    directly from token ids (``seqs``: one list of ids per prompt; ``label_ids``: the option-label
-    token ids per prompt; prompts ordered context-major, 24 items each)."""
+def prefix_groups(suffixes: Sequence[Sequence[int]], min_len: int = 2) -> list[tuple[list[int], int]]:
+    """Groups of prompts that share a stem: ``[(members, stem_len), ...]`` chosen to maximise the
+    tokens saved, ``sum (len(members) - 1) * stem_len`` (a two-level prefix tree: a group's stem is
+    run once, each member's rest on top of it). Every member keeps at least one token after the stem."""
 
-    def __init__(
-        self,
-        model,
-        seqs: Sequence[Sequence[int]],
-        label_ids: Sequence[Sequence[int]],
-        *,
-        n_contexts: int = 1,
-        cfg: PopulationConfig | None = None,
-        vsm: VSMConfig | None = None,
-        questionnaire: VSMQuestionnaire | None = None,
-    ) -> None:
+    def lcp(idx: list[int]) -> int:
+        first, L = suffixes[idx[0]], 0
+        limit = min(len(suffixes[i]) for i in idx) - 1
+        while L < limit and all(suffixes[i][L] == first[L] for i in idx):
+            L += 1
+        return L
+
+    def best(idx: list[int]) -> tuple[int, list[tuple[list[int], int]]]:
+        if len(idx) < 2:
+            return 0, []
+        L = lcp(idx)
+        whole = ((len(idx) - 1) * L, [(idx, L)]) if L >= min_len else (0, [])
+        children: dict[int, list[int]] = {}
+        for i in idx:
+            children.setdefault(suffixes[i][L], []).append(i)
+        if len(children) < 2:
+            return whole
+        parts = [best(c) for c in children.values()]
+        split = sum(p[0] for p in parts)
+        return (split, [g for p in parts for g in p[1]]) if split > whole[0] else whole
+
+    return [(sorted(m), L) for m, L in best(list(range(len(suffixes))))[1] if L >= min_len]
+
+
+def _cache_kwarg(model) -> str:
+    """``cache`` in recent transformers (``past_key_values`` is deprecated there), else ``past_key_values``."""
+    import inspect
+
+    try:
+        params = inspect.signature(type(model).forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _layers_kv(out) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    cache = getattr(out, "cache", None)
+    if cache is None:
+        cache = out.past_key_values
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+class PromptPopulation:
+    """Label log-probabilities of S prompts for a population of soft prompts (the batched engine).
+    ``seqs``: one list of token ids per prompt; ``label_ids``: the option-label token ids per prompt
+    (the same number for every prompt)."""
+
+    def __init__(self, model, seqs: Sequence[Sequence[int]], label_ids: Sequence[Sequence[int]], *,
+                 cfg: PopulationConfig | None = None) -> None:
         self.model = model
         self.cfg = cfg or PopulationConfig()
-        self.vsm = vsm or VSMConfig()
-        self.q = questionnaire
-        self.n_contexts = n_contexts
-        if len(seqs) != len(label_ids) or len(seqs) != 24 * n_contexts:
-            raise PluralignError(f"expected 24 x {n_contexts} prompts with labels, got {len(seqs)} / {len(label_ids)}", field="prompts")
+        if not seqs or len(seqs) != len(label_ids):
+            raise PluralignError(f"expected one label set per prompt, got {len(seqs)} prompts / {len(label_ids)} label sets", field="prompts")
+        if len({len(x) for x in label_ids}) != 1:
+            raise PluralignError("every prompt needs the same number of option labels", field="labels")
         self.seqs = [list(s) for s in seqs]
         self.label_ids = torch.tensor([list(x) for x in label_ids], dtype=torch.long)
         emb = model.get_input_embeddings()
         self.hidden = int(emb.weight.shape[1])
         self.device = emb.weight.device
         self.dtype = emb.weight.dtype
+        self._cache_kw = _cache_kwarg(model)
         # the token prefix shared by every prompt (each keeps at least one suffix token)
         lp = 0
         if self.cfg.prefix_cache:
@@ -91,34 +140,28 @@ class PopulationEvaluator:
             while lp < shortest - 1 and all(s[lp] == self.seqs[0][lp] for s in self.seqs):
                 lp += 1
         self.prefix_len = lp
+        S = len(self.seqs)
+        # groups of prompts sharing a stem after that prefix (second level of the prefix tree)
+        groups = prefix_groups([s[lp:] for s in self.seqs]) if (self.cfg.prefix_cache and self.cfg.group_cache) else []
+        self.groups = groups
+        self.group_of = [-1] * S
+        self.group_len = [0] * S
+        for g, (members, L) in enumerate(groups):
+            for i in members:
+                self.group_of[i], self.group_len[i] = g, L
         with torch.no_grad():
             self.prefix_emb = emb(torch.tensor(self.seqs[0][:lp], dtype=torch.long, device=self.device)) if lp else None
-            self.suffix_emb = [emb(torch.tensor(s[lp:], dtype=torch.long, device=self.device)) for s in self.seqs]
+            self.stem_emb = [emb(torch.tensor(self.seqs[m[0]][lp : lp + L], dtype=torch.long, device=self.device)) for m, L in groups]
+            self.suffix_emb = [emb(torch.tensor(s[lp + self.group_len[i] :], dtype=torch.long, device=self.device))
+                               for i, s in enumerate(self.seqs)]
         self.n_forward = 0
-        self._warned = False
+        self.tokens_run = 0  # token positions run through the model (all batches, padding included)
         self._memo: dict[str, torch.Tensor] = {}
         self.memo_hits = 0
 
-    # ------------------------------------------------------------------ construction from the VSM
-    @classmethod
-    def from_questionnaire(
-        cls,
-        model,
-        tok,
-        *,
-        cfg: PopulationConfig | None = None,
-        vsm: VSMConfig | None = None,
-        questionnaire: VSMQuestionnaire | None = None,
-    ) -> "PopulationEvaluator":
-        prompts, labels = vsm_prompts(tok, questionnaire, contexts=(cfg or PopulationConfig()).contexts,
-                                      chat_template=(cfg or PopulationConfig()).chat_template)
-        from pluralign.evaluation.scoring import OptionScorer
-
-        scorer = OptionScorer(model, tok)
-        seqs = [scorer._encode_prompt(p) for p in prompts]
-        label_ids = [scorer.label_token_ids(p, labels) for p in prompts]
-        cfg = cfg or PopulationConfig()
-        return cls(model, seqs, label_ids, n_contexts=len(cfg.contexts), cfg=cfg, vsm=vsm, questionnaire=questionnaire)
+    @property
+    def n_prompts(self) -> int:
+        return len(self.seqs)
 
     # ------------------------------------------------------------------ scoring
     def as_prompts(self, X) -> torch.Tensor:
@@ -132,62 +175,123 @@ class PopulationEvaluator:
             raise PluralignError(f"population must be [P, T, {self.hidden}], got {list(x.shape)}", field="population")
         return x.to(self.device, self.dtype)
 
+    def _forward(self, x, mask, pos, cache_kv=None, use_cache: bool = True):
+        """One forward pass reading the last position's logits; ``cache_kv``: per-layer (keys, values) of the rows' past."""
+        kw = {}
+        if cache_kv is not None:
+            from transformers import DynamicCache
+
+            kw[self._cache_kw] = DynamicCache(ddp_cache_data=cache_kv)
+        out = self.model(inputs_embeds=x, attention_mask=mask, position_ids=pos, use_cache=use_cache, logits_to_keep=1, **kw)
+        self.n_forward += 1
+        self.tokens_run += int(x.shape[0] * x.shape[1])
+        return out
+
+    def _left_pad(self, parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings ``[L_i, H]`` → left-padded ``[B, max L, H]`` and its mask."""
+        width = max(e.shape[0] for e in parts)
+        x = torch.zeros(len(parts), width, self.hidden, dtype=self.dtype, device=self.device)
+        m = torch.zeros(len(parts), width, dtype=torch.long, device=self.device)
+        for r, e in enumerate(parts):
+            L = e.shape[0]
+            if L:
+                x[r, width - L :] = e
+                m[r, width - L :] = 1
+        return x, m
+
     @torch.inference_mode()
     def label_logprobs(self, X, progress: Callable[[int], None] | None = None) -> torch.Tensor:
         """``[P, S, K]`` log-probabilities of the option labels for every candidate and prompt."""
+        if self.cfg.autocast not in ("off", "bf16", None):
+            raise PluralignError(f"autocast must be off or bf16, got {self.cfg.autocast!r}", field="autocast")
+        if self.cfg.autocast == "bf16" and self.dtype == torch.float32:
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                return self._label_logprobs(X, progress)
+        return self._label_logprobs(X, progress)
+
+    def _label_logprobs(self, X, progress: Callable[[int], None] | None = None) -> torch.Tensor:
         sp = self.as_prompts(X)
         P, T, _ = sp.shape
         S = len(self.seqs)
         lp = self.prefix_len
-        # ---- shared prefix: [virtual tokens][common prefix] once per candidate
+        dev = self.device
+        bs = max(1, self.cfg.batch_size)
+        # ---- level 1, the shared prefix: [virtual tokens][common prefix] once per candidate
         cache_kv = None
         if lp or T:
             pre = sp if self.prefix_emb is None else torch.cat([sp, self.prefix_emb[None].expand(P, -1, -1)], dim=1)
-        if self.cfg.prefix_cache and (lp + T) > 0:
-            pos = torch.arange(T + lp, device=self.device)[None].expand(P, -1)
-            out = self.model(inputs_embeds=pre, position_ids=pos, use_cache=True, logits_to_keep=1)
-            self.n_forward += 1
-            cache_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
         n_pre = T + lp
-        # ---- rows (candidate, prompt), longest prompts first, packed in batches
+        if self.cfg.prefix_cache and n_pre > 0:
+            pos = torch.arange(n_pre, device=dev)[None].expand(P, -1)
+            cache_kv = _layers_kv(self._forward(pre, None, pos, None))
+        # ---- level 2, group stems: once per (candidate, group) on top of the candidate's prefix cache
+        G = len(self.groups) if cache_kv is not None else 0
+        stem_kv = None
+        gmax = max((L for _, L in self.groups), default=0) if G else 0
+        if G:
+            pairs = [(p, g) for g in range(G) for p in range(P)]  # row p*... ordered g-major
+            chunks: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+            for start in range(0, len(pairs), bs):
+                rows = pairs[start : start + bs]
+                x, m = self._left_pad([self.stem_emb[g] for _, g in rows])
+                x, m = self._left_pad_to(x, m, gmax)
+                cand = torch.tensor([p for p, _ in rows], device=dev)
+                past = [(k.index_select(0, cand), v.index_select(0, cand)) for k, v in cache_kv]
+                mask = torch.cat([torch.ones(len(rows), n_pre, dtype=torch.long, device=dev), m], dim=1)
+                pos = n_pre + (m.cumsum(-1) - 1).clamp(min=0)
+                kv = _layers_kv(self._forward(x, mask, pos, past))
+                chunks.append([(k[:, :, n_pre:], v[:, :, n_pre:]) for k, v in kv])
+            # per layer: [G*P + 1, heads, gmax, dim]; the last row (zeros, masked) serves ungrouped prompts
+            stem_kv = []
+            for li in range(len(cache_kv)):
+                k = torch.cat([c[li][0] for c in chunks], dim=0)
+                v = torch.cat([c[li][1] for c in chunks], dim=0)
+                stem_kv.append((torch.cat([k, k.new_zeros(1, *k.shape[1:])]), torch.cat([v, v.new_zeros(1, *v.shape[1:])])))
+            null_row = G * P
+        # ---- level 3, the rows (candidate, prompt), longest rest first, packed in batches
         lens = [e.shape[0] for e in self.suffix_emb]
         order = [(p, s) for s in sorted(range(S), key=lambda s: -lens[s]) for p in range(P)]
         res = torch.empty(P, S, self.label_ids.shape[1], dtype=torch.float32)
-        bs = max(1, self.cfg.batch_size)
         for start in range(0, len(order), bs):
             rows = order[start : start + bs]
-            width = max(lens[s] for _, s in rows)
             B = len(rows)
-            x = torch.zeros(B, width, self.hidden, dtype=self.dtype, device=self.device)
-            m = torch.zeros(B, width, dtype=torch.long, device=self.device)
-            for r, (_, s) in enumerate(rows):
-                L = lens[s]
-                x[r, width - L :] = self.suffix_emb[s]
-                m[r, width - L :] = 1
-            cand = torch.tensor([p for p, _ in rows], device=self.device)
-            pos = n_pre + (m.cumsum(-1) - 1).clamp(min=0)
+            x, m = self._left_pad([self.suffix_emb[s] for _, s in rows])
+            cand = torch.tensor([p for p, _ in rows], device=dev)
+            ones = torch.ones(B, n_pre, dtype=torch.long, device=dev)
             if cache_kv is not None:
-                from transformers import DynamicCache
-
-                cache = DynamicCache(ddp_cache_data=[(k.index_select(0, cand), v.index_select(0, cand)) for k, v in cache_kv])
-                mask = torch.cat([torch.ones(B, n_pre, dtype=torch.long, device=self.device), m], dim=1)
-                out = self.model(inputs_embeds=x, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                                 use_cache=True, logits_to_keep=1)
+                past = [(k.index_select(0, cand), v.index_select(0, cand)) for k, v in cache_kv]
+                glen = torch.tensor([self.group_len[s] for _, s in rows], device=dev)
+                if stem_kv is not None:
+                    sel = torch.tensor([self.group_of[s] * P + p if self.group_of[s] >= 0 else null_row for p, s in rows], device=dev)
+                    past = [(torch.cat([k, sk.index_select(0, sel)], dim=2), torch.cat([v, sv.index_select(0, sel)], dim=2))
+                            for (k, v), (sk, sv) in zip(past, stem_kv)]
+                    gm = (torch.arange(gmax, device=dev)[None] >= (gmax - glen)[:, None]).long()
+                    ones = torch.cat([ones, gm], dim=1)
+                mask = torch.cat([ones, m], dim=1)
+                pos = n_pre + glen[:, None] + (m.cumsum(-1) - 1).clamp(min=0)
+                out = self._forward(x, mask, pos, past)
             else:
+                pos = n_pre + (m.cumsum(-1) - 1).clamp(min=0)
                 head = pre.index_select(0, cand) if n_pre else x[:, :0]
                 xx = torch.cat([head, x], dim=1)
-                mask = torch.cat([torch.ones(B, n_pre, dtype=torch.long, device=self.device), m], dim=1)
-                pos = torch.cat([torch.arange(n_pre, device=self.device)[None].expand(B, -1), pos], dim=1)
-                out = self.model(inputs_embeds=xx, attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=1)
-            self.n_forward += 1
+                mask = torch.cat([ones, m], dim=1)
+                pos = torch.cat([torch.arange(n_pre, device=dev)[None].expand(B, -1), pos], dim=1)
+                out = self._forward(xx, mask, pos, None, use_cache=False)
             logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
-            ids = self.label_ids[[s for _, s in rows]].to(self.device)
+            ids = self.label_ids[[s for _, s in rows]].to(dev)
             lab = logp.gather(1, ids).cpu()
             for r, (p, s) in enumerate(rows):
                 res[p, s] = lab[r]
             if progress:
                 progress(B)
         return res
+
+    def _left_pad_to(self, x: torch.Tensor, m: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        extra = width - x.shape[1]
+        if extra <= 0:
+            return x, m
+        return (torch.cat([x.new_zeros(x.shape[0], extra, x.shape[2]), x], dim=1),
+                torch.cat([m.new_zeros(m.shape[0], extra), m], dim=1))
 
     def _memo_logprobs(self, X, progress=None) -> torch.Tensor:
         if not self.cfg.memo:
@@ -207,6 +311,51 @@ class PopulationEvaluator:
                 self._memo[keys[i]] = fresh[j]
         self.memo_hits += sp.shape[0] - len(todo)
         return torch.stack([got[k] for k in keys])
+
+
+class PopulationEvaluator(PromptPopulation):
+    """Scores populations of soft prompts on the VSM. Build with :meth:`from_questionnaire` (real
+    prompts) or directly from token ids (``seqs``: one list of ids per prompt; ``label_ids``: the
+    option-label token ids per prompt; prompts ordered context-major, 24 items each)."""
+
+    def __init__(
+        self,
+        model,
+        seqs: Sequence[Sequence[int]],
+        label_ids: Sequence[Sequence[int]],
+        *,
+        n_contexts: int = 1,
+        cfg: PopulationConfig | None = None,
+        vsm: VSMConfig | None = None,
+        questionnaire: VSMQuestionnaire | None = None,
+    ) -> None:
+        if len(seqs) != len(label_ids) or len(seqs) != 24 * n_contexts:
+            raise PluralignError(f"expected 24 x {n_contexts} prompts with labels, got {len(seqs)} / {len(label_ids)}", field="prompts")
+        super().__init__(model, seqs, label_ids, cfg=cfg)
+        self.vsm = vsm or VSMConfig()
+        self.q = questionnaire
+        self.n_contexts = n_contexts
+        self._warned = False
+
+    @classmethod
+    def from_questionnaire(
+        cls,
+        model,
+        tok,
+        *,
+        cfg: PopulationConfig | None = None,
+        vsm: VSMConfig | None = None,
+        questionnaire: VSMQuestionnaire | None = None,
+    ) -> "PopulationEvaluator":
+        prompts, labels = vsm_prompts(tok, questionnaire, contexts=(cfg or PopulationConfig()).contexts,
+                                      chat_template=(cfg or PopulationConfig()).chat_template)
+        from pluralign.evaluation.scoring import OptionScorer
+
+        scorer = OptionScorer(model, tok)
+        seqs = [scorer._encode_prompt(p) for p in prompts]
+        label_ids = [scorer.label_token_ids(p, labels) for p in prompts]
+        cfg = cfg or PopulationConfig()
+        return cls(model, seqs, label_ids, n_contexts=len(cfg.contexts), cfg=cfg, vsm=vsm, questionnaire=questionnaire)
 
     def evaluate(self, X, target: HofstedeTarget | None = None, progress: Callable[[int], None] | None = None) -> PopulationResult:
         """Option distributions, mass, item means, dimension scores (and L1 loss to ``target``) per candidate."""
@@ -257,4 +406,5 @@ def in_context_system(country: str) -> str:
     return f"You are a person from {_with_article(country_name(country))}. Answer every question as a typical person from there would."
 
 
-__all__ = ["PopulationConfig", "PopulationEvaluator", "PopulationResult", "in_context_system", "vsm_prompts"]
+__all__ = ["PopulationConfig", "PopulationEvaluator", "PopulationResult", "PromptPopulation", "in_context_system", "prefix_groups",
+           "vsm_prompts"]

@@ -9,6 +9,15 @@ Files in the output folder (all written atomically):
   prompt's dimension scores, option mass, seconds); ``convergence.png`` (at the end): best and mean
   loss per generation;
 * ``prompt.safetensors`` + ``prompt.json``: the best prompt so far (loadable by ``pluralign eval --soft-prompt``).
+
+``subspace_dim = d > 0`` searches ``z`` in a random d-dimensional subspace instead (BBT,
+:mod:`~pluralign.blackbox.subspace`), for every optimiser; the files are the same (full prompts).
+
+``optimizer = "nsga2"`` minimises two objectives, the VSM loss and minus the accuracy on BLEnD
+questions (``knowledge``: a :class:`~pluralign.blackbox.knowledge.KnowledgeEvaluator`); it also
+writes ``pareto.json`` (the non-dominated candidates: loss, accuracy, scores, generation found),
+``pareto.safetensors`` (their prompts, ``[K, T, hidden]``, tensor ``prompts``) and, at the end,
+``pareto.png``. ``prompt.safetensors`` is the front's lowest-loss point.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pluralign.blackbox.optimizers import OptimizerConfig, make_optimizer
+from pluralign.blackbox.optimizers import OPTIMIZERS, OptimizerConfig
 from pluralign.blackbox.population import PopulationEvaluator
 from pluralign.blackbox.softprompt import save_soft_prompt
 from pluralign.blackbox.vsm import scores_dict
@@ -32,11 +41,14 @@ from pluralign.io import atomic_write_bytes, atomic_write_text
 
 CHECKPOINT = "checkpoint.pkl"
 LOG = "log.jsonl"
+PARETO = "pareto.json"
+PARETO_PROMPTS = "pareto.safetensors"
 
 
 @dataclass
 class SearchConfig:
-    optimizer: str = field(default="de", metadata={"help": "de (differential evolution), pso (particle swarm) or cmaes."})
+    optimizer: str = field(default="de", metadata={"help": "de (differential evolution), pso (particle swarm), cmaes, sep-cmaes "
+                                                            "(separable CMA-ES) or nsga2 (two objectives: VSM loss and knowledge accuracy)."})
     pop: int = field(default=32, metadata={"help": "Population size (candidates per generation)."})
     gens: int = field(default=50, metadata={"help": "Generations after the initial population."})
     seed: int = field(default=0, metadata={"help": "Seed of the initial population and of the optimiser."})
@@ -45,6 +57,9 @@ class SearchConfig:
     patience: int = field(default=0, metadata={"help": "Stop after this many generations without improvement (0 = never)."})
     min_delta: float = field(default=1e-3, metadata={"help": "Smallest decrease of the best loss that counts as an improvement."})
     target_loss: float = field(default=0.0, metadata={"help": "Stop once the best loss is at or below this."})
+    subspace_dim: int = field(default=0, metadata={"help": "Search a random subspace of this many dimensions, prompt = x_init + A z (BBT); 0 = the full T x hidden space."})
+    subspace_scale: float = field(default=1.0, metadata={"help": "A ~ N(0, (scale * std of the embeddings)^2 / d): z ~ N(0, I) moves each prompt coordinate by about scale x that std."})
+    subspace_bound: float = field(default=5.0, metadata={"help": "Bounds of z: [-bound, bound] per coordinate (BBT: 5)."})
     opt: OptimizerConfig = field(default_factory=OptimizerConfig, metadata={"help": "Optimiser hyper-parameters."})
 
 
@@ -60,6 +75,8 @@ class SearchResult:
     stopped: str
     out_dir: Path | None = None
     best_mass: float | None = None  # probability the best prompt leaves on the option labels
+    pareto: list[dict] | None = None  # nsga2: the non-dominated points (loss, accuracy, scores, ...)
+    pareto_x: np.ndarray | None = None  # nsga2: their prompts [K, T*hidden]
 
 
 def init_population(model, tokens: int, pop: int, *, seed: int, init_scale: float = 1.0, bound_scale: float = 1.0,
@@ -76,6 +93,11 @@ def init_population(model, tokens: int, pop: int, *, seed: int, init_scale: floa
     hi = np.maximum(E.max(0), 0) * bound_scale
     lower, upper = np.tile(lo, tokens), np.tile(hi, tokens)
     return np.clip(x0, lower, upper), lower, upper
+
+
+def embedding_std(model) -> float:
+    """Standard deviation of all entries of the input embedding matrix (BBT's scale of A)."""
+    return float(model.get_input_embeddings().weight.detach().float().std())
 
 
 class _Plateau:
@@ -101,14 +123,25 @@ def run_search(
     meta: dict | None = None,
     special_ids: set[int] | None = None,
     plot: bool = True,
+    knowledge=None,
 ) -> SearchResult:
-    """Minimise the VSM L1 loss to ``target`` over soft prompts of ``evaluator.cfg.tokens`` tokens."""
+    """Minimise the VSM L1 loss to ``target`` over soft prompts of ``evaluator.cfg.tokens`` tokens
+    (with ``nsga2``: the loss and minus the accuracy of ``knowledge``, a KnowledgeEvaluator)."""
+    if cfg.optimizer not in OPTIMIZERS:
+        raise PluralignError(f"unknown optimizer {cfg.optimizer!r} (available: {', '.join(sorted(OPTIMIZERS))})", field="optimizer")
     if cfg.pop < 4 and cfg.optimizer == "de":
         raise PluralignError("differential evolution needs a population of at least 4", field="pop")
     if cfg.pop < 2:
         raise PluralignError("the population needs at least 2 candidates", field="pop")
+    if cfg.subspace_dim < 0:
+        raise PluralignError(f"the subspace dimension must be 0 (off) or positive, got {cfg.subspace_dim}", field="subspace_dim")
+    multi = OPTIMIZERS[cfg.optimizer].n_obj > 1
+    if multi and knowledge is None:
+        raise PluralignError(f"{cfg.optimizer} optimises the VSM loss and the BLEnD knowledge accuracy: it needs knowledge questions "
+                             "(CLI: --knowledge N)", field="knowledge")
     out = Path(out_dir) if out_dir else None
     T, H = evaluator.cfg.tokens, evaluator.hidden
+    know_key = f"{knowledge.region}:{knowledge.n}" if multi else None
     state = None
     if resume:
         if out is None or not (out / CHECKPOINT).exists():
@@ -117,14 +150,21 @@ def run_search(
             state = pickle.loads((out / CHECKPOINT).read_bytes())
         except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
             raise PluralignError(f"unreadable checkpoint ({type(e).__name__})", file=out / CHECKPOINT) from None
-        for k, v in (("optimizer", cfg.optimizer), ("tokens", T), ("hidden", H), ("target", target.code)):
-            if state["key"].get(k) != v:
-                raise PluralignError(f"checkpoint was made with {k}={state['key'].get(k)!r}, not {v!r}", file=out / CHECKPOINT, field=k)
+        for k, v in (("optimizer", cfg.optimizer), ("tokens", T), ("hidden", H), ("target", target.code),
+                     ("subspace_dim", cfg.subspace_dim), ("knowledge", know_key)):
+            got = state["key"].get(k, 0 if k == "subspace_dim" else None)
+            if got != v:
+                raise PluralignError(f"checkpoint was made with {k}={got!r}, not {v!r}", file=out / CHECKPOINT, field=k)
     if state is None:
+        from pluralign.blackbox.subspace import make_search_optimizer
+
         x0, lower, upper = init_population(evaluator.model, T, cfg.pop, seed=cfg.seed, init_scale=cfg.init_scale,
                                            bound_scale=cfg.bound_scale, special_ids=special_ids)
-        opt = make_optimizer(cfg.optimizer, x0, lower, upper, cfg.opt, seed=cfg.seed)
-        state = {"key": {"optimizer": cfg.optimizer, "tokens": T, "hidden": H, "target": target.code},
+        opt = make_search_optimizer(cfg.optimizer, x0, lower, upper, cfg.opt, seed=cfg.seed, subspace_dim=cfg.subspace_dim,
+                                    embedding_std=embedding_std(evaluator.model) if cfg.subspace_dim else None,
+                                    subspace_scale=cfg.subspace_scale, subspace_bound=cfg.subspace_bound)
+        state = {"key": {"optimizer": cfg.optimizer, "tokens": T, "hidden": H, "target": target.code, "subspace_dim": cfg.subspace_dim,
+                         "knowledge": know_key},
                  "opt": opt, "gen": -1, "history": [], "initial_best": None, "best_scores": None, "elapsed": 0.0,
                  "plateau": _Plateau(cfg.patience, cfg.min_delta), "config": asdict(cfg)}
     opt = state["opt"]
@@ -133,7 +173,8 @@ def run_search(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.gens + 1, initial=state["gen"] + 1, desc=f"{cfg.optimizer} {target.code}", unit="gen", dynamic_ncols=True)
+        desc = cfg.optimizer + (f"@{cfg.subspace_dim}" if cfg.subspace_dim else "")
+        bar = tqdm(total=cfg.gens + 1, initial=state["gen"] + 1, desc=f"{desc} {target.code}", unit="gen", dynamic_ncols=True)
     stopped = "generations"
     t_start = time.perf_counter() - state["elapsed"]
     while state["gen"] < cfg.gens:
@@ -142,7 +183,14 @@ def run_search(
         res = evaluator.evaluate(X, target)
         f = res.loss
         improved = float(f.min()) < opt.best_f
-        opt.tell(X, f)
+        acc = None
+        if multi:
+            kres = knowledge.evaluate(X)
+            acc = kres["accuracy"]
+            opt.tell(X, np.stack([f, -acc], axis=1))
+            _remember(state, opt, gen, X, f, acc, res)
+        else:
+            opt.tell(X, f)
         if improved:
             state["best_scores"] = scores_dict(res.scores[int(np.argmin(f))])
             state["best_mass"] = float(res.mean_mass[int(np.argmin(f))])
@@ -155,6 +203,9 @@ def run_search(
             "gen_std": float(f.std()), "mass": float(res.mean_mass.mean()), "best_scores": state["best_scores"],
             "seconds": round(state["elapsed"], 2),
         })
+        if multi:
+            history[-1].update({"gen_best_accuracy": float(acc.max()), "gen_mean_accuracy": float(acc.mean()),
+                                "front": int(len(opt.front_F)), "front_best_accuracy": float(-opt.front_F[:, 1].min())})
         if bar is not None:
             bar.update(1)
             bar.set_postfix(best=f"{opt.best_f:.3f}", gen_mean=f"{f.mean():.2f}")
@@ -170,12 +221,81 @@ def run_search(
     if bar is not None:
         bar.close()
     if out is not None and plot and history:
-        plot_convergence(history, out / "convergence.png", title=f"{cfg.optimizer} → {target.name}")
+        plot_convergence(history, out / "convergence.png", title=f"{label_of(cfg)} → {target.name}")
+        if multi:
+            plot_pareto(state, pareto_points(state, opt), out / "pareto.png", title=f"{label_of(cfg)} → {target.name}, {knowledge.region}")
     return SearchResult(
         best_x=np.asarray(opt.best_x), best_loss=float(opt.best_f), initial_best=float(state["initial_best"]),
         best_scores=state["best_scores"], history=history, generations=state["gen"], evaluations=opt.n_evals,
         stopped=stopped, out_dir=out, best_mass=state.get("best_mass"),
+        pareto=pareto_points(state, opt) if multi else None, pareto_x=np.asarray(opt.front_X) if multi else None,
     )
+
+
+def label_of(cfg: SearchConfig) -> str:
+    return cfg.optimizer + (f" (subspace d={cfg.subspace_dim})" if cfg.subspace_dim else "")
+
+
+def _key(x: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha1(np.ascontiguousarray(x, dtype=np.float64).tobytes()).hexdigest()
+
+
+def _remember(state: dict, opt, gen: int, X, f, acc, res) -> None:
+    """Multi-objective runs: every evaluated (loss, accuracy) for the plot; for the candidates on the
+    front, the generation that found them and their dimension scores (dropped when they leave it)."""
+    state.setdefault("evaluated", []).extend([float(a), float(b)] for a, b in zip(f, acc))
+    old = state.get("front_info", {})
+    fresh = {_key(X[i]): i for i in range(len(f))}
+    info = {}
+    for x in opt.front_X:
+        k = _key(x)
+        if k in old:
+            info[k] = old[k]
+        elif k in fresh:
+            i = fresh[k]
+            info[k] = {"gen": gen, "scores": scores_dict(res.scores[i]), "mass": float(res.mean_mass[i])}
+    state["front_info"] = info
+
+
+def pareto_points(state: dict, opt) -> list[dict]:
+    """The non-dominated points, lowest loss first."""
+    pts = []
+    info = state.get("front_info", {})
+    for x, F in zip(opt.front_X, opt.front_F):
+        meta = info.get(_key(x), {})
+        pts.append({"loss": float(F[0]), "accuracy": float(-F[1]), "gen": meta.get("gen"), "scores": meta.get("scores"),
+                    "option_mass": meta.get("mass")})
+    return pts
+
+
+def plot_pareto(state: dict, points: list[dict], path: Path, title: str = "") -> Path:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ev = np.asarray(state.get("evaluated", []), dtype=float).reshape(-1, 2)
+    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=110)
+    if len(ev):
+        ax.scatter(ev[:, 0], ev[:, 1], s=8, alpha=0.35, color="grey", label="evaluated")
+    fl = [p["loss"] for p in points]
+    fa = [p["accuracy"] for p in points]
+    ax.step(fl, fa, where="post", color="C3", alpha=0.6)
+    ax.scatter(fl, fa, s=22, color="C3", label=f"Pareto front ({len(points)})", zorder=3)
+    ax.set_xlabel("VSM L1 loss (lower is better)")
+    ax.set_ylabel("knowledge accuracy (higher is better)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 def _save(out: Path, state: dict, opt, target: HofstedeTarget, T: int, H: int, meta: dict | None) -> None:
@@ -187,6 +307,17 @@ def _save(out: Path, state: dict, opt, target: HofstedeTarget, T: int, H: int, m
          "option_mass": state.get("best_mass"), "optimizer": state["key"]["optimizer"], "generations": state["gen"],
          "evaluations": opt.n_evals, "config": state["config"]}
     save_soft_prompt(out, torch.tensor(np.asarray(opt.best_x, dtype=np.float32).reshape(T, H)), m)
+    if opt.front_X is not None:
+        from safetensors.torch import save
+
+        from pluralign.io import atomic_write_json
+
+        pts = pareto_points(state, opt)
+        atomic_write_json(out / PARETO, {"schema": "pluralign.pareto/1", "objectives": ["vsm_l1_loss", "knowledge_accuracy"],
+                                         "country": target.code, "optimizer": state["key"]["optimizer"], "generations": state["gen"],
+                                         "evaluations": opt.n_evals, "prompts_file": PARETO_PROMPTS, "points": pts})
+        t = torch.tensor(np.asarray(opt.front_X, dtype=np.float32).reshape(-1, T, H)).contiguous()
+        atomic_write_bytes(out / PARETO_PROMPTS, save({"prompts": t}, metadata={"format": "pluralign.pareto/1"}))
 
 
 def plot_convergence(history: list[dict], path: Path, title: str = "") -> Path:
@@ -213,4 +344,5 @@ def plot_convergence(history: list[dict], path: Path, title: str = "") -> Path:
     return path
 
 
-__all__ = ["SearchConfig", "SearchResult", "init_population", "plot_convergence", "run_search"]
+__all__ = ["SearchConfig", "SearchResult", "embedding_std", "init_population", "pareto_points", "plot_convergence", "plot_pareto",
+           "run_search"]

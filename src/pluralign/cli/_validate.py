@@ -183,7 +183,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "labels": Choice(LABELS), "batch_size": Int(1), "dtype": DTYPE, "device": DEVICE, "seed": SEED, "out": OutDir(),
     },
     "train": {
-        "method": Choice(_train_methods), "task": Choice(("individual", "distributional")), "stage": Choice(("sft", "dpo")),
+        "method": Choice(_train_methods), "task": Choice(("individual", "distributional")), "stage": Choice(("sft", "dpo", "grpo")),
         "model": Text(), "data": Text(), "split": Choice(SPLITS[:-1]),
         "test_frac": Float(0, 1, open_lo=True, open_hi=True), "test_units": TextList(), "countries": TextList(),
         "questions": TextList(), "max_examples": Int(1, optional=True), "steps": Int(1), "epochs": Float(0, open_lo=True, optional=True),
@@ -197,13 +197,27 @@ RULES: dict[str, dict[str, Rule]] = {
         "dtype": DTYPE, "device": DEVICE, "gradient_checkpointing": Bool(), "seed": SEED, "out": OutDir(),
         "save_steps": Int(0, optional=True), "save_total_limit": Int(1), "logging_steps": Int(1), "resume": Bool(), "progress": Bool(),
         "max_grad_norm": Float(0, open_lo=True), "num_workers": Int(0),
+        "completion_max_length": Int(2), "grpo_reward": TextList(),
+        "grpo_num_generations": Int(2), "grpo_max_completion_length": Int(1), "grpo_temperature": Float(0, open_lo=True),
+        "grpo_top_p": Float(0, 1, open_lo=True), "grpo_top_k": Int(0), "grpo_beta": Float(0), "grpo_epsilon": Float(0),
+        "grpo_epsilon_high": Float(0, optional=True), "grpo_num_iterations": Int(1),
+        "grpo_loss_type": Choice(("grpo", "dapo", "bnpo", "dr_grpo")), "grpo_scale_rewards": Choice(("group", "batch", "none")),
+        "grpo_mask_truncated": Bool(), "judge_model": Text(optional=True), "judge_url": Text(optional=True),
+        "judge_api_model": Text(optional=True),
+    },
+    "generate-eval": {
+        "split": Choice(("auto", "question", "profile", "country", "respondent")), "test_frac": Float(0, 1, open_lo=True, open_hi=True),
+        "max_records": Int(1, optional=True), "max_new_tokens": Int(1), "batch_size": Int(1), "temperature": Float(0, open_lo=True),
+        "top_p": Float(0, 1, open_lo=True), "tie_margin": Float(0, 0.5), "judge_min_mass": Float(0, 1), "seed": SEED,
+        "dtype": DTYPE, "device": DEVICE, "max_length": Int(1, optional=True), "out": OutFile(),
     },
     "softprompt": {
         "optimizer": Choice(_optimizers), "tokens": Int(1), "pop": Int(2), "gens": Int(0), "seed": SEED, "batch_size": Int(1),
         "patience": Int(0), "init_scale": Float(0, open_lo=True), "bound_scale": Float(0, open_lo=True),
-        "de_f": Float(0, 2, open_lo=True), "de_cr": Float(0, 1), "pso_w": Float(0), "cma_sigma": Float(0, open_lo=True),
+        "de_f": Float(0, 2, open_lo=True), "de_cr": Float(0, 1), "pso_w": Float(0), "cma_sigma": Float(0, open_lo=True, optional=True),
         "reduction": Choice(("mean", "sum")), "knowledge": Int(0), "dtype": DTYPE, "device": DEVICE, "threads": Int(0),
-        "out": OutDir(),
+        "subspace_dim": Int(0), "subspace_scale": Float(0, open_lo=True), "subspace_bound": Float(0, open_lo=True),
+        "autocast": Choice(("off", "bf16")), "out": OutDir(),
     },
     "wordassoc train": {
         "stage": Choice(("sft", "rl", "both")), "train_cues": Int(1, optional=True), "min_responses": Int(1),
@@ -314,14 +328,29 @@ def default_save_steps(a: dict) -> int:
 def _softprompt_cross(a: dict) -> None:
     if a.get("optimizer") == "de" and isinstance(a.get("pop"), int) and a["pop"] < 4 and not a.get("baseline"):
         raise PluralignError(f"differential evolution needs a population of at least 4, got {a['pop']}", field="--pop")
+    if a.get("optimizer") == "nsga2" and not a.get("baseline") and not a.get("knowledge"):
+        raise PluralignError("nsga2 optimises the VSM loss and the BLEnD knowledge accuracy: give --knowledge N "
+                             "(N questions for the search, up to N more held out for the before / after check)", field="--knowledge")
 
 
 def _train_cross(a: dict) -> None:
+    _grpo_cross(a)
     if a.get("stage") == "dpo" and not a.get("init_adapter"):
         return  # DPO may start from scratch; its own checks run later
 
 
-_cross_checks: dict[str, Callable[[dict], None]] = {"softprompt": _softprompt_cross, "train": _train_cross}
+def _grpo_cross(a: dict) -> None:
+    url = a.get("judge_url")
+    if url and not str(url).startswith(("http://", "https://")):
+        raise PluralignError(f"must start with http:// or https://, got {url!r}", field="--judge-url")
+    for r in (a.get("grpo_reward") or []) if not isinstance(a.get("grpo_reward"), str) else [a["grpo_reward"]]:
+        for name in str(r).split(",") if ":" not in str(r) else [str(r)]:
+            name = name.strip()
+            if name and name not in ("blend-match", "blend-weighted", "judge") and ":" not in name:
+                raise PluralignError(f"unknown reward {name!r} (blend-match, blend-weighted, judge, or module:function)", field="--grpo-reward")
+
+
+_cross_checks: dict[str, Callable[[dict], None]] = {"softprompt": _softprompt_cross, "train": _train_cross, "generate-eval": _grpo_cross}
 
 
 # --------------------------------------------------------------------------- results files (compare)

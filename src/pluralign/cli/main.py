@@ -27,7 +27,7 @@ def _root() -> None:
 
 
 #: modules of pluralign.cli that register sub-commands (a missing one is skipped)
-SUBCOMMANDS = ("evaluate", "data", "train", "compare", "softprompt", "wordassoc", "serve", "analyze")
+SUBCOMMANDS = ("evaluate", "data", "train", "compare", "softprompt", "wordassoc", "serve", "analyze", "generate")
 
 
 def _register_all() -> None:

@@ -13,7 +13,11 @@ from pluralign.errors import PluralignError
 
 HELP = """Align a frozen model to a country's Hofstede dimensions with a searched soft prompt.
 
-T virtual-token embeddings (--tokens) are prepended to the model's input. A gradient-free optimiser (--optimizer de | pso | cmaes) searches them so that the model's answers to the 24 VSM 2013 items, read as option probabilities, give the country's published scores on the six dimensions (PDI, IDV, MAS, UAI, LTO, IVR); the loss is the L1 distance over the dimensions the country has (mean by default). The whole population is scored in batched forward passes.
+T virtual-token embeddings (--tokens) are prepended to the model's input. A gradient-free optimiser (--optimizer de | pso | cmaes | sep-cmaes | nsga2) searches them so that the model's answers to the 24 VSM 2013 items, read as option probabilities, give the country's published scores on the six dimensions (PDI, IDV, MAS, UAI, LTO, IVR); the loss is the L1 distance over the dimensions the country has (mean by default). The whole population is scored in batched forward passes.
+
+By default the search runs in a random subspace (Black-Box Tuning, Sun et al. 2022): prompt = x_init + A z with z of --subspace-dim coordinates (500; 0 = search all T x hidden numbers), A a fixed seeded Gaussian matrix scaled to the embeddings' spread (--subspace-scale), z in [-B, B] (--subspace-bound 5). It applies to every optimiser; a resumed run regenerates A from the seed.
+
+--optimizer nsga2 (pymoo NSGA-II) searches two objectives at once, the VSM loss and the accuracy on --knowledge N BLEnD questions of the country's region; it writes the Pareto front to pareto.json (+ pareto.safetensors with its prompts, pareto.png) and scores N further, held-out questions before and after.
 
 Before the search the two baselines are scored: naive (no prompt) and in-context (a "you are a person from ..." system message). With --knowledge N, accuracy on N BLEnD cultural-knowledge questions of the country's region is measured before and after.
 
@@ -25,6 +29,8 @@ Examples:
   pluralign softprompt --country CHN --optimizer cmaes --pop 16 --gens 20 --resume --out runs/sp-CHN
   pluralign softprompt --country ARA --baseline        # naive and in-context L1 only
   pluralign softprompt --country IND --optimizer pso --knowledge 60
+  pluralign softprompt --country USA --optimizer sep-cmaes --subspace-dim 0     # the full space, separable CMA-ES
+  pluralign softprompt --country CHN --optimizer nsga2 --knowledge 40 --pop 16 --gens 24
 
 Countries: ISO3 codes, names or Hofstede codes (regions: ARA = Arab countries, AFE, AFW). Saudi Arabia has only LTO and IVR in the Hofstede file; use ARA for all six dimensions.
 """
@@ -36,7 +42,9 @@ def register(app: typer.Typer) -> None:
 
 def softprompt_cmd(
     country: str = typer.Option(..., help="Target country: ISO3 code (USA), name, or Hofstede code (ARA = Arab countries)."),
-    optimizer: str = typer.Option("de", help="de (differential evolution, pymoo), pso (particle swarm, pymoo), cmaes (cma, diagonal)."),
+    optimizer: str = typer.Option("de", help="de (differential evolution, pymoo), pso (particle swarm, pymoo), cmaes (cma; full covariance "
+                                             "up to 1000 dimensions, diagonal above), sep-cmaes (separable CMA-ES), nsga2 (pymoo NSGA-II: VSM "
+                                             "loss and BLEnD accuracy, needs --knowledge)."),
     tokens: int = typer.Option(10, help="Virtual tokens T."),
     pop: int = typer.Option(32, help="Population size."),
     gens: int = typer.Option(50, help="Generations after the initial population."),
@@ -54,10 +62,18 @@ def softprompt_cmd(
     de_f: float = typer.Option(0.5, "--de-f", help="DE differential weight F."),
     de_cr: float = typer.Option(0.9, "--de-cr", help="DE crossover probability CR."),
     pso_w: float = typer.Option(0.9, help="PSO inertia weight."),
-    cma_sigma: float = typer.Option(0.3, help="CMA-ES initial step as a fraction of the mean bound width."),
+    cma_sigma: Optional[float] = typer.Option(None, help="CMA-ES initial step as a fraction of the mean bound width (default 0.3 in "
+                                                          "the full space, 0.1 in a subspace: BBT's sigma = 1 for z in [-5, 5])."),
+    subspace_dim: int = typer.Option(500, help="Search a random subspace of this many dimensions (BBT); 0 = the full T x hidden space "
+                                               "(also used when the dimension is not below T x hidden)."),
+    subspace_scale: float = typer.Option(1.0, help="A ~ N(0, (scale x embedding std)^2 / d): a unit z moves each prompt coordinate by about scale x std."),
+    subspace_bound: float = typer.Option(5.0, help="z is kept in [-bound, bound] per coordinate."),
+    autocast: str = typer.Option("off", help="off, or bf16: run the model's matrix products in bfloat16 (faster on CPUs with AVX512-BF16; "
+                                             "scores differ slightly from fp32)."),
     constants: Optional[str] = typer.Option(None, help="Index constants C, e.g. 'PDI=50,IDV=50' (default 50 for each)."),
     reduction: str = typer.Option("mean", help="L1 over dimensions: mean or sum."),
-    knowledge: int = typer.Option(0, help="BLEnD knowledge questions to score before and after (0 = skip)."),
+    knowledge: int = typer.Option(0, help="BLEnD knowledge questions to score before and after (0 = skip); with nsga2 the search's "
+                                          "questions, and up to as many more held out for before / after."),
     chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template", help="Use the model's chat template."),
     dtype: str = typer.Option("auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
@@ -67,6 +83,31 @@ def softprompt_cmd(
     from pluralign.cli.main import run_guarded
 
     run_guarded(_run, **{k: v for k, v in locals().items() if k != "run_guarded"})
+
+
+def _pareto_with_heldout(res, kev, heldout, model, tok, a, ct, out: Path, hidden: int) -> list[dict]:
+    """The front's points with the accuracy of each prompt on the held-out questions (one batched
+    pass), written back to OUT/pareto.json."""
+    from pluralign.io import atomic_write_json, read_json
+
+    pts = [dict(p) for p in res.pareto]
+    for p in pts:
+        p["search_accuracy"] = p.pop("accuracy")
+    if heldout:
+        from pluralign.blackbox.knowledge import KnowledgeEvaluator
+        from pluralign.blackbox.population import PopulationConfig
+
+        hev = KnowledgeEvaluator(model, tok, heldout, cfg=PopulationConfig(tokens=a["tokens"], batch_size=a["batch_size"],
+                                                                           prefix_cache=a["prefix_cache"]), chat_template=ct)
+        h = hev.evaluate(res.pareto_x.reshape(len(pts), a["tokens"], hidden))
+        for p, acc in zip(pts, h["accuracy"]):
+            p["heldout_accuracy"] = float(acc)
+    f = out / "pareto.json"
+    if f.exists():
+        doc = read_json(f)
+        doc.update({"points": pts, "search_questions": kev.n, "heldout_questions": len(heldout or []), "region": kev.region})
+        atomic_write_json(f, doc)
+    return pts
 
 
 def _parse_constants(s: str | None) -> dict[str, float]:
@@ -102,6 +143,22 @@ def _run(**a) -> None:
     if target.missing:
         typer.echo(f"note: {target.name} has no score for {', '.join(target.missing)}; the loss uses {', '.join(target.scores)}", err=True)
     out: Path = a["out"] or Path(f"runs/sp-{target.code}-{a['optimizer']}")
+    nsga = a["optimizer"] == "nsga2" and not a["baseline"]
+    know_items = search_items = None
+    if a["knowledge"] > 0:  # read (and check) the BLEnD questions before the model loads
+        from pluralign.blackbox.knowledge import blend_region, build_knowledge_set
+
+        region = blend_region(target.iso3 or target.code)
+        if nsga:
+            pool = build_knowledge_set(region, n=2 * a["knowledge"], seed=a["seed"])
+            search_items, know_items = pool[: a["knowledge"]], pool[a["knowledge"] :]
+            if len(search_items) < 2:
+                raise PluralignError(f"BLEnD has only {len(search_items)} usable questions for {region}", field="--knowledge")
+            if not know_items:
+                typer.echo(f"note: all {len(search_items)} usable {region} questions go to the search; no held-out check", err=True)
+                know_items = None
+        else:
+            know_items = build_knowledge_set(region, n=a["knowledge"], seed=a["seed"])
 
     import torch
 
@@ -118,6 +175,11 @@ def _run(**a) -> None:
     pcfg = dict(batch_size=a["batch_size"], prefix_cache=a["prefix_cache"], chat_template=ct)
     hidden = model.get_input_embeddings().weight.shape[1]
     empty = torch.zeros(1, 0, hidden)
+    sub = a["subspace_dim"]
+    if sub and not a["baseline"] and sub >= a["tokens"] * hidden:
+        typer.echo(f"note: --subspace-dim {sub} is not below the {a['tokens'] * hidden} prompt numbers ({a['tokens']} tokens x {hidden}): "
+                   "searching the full space", err=True)
+        sub = 0
 
     results: dict = {"schema": "pluralign.softprompt/1", "model": a["model"], "country": target.to_dict(), "vsm": {
         "constants": vsm.constants, "reduction": vsm.reduction}, "seed": a["seed"]}
@@ -134,29 +196,38 @@ def _run(**a) -> None:
         typer.echo(f"  {name}: L1 {float(r.loss[0]):.2f} ({time.perf_counter() - t0:.0f} s)", err=True)
     results["baseline_seconds"] = round(time.perf_counter() - t0, 2)
 
-    know_items = None
-    if a["knowledge"] > 0:
-        from pluralign.blackbox.knowledge import blend_region, build_knowledge_set, knowledge_accuracy
+    if know_items:
+        from pluralign.blackbox.knowledge import knowledge_accuracy
 
-        know_items = build_knowledge_set(blend_region(target.iso3 or target.code), n=a["knowledge"], seed=a["seed"])
         results["knowledge_before"] = knowledge_accuracy(model, tok, know_items, batch_size=a["batch_size"], chat_template=ct)
 
     if not a["baseline"]:
         ocfg = OptimizerConfig(de_variant=a["de_variant"], de_F=a["de_f"], de_CR=a["de_cr"], pso_w=a["pso_w"], cma_sigma=a["cma_sigma"])
         scfg = SearchConfig(optimizer=a["optimizer"], pop=a["pop"], gens=a["gens"], seed=a["seed"], init_scale=a["init_scale"],
-                            bound_scale=a["bound_scale"], patience=a["patience"], opt=ocfg)
-        ev = PopulationEvaluator.from_questionnaire(model, tok, cfg=PopulationConfig(tokens=a["tokens"], **pcfg), vsm=vsm)
+                            bound_scale=a["bound_scale"], patience=a["patience"], opt=ocfg, subspace_dim=sub,
+                            subspace_scale=a["subspace_scale"], subspace_bound=a["subspace_bound"])
+        scfg_pop = PopulationConfig(tokens=a["tokens"], autocast=a["autocast"], **pcfg)
+        ev = PopulationEvaluator.from_questionnaire(model, tok, cfg=scfg_pop, vsm=vsm)
+        kev = None
+        if nsga:
+            from pluralign.blackbox.knowledge import KnowledgeEvaluator
+
+            kev = KnowledgeEvaluator(model, tok, search_items, cfg=scfg_pop, chat_template=ct)
         special = set(getattr(tok, "all_special_ids", []) or [])
         meta = {"model": a["model"], "naive_loss": results["naive"]["loss"], "in_context_loss": results["in-context"]["loss"]}
-        res = run_search(ev, target, scfg, out_dir=out, resume=a["resume"], progress=a["progress"], meta=meta, special_ids=special)
+        res = run_search(ev, target, scfg, out_dir=out, resume=a["resume"], progress=a["progress"], meta=meta, special_ids=special,
+                         knowledge=kev)
         results["search"] = {
             "optimizer": a["optimizer"], "tokens": a["tokens"], "pop": a["pop"], "gens": a["gens"], "generations_run": res.generations,
             "evaluations": res.evaluations, "initial_best": res.initial_best, "loss": res.best_loss, "scores": res.best_scores,
             "stopped": res.stopped, "seconds": res.history[-1]["seconds"] if res.history else 0.0, "option_mass": res.best_mass,
+            "subspace_dim": sub, "autocast": a["autocast"],
         }
+        if nsga:
+            results["search"]["pareto"] = _pareto_with_heldout(res, kev, know_items, model, tok, a, ct, out, hidden)
         rows.append([f"soft prompt ({a['optimizer']})", *[res.best_scores[d] for d in DIMENSIONS], res.best_loss,
                      res.best_mass if res.best_mass is not None else float("nan")])
-        if know_items is not None:
+        if know_items:
             from pluralign.blackbox.knowledge import knowledge_accuracy
             from pluralign.blackbox.softprompt import SoftPromptModel
 
@@ -171,5 +242,6 @@ def _run(**a) -> None:
     typer.echo(markdown_table(["", *DIMENSIONS, "L1", "option mass"], rows))
     if "knowledge_before" in results:
         kb, ka = results["knowledge_before"], results.get("knowledge_after")
-        typer.echo(f"BLEnD {kb['region']} knowledge accuracy (n={kb['n']}, chance {kb['chance']:.2f}): before {kb['accuracy']:.3f}"
+        held = ", held out from the search" if nsga else ""
+        typer.echo(f"BLEnD {kb['region']} knowledge accuracy (n={kb['n']}{held}, chance {kb['chance']:.2f}): before {kb['accuracy']:.3f}"
                    + (f", after {ka['accuracy']:.3f}" if ka else ""))

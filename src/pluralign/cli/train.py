@@ -1,4 +1,4 @@
-"""``pluralign train``: conditional SFT (and DPO) of an adapter on survey answers."""
+"""``pluralign train``: conditional SFT, DPO and GRPO of an adapter on survey answers or preference data."""
 
 from __future__ import annotations
 
@@ -20,12 +20,16 @@ Tasks: individual = one respondent's answer (WVS respondent probe), loss on the 
 
 The held-out part is never trained on: its recipe is written to OUT/split.json, and `pluralign eval --split-from OUT` rebuilds the same split.
 
+Preference / prompt data (--data prism:DIR, community-alignment:CSV, blend[:DIR]): --stage sft imitates the chosen / human answer text, --stage dpo trains on its chosen > rejected pairs (reference: the --init-adapter model), --stage grpo samples --num-generations completions per prompt (--batch-size counts prompts) with the profile on the router and scores them with --reward (blend-match, blend-weighted, judge, module:function); an in-house GRPO (group-normalised advantages, clipped ratio, KL to the reference with --grpo-beta), not TRL's trainer. Evaluate with `pluralign generate-eval --adapter OUT/adapter --split-from OUT`.
+
 Examples:
 
   pluralign train --method cuma --task individual --data wvs-probe --steps 200 --out runs/cuma
   pluralign eval --adapter runs/cuma/adapter --split-from runs/cuma --method persona
   pluralign train --method lora --task distributional --data wvs-shares --out runs/lora-shares
   pluralign train --method cuma --stage dpo --init-adapter runs/cuma/adapter --out runs/cuma-dpo
+  pluralign train --method cuma --data blend --stage sft --out runs/blend-sft        # BLEnD short answers
+  pluralign train --method cuma --data blend --stage grpo --reward blend-match --init-adapter runs/blend-sft/adapter --out runs/blend-grpo
   pluralign train --method cuma --no-demographic-routing --out runs/abl-norouting   # ablations
   pluralign train ... --out runs/cuma --resume                                      # continue
   accelerate launch --multi_gpu --num_processes 4 -m pluralign.cli.main train --method cuma ...  # 4 GPUs
@@ -42,7 +46,7 @@ def train_cmd(
     config: Optional[Path] = typer.Option(None, help="A JSON file of training settings (field names of TrainConfig, e.g. configs/train/cuma-probe.json); flags given on the command line win."),
     method: str = typer.Option("cuma", help="cuma, mixlora, hydralora, mixlora-qv, hydralora-qv, lora, dora, ptuning-v2, full (see above)."),
     task: str = typer.Option("individual", help="individual (respondent answers) or distributional (group answer shares)."),
-    stage: str = typer.Option("sft", help="sft, or dpo (human answer preferred over the mean-collapse answer; start from --init-adapter)."),
+    stage: str = typer.Option("sft", help="sft, dpo (survey data: human answer preferred over the mean-collapse answer; preference data: its chosen > rejected pairs; start from --init-adapter), or grpo (preference / prompt data, with --reward)."),
     model: str = typer.Option("smollm2-135m", help="Backbone: short name, hub id, local folder or .gguf file."),
     data: str = typer.Option("wvs-probe", help="Dataset: wvs-probe (individual), wvs-shares (distributional), or a path."),
     strict: bool = typer.Option(False, "--strict", help="Fail on the first unusable cell of the data (default: skip it and count it per reason, reported as dataset.dropped); for loaders that skip cells."),
@@ -77,6 +81,24 @@ def train_cmd(
     profile_encoder: str = typer.Option("minilm-l6", help="Profile encoder of profile-routed methods: a sentence encoder (minilm-l6, hub id, folder), backbone[:LAYER] (the LLM's own hidden state of the profile text), culture-map (numeric map features), or several joined by '+'."),
     init_adapter: Optional[Path] = typer.Option(None, help="Start from a trained adapter (e.g. SFT before DPO)."),
     dpo_beta: float = typer.Option(0.1, help="DPO beta (stage dpo)."),
+    completion_max_length: int = typer.Option(256, help="Preference data: tokens kept of each target / chosen / rejected completion."),
+    grpo_reward: Optional[list[str]] = typer.Option(None, "--grpo-reward", help="GRPO reward (repeat to sum several): blend-match, blend-weighted, judge, or module:function (f(prompts, completions, completion_ids, **columns) -> list of floats). Default: blend-match with human answers (BLEnD), else judge."),
+    grpo_reward_weights: Optional[str] = typer.Option(None, help="GRPO: comma-separated weights, one per --grpo-reward."),
+    grpo_num_generations: int = typer.Option(4, help="GRPO: completions per prompt (the group); --batch-size counts prompts."),
+    grpo_max_completion_length: int = typer.Option(32, help="GRPO: new tokens per sampled completion."),
+    grpo_temperature: float = typer.Option(1.0, help="GRPO: sampling temperature."),
+    grpo_top_p: float = typer.Option(1.0, help="GRPO: nucleus sampling mass."),
+    grpo_top_k: int = typer.Option(0, help="GRPO: top-k sampling (0: off)."),
+    grpo_beta: float = typer.Option(0.0, help="GRPO: KL coefficient to the reference (the model at the start of the stage); 0 = none."),
+    grpo_epsilon: float = typer.Option(0.2, help="GRPO: clipping epsilon of the policy ratio."),
+    grpo_epsilon_high: Optional[float] = typer.Option(None, help="GRPO: upper clipping epsilon (default: --grpo-epsilon)."),
+    grpo_num_iterations: int = typer.Option(1, help="GRPO: optimizer steps per generation batch (>1 makes the clip active)."),
+    grpo_loss_type: str = typer.Option("dapo", help="GRPO loss aggregation: grpo, dapo, bnpo, dr_grpo."),
+    grpo_scale_rewards: str = typer.Option("group", help="GRPO advantage scaling: group, batch, none."),
+    grpo_mask_truncated: bool = typer.Option(False, "--grpo-mask-truncated", help="GRPO: leave completions that hit the length limit out of the loss."),
+    judge_model: Optional[str] = typer.Option(None, help="Judge reward: a local judge model (default: --model, a separate frozen copy)."),
+    judge_url: Optional[str] = typer.Option(None, help="Judge reward: an OpenAI-compatible endpoint instead (e.g. http://127.0.0.1:8000/v1 from `pluralign serve`)."),
+    judge_api_model: Optional[str] = typer.Option(None, help="Model name sent to --judge-url (default: its first model)."),
     labels: str = typer.Option("auto", help="Option labels: auto, digits, letters (must match evaluation)."),
     chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template", help="Use the model's chat template."),
     max_length: Optional[int] = typer.Option(None, help="Keep only the last N prompt tokens."),
@@ -99,6 +121,25 @@ def _csv(s: str | None) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()] if s else []
 
 
+def _list(v) -> list[str]:
+    """A repeated option (or a config-file list / comma string) as a list of names."""
+    if not v:
+        return []
+    if isinstance(v, str):
+        return _csv(v)
+    return [x for item in v for x in (_csv(item) if isinstance(item, str) and "," in item and ":" not in item else [item])]
+
+
+def _floats(v) -> list[float]:
+    if not v:
+        return []
+    parts = v if isinstance(v, list) else _csv(str(v))
+    try:
+        return [float(x) for x in parts]
+    except (TypeError, ValueError):
+        raise PluralignError(f"must be comma-separated numbers, got {v!r}", field="--grpo-reward-weights") from None
+
+
 def _apply_config_file(a: dict) -> None:
     """Values from ``--config`` replace the flags still at their defaults (explicit flags win)."""
     import inspect
@@ -118,7 +159,7 @@ def _apply_config_file(a: dict) -> None:
         if cli is None:
             raise PluralignError("this field cannot be set from a config file", file=a["config"], field=k)
         if a[cli] == defaults.get(cli) or (defaults.get(cli) is not None and str(a[cli]) == str(defaults.get(cli))):
-            a[cli] = ",".join(v) if isinstance(v, list) else v
+            a[cli] = ",".join(map(str, v)) if isinstance(v, list) else v
 
 
 def _run(**a) -> None:
@@ -144,6 +185,13 @@ def _run(**a) -> None:
         steps=a["steps"], batch_size=a["batch_size"], grad_accum=a["grad_accum"], lr=a["lr"],
         weight_decay=a["weight_decay"], warmup_ratio=a["warmup_ratio"], scheduler=a["scheduler"], dtype=a["dtype"],
         device=a["device"], gradient_checkpointing=a["gradient_checkpointing"], dpo_beta=a["dpo_beta"], out=str(a["out"]),
+        completion_max_length=a["completion_max_length"], grpo_reward=_list(a["grpo_reward"]),
+        grpo_reward_weights=_floats(a["grpo_reward_weights"]), grpo_num_generations=a["grpo_num_generations"],
+        grpo_max_completion_length=a["grpo_max_completion_length"], grpo_temperature=a["grpo_temperature"], grpo_top_p=a["grpo_top_p"],
+        grpo_top_k=a["grpo_top_k"], grpo_beta=a["grpo_beta"], grpo_epsilon=a["grpo_epsilon"], grpo_epsilon_high=a["grpo_epsilon_high"],
+        grpo_num_iterations=a["grpo_num_iterations"], grpo_loss_type=a["grpo_loss_type"], grpo_scale_rewards=a["grpo_scale_rewards"],
+        grpo_mask_truncated=a["grpo_mask_truncated"], judge_model=a["judge_model"] or "", judge_url=a["judge_url"],
+        judge_api_model=a["judge_api_model"] or "",
         save_steps=default_save_steps(a), logging_steps=a["logging_steps"], resume=a["resume"], progress=a["progress"],
     ).validate()
     from pluralign.training.trainer import RunFinished
@@ -161,6 +209,9 @@ def _run(**a) -> None:
         f"adapter: {Path(cfg.out) / 'adapter'}",
         err=True,
     )
+    if s.get("eval_method") == "generate":
+        typer.echo(f"evaluate: pluralign generate-eval --model {cfg.model} --adapter {Path(cfg.out) / 'adapter'} --split-from {cfg.out}", err=True)
+        return
     typer.echo(
         f"evaluate: pluralign eval --model {cfg.model} --adapter {Path(cfg.out) / 'adapter'} "
         f"--split-from {cfg.out} --method {s['eval_method']}",

@@ -12,7 +12,7 @@ from pluralign.errors import PluralignError
 
 HELP = """Word-association learning for cultural alignment (ALIGN, on Small World of Words data).
 
-The model learns native speakers' free associations: first SFT with LoRA on "cue -> the first 3 responses, most common first", then RL (TRL GRPO; the paper used PPO, which TRL removed) on "cue + candidates -> ranked list" with a Spearman reward against the human strengths. Evaluation on held-out cues: Precision@K (K = 5, 10, 40) of generated associations and Spearman rho of rankings; and the transfer to World Values Survey answers of USA and China (JSD, EMD, high-tension items).
+The model learns native speakers' free associations: first SFT with LoRA on "cue -> the first 3 responses, most common first", then RL (GRPO, the shared implementation of `pluralign train --stage grpo`; the paper used PPO, which TRL removed) on "cue + candidates -> ranked list" with a Spearman reward against the human strengths. Evaluation on held-out cues: Precision@K (K = 5, 10, 40) of generated associations and Spearman rho of rankings; and the transfer to World Values Survey answers of USA and China (JSD, EMD, high-tension items).
 
 Data: a SWOW strength file (cue,response,R1,N,R1.Strength or the R123 columns; SWOW-EN or SWOW-ZH). By default the shared copy of SWOW-EN (CC BY-NC-ND: never copied into outputs). Cues are split 80/10/10 by a seeded hash; training uses train cues, evaluation the test (or val) cues.
 

@@ -4,7 +4,10 @@
 * :func:`train` — the whole pipeline (data, split, prompts, adapter, Trainer, saved adapter);
 * :class:`ConditionalTrainer` / :class:`DPOConditionalTrainer` — ``transformers.Trainer`` with the
   answer-token / soft-label / DPO losses;
-* :mod:`pluralign.training.data` — prompts identical to evaluation, collator with ``profile_embeds``.
+* :mod:`pluralign.training.data` — prompts identical to evaluation, collator with ``profile_embeds``;
+* preference / prompt data (PRISM, Community Alignment, BLEnD): text SFT and sequence DPO
+  (:mod:`pluralign.training.text`), GRPO (:mod:`pluralign.training.grpo`, in-house, also ALIGN's RL
+  stage), run by :mod:`pluralign.training.textrun` (``--stage sft|dpo|grpo``).
 
 Multi-GPU: ``accelerate launch -m pluralign.cli.main train ...`` (the Trainer picks the
 distributed set-up from accelerate); see ``scripts/accelerate_smoke.sh`` for 2 CPU processes.

@@ -1,4 +1,4 @@
-"""Configuration of a training run (conditional SFT or DPO), one field per knob, each with help text.
+"""Configuration of a training run (conditional SFT, DPO or GRPO), one field per knob, each with help text.
 
 The same dataclass drives the Python API (:func:`pluralign.training.train`) and the CLI
 (``pluralign train``); it is saved next to the outputs as ``train_config.json`` so a run can be
@@ -13,7 +13,7 @@ from typing import Any
 from pluralign.errors import PluralignError
 
 TASKS = ("individual", "distributional")
-STAGES = ("sft", "dpo")
+STAGES = ("sft", "dpo", "grpo")
 SOFT_NORMS = ("vocab", "options")
 
 
@@ -28,9 +28,9 @@ class TrainConfig:
     # ---------------------------------------------------------------- what
     method: str = _f("cuma", "Adapter method: cuma, mixlora (as in Li et al. 2024: top-2 LoRA experts on gate/up/down routed from the MLP input + plain LoRA on q/k/v/o), hydralora (as in Tian et al. 2024: shared A, N B heads, dense per-linear router, on gate/up/down), mixlora-qv / hydralora-qv (the CuMA authors' baseline configurations: top-2 experts on q/v, MLP router), lora, dora, ptuning-v2, full.")
     task: str = _f("individual", "individual: one respondent's answer (loss on the answer label token); distributional: a group's answer distribution (soft-label cross-entropy).")
-    stage: str = _f("sft", "sft: conditional supervised fine-tuning; dpo: direct preference optimisation on (human answer ≻ mean-collapse answer) pairs.")
+    stage: str = _f("sft", "sft: conditional supervised fine-tuning (survey data: the answer label; preference data: the chosen / human answer text); dpo: direct preference optimisation (survey data: human answer ≻ mean-collapse answer; preference data: its chosen ≻ rejected pairs); grpo: group-relative policy optimisation on preference / prompt data with the --reward functions (pluralign.training.grpo).")
     model: str = _f("smollm2-135m", "Backbone: short name, hub id, local folder or .gguf file.")
-    data: str = _f("wvs-probe", "Dataset: a loader name (wvs-probe, wvs-shares, ...) or a path.")
+    data: str = _f("wvs-probe", "Dataset: a loader name (wvs-probe, wvs-shares, ...) or a path; preference / prompt data (prism:DIR, community-alignment:CSV, blend[:DIR]) for text SFT, DPO and GRPO.")
     strict: bool = _f(False, "Fail on the first unusable cell of the data (default: skip it and count it per reason in train_summary.json's dataset.dropped).")
     # ---------------------------------------------------------------- split
     split: str = _f("auto", "Hold-out unit: respondent, question, country, profile; auto = respondent for individual data, country for group data (held-out countries; the same rule as `pluralign eval --split auto`).")
@@ -75,6 +75,25 @@ class TrainConfig:
     device: str = _f("auto", "auto, cpu, cuda (multi-GPU: launch with `accelerate launch`).")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass (less memory, ~30% slower).")
     dpo_beta: float = _f(0.1, "DPO temperature beta (stage dpo).")
+    completion_max_length: int = _f(256, "Preference data: keep at most N tokens of each target / chosen / rejected completion (EOS included).")
+    # ---------------------------------------------------------------- GRPO (stage grpo; pluralign.training.grpo)
+    grpo_reward: list = _f([], "Reward functions, summed: blend-match (BLEnD soft exact match with the profile's human answers), blend-weighted (BLEnD's count-weighted score), judge (the judge's pairwise preference of the completion over the reference policy's greedy answer, both orders), or module:function (TRL signature f(prompts, completions, completion_ids, **columns) -> list of floats). Empty: blend-match when the data has human answers, else judge.")
+    grpo_reward_weights: list = _f([], "One weight per --reward (empty: all 1).")
+    grpo_num_generations: int = _f(4, "Completions sampled per prompt (the GRPO group); --batch-size counts prompts.")
+    grpo_max_completion_length: int = _f(32, "New tokens per sampled completion.")
+    grpo_temperature: float = _f(1.0, "Sampling temperature of the rollouts (log-probs use the same temperature).")
+    grpo_top_p: float = _f(1.0, "Nucleus sampling mass of the rollouts.")
+    grpo_top_k: int = _f(0, "Top-k sampling of the rollouts (0: off).")
+    grpo_beta: float = _f(0.0, "KL coefficient to the reference policy (the model at the start of the stage, e.g. the --init-adapter SFT model); 0 = no KL (TRL's default).")
+    grpo_epsilon: float = _f(0.2, "Clipping epsilon of the policy ratio (clip to [1 - eps, 1 + eps_high]).")
+    grpo_epsilon_high: float | None = _f(None, "Upper clipping epsilon (DAPO clip-higher); None = grpo_epsilon.")
+    grpo_num_iterations: int = _f(1, "Optimizer steps per generation batch (mu; > 1 makes the clip active).")
+    grpo_loss_type: str = _f("dapo", "Loss aggregation: grpo (mean per sequence, then over sequences), dapo / bnpo (mean over tokens), dr_grpo (sum / (sequences x max length)).")
+    grpo_scale_rewards: str = _f("group", "Advantage scaling: group (divide by the group's reward std), batch, none.")
+    grpo_mask_truncated: bool = _f(False, "Leave completions that hit the length limit out of the GRPO loss.")
+    judge_model: str = _f("", "Judge of the judge reward: a local model (short name, hub id, folder) compared by its log-probs of 'A' / 'B' after a judge prompt; empty = the --model backbone (a separate frozen copy, no adapter).")
+    judge_url: str | None = _f(None, "Judge as an OpenAI-compatible endpoint instead (e.g. http://127.0.0.1:8000/v1 of `pluralign serve`); asked for one letter, A or B.")
+    judge_api_model: str = _f("", "Model name sent to --judge-url (empty: the endpoint's first model).")
     # ---------------------------------------------------------------- bookkeeping
     out: str = _f("runs/train", "Output folder: adapter/, checkpoints/, log.jsonl, train_config.json, split.json.")
     save_steps: int = _f(50, "Save a resumable checkpoint every N steps (0: only at the end).")
@@ -92,7 +111,7 @@ class TrainConfig:
         if self.task not in TASKS:
             raise PluralignError(f"unknown task {self.task!r} (individual | distributional)", field="task")
         if self.stage not in STAGES:
-            raise PluralignError(f"unknown stage {self.stage!r} (sft | dpo)", field="stage")
+            raise PluralignError(f"unknown stage {self.stage!r} (sft | dpo | grpo)", field="stage")
         if self.soft_label_norm not in SOFT_NORMS:
             raise PluralignError(f"unknown soft-label normalisation {self.soft_label_norm!r} (vocab | options)", field="soft_label_norm")
         for name in ("steps", "batch_size", "grad_accum"):
@@ -108,6 +127,15 @@ class TrainConfig:
             raise PluralignError(f"epochs must be a positive number, got {self.epochs}", field="epochs")
         if self.max_examples is not None and self.max_examples < 1:
             raise PluralignError(f"max_examples must be >= 1, got {self.max_examples}", field="max_examples")
+        if self.completion_max_length < 2:
+            raise PluralignError(f"completion_max_length must be >= 2, got {self.completion_max_length}", field="completion_max_length")
+        if self.stage == "grpo":
+            from pluralign.training.grpo import settings_from_config
+
+            settings_from_config(self)
+            if self.grpo_reward_weights and len(self.grpo_reward_weights) != len(self.grpo_reward):
+                raise PluralignError(f"{len(self.grpo_reward_weights)} reward weights for {len(self.grpo_reward)} rewards",
+                                     field="grpo_reward_weights")
         return self
 
     def to_dict(self) -> dict:

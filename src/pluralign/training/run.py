@@ -1,5 +1,8 @@
 """End-to-end training run: data → split → prompts → adapter → Trainer → saved adapter.
 
+Survey data runs here; preference / prompt data (PRISM, Community Alignment, BLEnD) and the
+``grpo`` stage run in :mod:`pluralign.training.textrun` (same output layout).
+
 Output folder layout (``cfg.out``)::
 
     train_config.json   the TrainConfig (a resume must match it)
@@ -134,7 +137,9 @@ def _check_out(cfg: TrainConfig, out: Path) -> str | None:
     if not isinstance(old, dict):
         raise PluralignError("not a training configuration (expected a JSON object)", file=prev_cfg)
     new = cfg.to_dict()
-    diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
+    # a field the earlier run's config lacks (added to TrainConfig since) counts as its default
+    defaults = TrainConfig().to_dict()
+    diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_CHANGES and old.get(k, defaults.get(k)) != new.get(k))
     if diff:
         raise PluralignError(
             f"--resume with a different configuration ({diff[0]}: {old.get(diff[0])!r} -> {new.get(diff[0])!r})",
@@ -229,6 +234,12 @@ def train(cfg: TrainConfig) -> dict:
     from pluralign.training.methods import build_trainable, encoder_spec, make_profile_encoder, method_uses_profile, save_trained
 
     cfg.validate()
+    from pluralign.data.loaders import is_preference_spec
+
+    if cfg.stage == "grpo" or is_preference_spec(cfg.data):  # open-ended text: pluralign.training.textrun
+        from pluralign.training.textrun import train_text
+
+        return train_text(cfg)
     out = Path(cfg.out)
     ckpt = _check_out(cfg, out)
     set_seed(cfg.seed)

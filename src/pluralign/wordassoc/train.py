@@ -4,13 +4,16 @@ Stage 1 (:func:`train_sft`): TRL ``SFTTrainer`` with a peft ``LoraConfig`` on th
 (cue → ``n_targets`` human responses ordered by strength; loss on the completion only). Optionally
 the ranking task is mixed in (``tasks="generation,ranking"``).
 
-Stage 2 (:func:`train_rl`): TRL ``GRPOTrainer`` on the ranking task, continuing the stage-1 LoRA
-adapter, with a reward from :data:`pluralign.wordassoc.metrics.REWARDS` (default ``spearman``:
-Spearman's ρ between the completion's order of the candidates and the human strengths).
+Stage 2 (:func:`train_rl`): GRPO on the ranking task, continuing the stage-1 LoRA adapter, with a
+reward from :data:`pluralign.wordassoc.metrics.REWARDS` (default ``spearman``: Spearman's ρ between
+the completion's order of the candidates and the human strengths). The GRPO implementation is
+the one of the ``grpo`` training stage (:mod:`pluralign.training.grpo`, an in-house GRPO on the
+transformers ``Trainer`` with TRL's loss options; not TRL's ``GRPOTrainer``); rewards keep TRL's
+signature ``f(prompts, completions, completion_ids, **columns)``.
 
 **Deviation from the paper.** ALIGN used PPO for the preference stage. TRL removed its PPO trainer,
 so this uses GRPO (group-relative advantages over ``num_generations`` completions per prompt, no
-value model; with ``beta=0`` no reference model either, as in TRL's default). The reward and the
+value model; with ``beta=0`` no reference policy either, as in TRL's default). The reward and the
 data are the paper's; the policy-gradient estimator differs.
 
 Both stages write Hugging Face checkpoints (``checkpoint-N``) every ``save_steps`` and resume from the
@@ -205,13 +208,16 @@ def train_rl(
     model, tok, data: SwowData | None = None, stage: RLStage | None = None, *, records: list[dict] | None = None,
     reward_fn: Callable | None = None, callbacks: Sequence = (), progress: bool = True,
 ) -> dict:
-    """Stage 2 (GRPO). ``model``: a PeftModel holding the trainable SFT adapter (it is trained
-    further), or a plain model (a fresh LoRA from ``stage.lora`` is added). ``records`` and
-    ``reward_fn`` override the SWOW ranking data and the registered reward (tests use a toy reward)."""
-    from datasets import Dataset
-    from peft import PeftModel
-    from trl import GRPOConfig, GRPOTrainer
+    """Stage 2 (GRPO, :mod:`pluralign.training.grpo`). ``model``: a PeftModel holding the trainable
+    SFT adapter (it is trained further), or a plain model (a fresh LoRA from ``stage.lora`` is
+    added; ``lora=None`` trains every weight in place). ``records`` and ``reward_fn`` override the
+    SWOW ranking data and the registered reward (tests use a toy reward)."""
+    import torch
+    from peft import PeftModel, get_peft_model
+    from transformers import TrainingArguments
 
+    from pluralign.models.chat import build_chat_prompt
+    from pluralign.training.grpo import GRPOSettings, PromptRow, build_grpo_trainer
     from pluralign.wordassoc.metrics import REWARDS
 
     stage = stage or RLStage()
@@ -227,24 +233,33 @@ def train_rl(
     if stage.batch_size % stage.num_generations:
         raise PluralignError(f"batch_size {stage.batch_size} must be a multiple of num_generations {stage.num_generations}", field="batch_size")
     out = Path(stage.output_dir)
-    ds = Dataset.from_list(records)
-    args = GRPOConfig(
-        output_dir=str(out), max_steps=stage.max_steps, per_device_train_batch_size=stage.batch_size,
-        num_generations=stage.num_generations, max_completion_length=stage.max_completion_length,
-        temperature=stage.temperature, learning_rate=stage.learning_rate, beta=stage.beta,
-        logging_steps=stage.logging_steps, save_steps=stage.save_steps, save_total_limit=2, seed=stage.seed,
-        report_to="none", disable_tqdm=not progress, dataloader_num_workers=0, log_completions=False,
-        **_cpu_flags(),
-    )
     _ensure_pad(tok)
-    peft_cfg = None if isinstance(model, PeftModel) or stage.lora is None else stage.lora.to_peft()
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_fn, args=args, train_dataset=ds, processing_class=tok,
-                          peft_config=peft_cfg, callbacks=list(callbacks))
+    torch.manual_seed(stage.seed)
+    if not isinstance(model, PeftModel) and stage.lora is not None:
+        model = get_peft_model(model, stage.lora.to_peft())
+    rows = []
+    for i, r in enumerate(records):
+        prompt = r["prompt"]
+        text = build_chat_prompt(tok, prompt) if isinstance(prompt, list) else str(prompt)
+        add = not (tok.bos_token and text.startswith(tok.bos_token))
+        rows.append(PromptRow(prompt_ids=tok(text, add_special_tokens=add)["input_ids"], prompt=prompt, key=str(i),
+                              columns={k: v for k, v in r.items() if k != "prompt"}))
+    flags = _cpu_flags()
+    args = TrainingArguments(
+        output_dir=str(out), max_steps=stage.max_steps, per_device_train_batch_size=stage.batch_size // stage.num_generations,
+        learning_rate=stage.learning_rate, lr_scheduler_type="linear", warmup_steps=0, logging_steps=stage.logging_steps,
+        save_strategy="steps", save_steps=stage.save_steps, save_total_limit=2, seed=stage.seed, data_seed=stage.seed,
+        report_to=[], disable_tqdm=not progress, dataloader_num_workers=0, remove_unused_columns=False,
+        bf16=flags["bf16"], use_cpu=flags["use_cpu"],
+    )
+    settings = GRPOSettings(num_generations=stage.num_generations, max_completion_length=stage.max_completion_length,
+                            temperature=stage.temperature, beta=stage.beta)
+    trainer = build_grpo_trainer(model, tok, rows, [reward_fn], settings, args, callbacks=callbacks)
     resume = _last_checkpoint(out)
     result = trainer.train(resume_from_checkpoint=resume)
     hist = trainer.state.log_history
     rewards = [h["reward"] for h in hist if "reward" in h]
-    meta = {"stage": "rl", "algorithm": "GRPO (TRL)", "config": asdict(stage), "n_records": len(records),
+    meta = {"stage": "rl", "algorithm": "GRPO (pluralign.training.grpo)", "config": asdict(stage), "n_records": len(records),
             "rewards": rewards, "resumed_from": resume, "train_runtime": result.metrics.get("train_runtime"),
             "deviation": "ALIGN used PPO; TRL removed PPO, so GRPO is used with the same Spearman reward."}
     if data is not None:

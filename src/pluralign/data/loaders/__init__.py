@@ -3,6 +3,12 @@
 ``load_dataset(spec)`` accepts a registered name (``wvs-shares``, ``wvs-probe``, …), optionally
 with a path (``wvs-probe:/path/to/individual_answers.tsv``), or a bare path whose format is
 detected. Adding a format is one module that calls :func:`register_loader`.
+
+Open-ended preference / prompt data (PRISM, Community Alignment, BLEnD; a
+:class:`~pluralign.data.preferences.PreferenceDataset`, not a survey) registers with
+:func:`register_preference_loader` and loads with :func:`load_preferences`; those names are
+listed by :func:`available_loaders` too, and ``load_dataset`` refuses them with a pointer to the
+commands that use them (``pluralign train --stage sft|dpo|grpo``, ``pluralign generate-eval``).
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ def register_loader(name: str, *, detect: Detector | None = None, help: str = ""
 
 def available_loaders() -> dict[str, str]:
     _import_all()
-    return {k: v[2] for k, v in sorted(_LOADERS.items())}
+    out = {k: v[2] for k, v in _LOADERS.items()}
+    out.update({k: f"(preference data: train --stage sft/dpo/grpo, generate-eval) {v[2]}" for k, v in _PREF_LOADERS.items()})
+    return dict(sorted(out.items()))
 
 
 def load_dataset(spec: str | Path, *, strict: bool | None = None, **kwargs) -> SurveyDataset:
@@ -42,6 +50,8 @@ def load_dataset(spec: str | Path, *, strict: bool | None = None, **kwargs) -> S
     if strict is not None:
         kwargs["strict"] = strict
     s = str(spec)
+    if s.split(":", 1)[0] in _PREF_LOADERS:
+        _not_a_survey(s.split(":", 1)[0])
     name, _, path = s.partition(":") if ":" in s and s.split(":", 1)[0] in _LOADERS else (None, "", s)
     if name is None and s in _LOADERS:
         name, path = s, ""
@@ -57,6 +67,8 @@ def load_dataset(spec: str | Path, *, strict: bool | None = None, **kwargs) -> S
     for key, (fn, detect, _) in _LOADERS.items():
         if detect is not None and detect(p):
             return fn(p, **_accepted(fn, kwargs))
+    if is_preference_spec(p):
+        _not_a_survey(str(p))
     raise PluralignError(
         f"cannot tell the format of this file; prefix it with a loader name ({', '.join(sorted(_LOADERS))}), e.g. wvs-probe:{p}",
         file=p,
@@ -75,10 +87,77 @@ def _accepted(fn, kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if k != "strict"}
 
 
+# --------------------------------------------------------------------------- preference / prompt data
+def _not_a_survey(what: str):
+    raise PluralignError(
+        f"{what} is open-ended preference data, not a survey; use it with `pluralign train --stage sft|dpo|grpo --data ...` "
+        "or `pluralign generate-eval --data ...`",
+        field="data",
+    )
+
+
+_PREF_LOADERS: dict[str, tuple[Callable, Detector | None, str]] = {}
+
+
+def register_preference_loader(name: str, *, detect: Detector | None = None, help: str = ""):
+    """Register a loader returning a :class:`~pluralign.data.preferences.PreferenceDataset`."""
+
+    def deco(fn):
+        _PREF_LOADERS[name] = (fn, detect, help)
+        return fn
+
+    return deco
+
+
+def available_preference_loaders() -> dict[str, str]:
+    _import_all()
+    return {k: v[2] for k, v in sorted(_PREF_LOADERS.items())}
+
+
+def _pref_resolve(spec: str):
+    """``(loader, path or None)`` of a preference spec, or None when it is not one."""
+    _import_all()
+    s = str(spec)
+    head, sep, rest = s.partition(":")
+    if head in _PREF_LOADERS:
+        return _PREF_LOADERS[head][0], (rest if sep and rest else None)
+    p = Path(s)
+    if p.exists():  # the preference detectors are specific (PRISM / BLEnD folders, Community Alignment header)
+        for fn, detect, _ in _PREF_LOADERS.values():
+            if detect is not None and detect(p):
+                return fn, s
+    return None
+
+
+def is_preference_spec(spec: str | Path) -> bool:
+    """Whether ``spec`` names preference / prompt data (a registered name, ``name:path`` or a detected path)."""
+    try:
+        return _pref_resolve(str(spec)) is not None
+    except (OSError, ValueError):
+        return False
+
+
+def load_preferences(spec: str | Path, *, strict: bool | None = None, **kwargs):
+    """Load preference / prompt data by ``name``, ``name:path`` or a detected ``path``."""
+    hit = _pref_resolve(str(spec))
+    if hit is None:
+        names = ", ".join(sorted(_PREF_LOADERS))
+        p = Path(str(spec))
+        if not p.exists() and str(spec).split(":", 1)[0] not in _LOADERS:
+            raise PluralignError(f"no such preference dataset file or registered name (names: {names})", file=p, field="data")
+        raise PluralignError(f"not preference data (names: {names}; e.g. prism:/data/prism)", file=str(spec), field="data")
+    fn, path = hit
+    if strict is not None:
+        kwargs["strict"] = strict
+    kwargs = _accepted(fn, kwargs)
+    return fn(Path(path), **kwargs) if path else fn(**kwargs)
+
+
 def _import_all() -> None:
     from pluralign.data.loaders import wvs_probe, wvs_shares  # noqa: F401
 
-    for mod in ("worldvaluesbench", "globalopinionqa", "hofstede", "drhur", "opinionqa", "yaml_survey"):
+    for mod in ("worldvaluesbench", "globalopinionqa", "hofstede", "drhur", "opinionqa", "yaml_survey",
+                "prism", "community_alignment", "blend"):
         try:
             __import__(f"pluralign.data.loaders.{mod}")
         except ModuleNotFoundError as e:  # a loader module not written yet

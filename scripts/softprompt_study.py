@@ -1,0 +1,226 @@
+"""The soft-prompt budget study: countries x optimisers (full space and random subspace) x seeds. Resumable.
+
+    python scripts/softprompt_study.py --out runs/sp-study                 # run (or continue) every search
+    python scripts/softprompt_study.py --out runs/sp-study --dry-run       # the plan and its size
+    python scripts/softprompt_study.py --out runs/sp-study --report        # tables (markdown) and curves only
+
+Defaults: SmolLM2-135M-Instruct, T = 10 virtual tokens, USA / CHN / IND / ARA, DE / PSO / CMA-ES
+each in the full T x hidden space (``d0``) and in a random 500-dimensional subspace (``d500``,
+Black-Box Tuning), seeds 0, 1, 2, population 16 x (1 + 24 generations) = 400 candidate evaluations
+per search. Optimiser settings are the library defaults (``OptimizerConfig``; CMA-ES: diagonal in
+the full space, full covariance in the subspace, step 0.3 / 0.1 of the bound width).
+
+One model load for everything; one evaluator with a memo shared by every search (a candidate's
+scores do not depend on the target country; the seeded initial population of a space is the same
+for every optimiser and country, so it is scored once). Every search checkpoints each generation in
+``OUT/<country>-<optimizer>-d<dim>-s<seed>/`` (``pluralign softprompt``'s files); an interrupted
+study continues where it stopped (the running search from its last generation) when the same
+command is run again. ``OUT/summary.json`` (rewritten atomically after every search) holds the
+baselines and the finished searches; ``--report`` prints the tables from it and draws
+``OUT/curves.png`` (best loss so far vs evaluations, mean over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _csv(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def plan(a) -> list[dict]:
+    """Seed-major, so that a partial study already holds complete seeds."""
+    return [{"seed": int(s), "optimizer": o, "dim": int(d), "country": c}
+            for s in _csv(a.seeds) for d in _csv(a.subspace_dims) for o in _csv(a.optimizers) for c in _csv(a.countries)]
+
+
+def run_name(job: dict) -> str:
+    return f"{job['country']}-{job['optimizer']}-d{job['dim']}-s{job['seed']}"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m", help="model (short name, hub id or folder)")
+    ap.add_argument("--countries", default="USA,CHN,IND,ARA", help="targets (ARA = Hofstede's Arab countries region)")
+    ap.add_argument("--optimizers", default="de,pso,cmaes", help="optimisers (de, pso, cmaes, sep-cmaes)")
+    ap.add_argument("--subspace-dims", default="0,500", help="0 = the full space; d > 0 = a random d-dimensional subspace")
+    ap.add_argument("--seeds", default="0,1,2", help="seeds (initial population, projection, optimiser)")
+    ap.add_argument("--tokens", type=int, default=10, help="virtual tokens")
+    ap.add_argument("--pop", type=int, default=16, help="population size")
+    ap.add_argument("--gens", type=int, default=24, help="generations after the initial population (evaluations = pop x (gens + 1))")
+    ap.add_argument("--batch-size", type=int, default=64, help="rows per forward pass")
+    ap.add_argument("--autocast", choices=("off", "bf16"), default="off", help="bf16 matrix products (faster on AVX512-BF16 CPUs, not exact)")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    ap.add_argument("--out", type=Path, default=Path("runs/sp-study"), help="output folder")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan and its size, run nothing")
+    ap.add_argument("--report", action="store_true", help="only print the tables of OUT/summary.json and draw OUT/curves.png")
+    a = ap.parse_args(argv)
+    jobs = plan(a)
+    evals = a.pop * (a.gens + 1)
+    if a.dry_run:
+        spaces = len(_csv(a.subspace_dims)) * len(_csv(a.seeds))
+        unique_init = spaces * a.pop
+        total = len(jobs) * evals
+        print(f"{len(jobs)} searches x {evals} candidate evaluations = {total} "
+              f"(about {total - len(jobs) * a.pop + unique_init} after the memo: the initial population of each of the {spaces} "
+              f"(space, seed) pairs is scored once)")
+        for j in jobs:
+            print("  " + run_name(j))
+        return {"jobs": jobs}
+    if a.report:
+        summary = json.loads((a.out / "summary.json").read_text())
+        print(markdown(summary))
+        curves(summary, a.out / "curves.png")
+        return summary
+
+    import torch
+
+    from pluralign.blackbox.population import PopulationConfig, PopulationEvaluator, in_context_system
+    from pluralign.blackbox.search import CHECKPOINT, SearchConfig, run_search
+    from pluralign.blackbox.vsm import scores_dict
+    from pluralign.cli._common import quiet_libraries
+    from pluralign.data.loaders.hofstede import country_target
+    from pluralign.io import atomic_write_json
+    from pluralign.models import load_backbone
+
+    quiet_libraries()
+    torch.set_num_threads(a.threads)
+    a.out.mkdir(parents=True, exist_ok=True)
+    f = a.out / "summary.json"
+    summary = json.loads(f.read_text()) if f.exists() else {}
+    settings = {"model": a.model, "tokens": a.tokens, "pop": a.pop, "gens": a.gens, "autocast": a.autocast}
+    if summary and summary.get("settings") != settings:
+        raise SystemExit(f"error: {f} was made with {summary.get('settings')}, not {settings}: use another --out")
+    summary.setdefault("settings", settings)
+    summary.setdefault("baselines", {})
+    summary.setdefault("runs", {})
+    summary.setdefault("started", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+    save = lambda: atomic_write_json(f, summary)  # noqa: E731
+    t0 = time.perf_counter()
+    model, tok = load_backbone(a.model, device=a.device)
+    model.requires_grad_(False)
+    H = model.get_input_embeddings().weight.shape[1]
+    pcfg = dict(batch_size=a.batch_size, autocast=a.autocast)
+    naive = PopulationEvaluator.from_questionnaire(model, tok, cfg=PopulationConfig(tokens=0, **pcfg))
+    rn = None
+    for c in _csv(a.countries):
+        tgt = country_target(c)
+        if tgt.code in summary["baselines"]:
+            continue
+        rn = rn if rn is not None else naive.evaluate(torch.zeros(1, 0, H))
+        icl = PopulationEvaluator.from_questionnaire(
+            model, tok, cfg=PopulationConfig(tokens=0, contexts=(in_context_system(tgt.iso3 or tgt.name),), **pcfg))
+        ri = icl.evaluate(torch.zeros(1, 0, H), tgt)
+        from pluralign.blackbox.vsm import l1_loss
+
+        summary["baselines"][tgt.code] = {"name": tgt.name, "target": tgt.scores, "naive_loss": float(l1_loss(rn.scores, tgt)[0]),
+                                          "icl_loss": float(ri.loss[0]), "naive_scores": scores_dict(rn.scores[0]),
+                                          "icl_scores": scores_dict(ri.scores[0])}
+        save()
+        print(f"[{time.perf_counter() - t0:7.0f}s] {tgt.code}: naive {summary['baselines'][tgt.code]['naive_loss']:.2f}, "
+              f"in-context {ri.loss[0]:.2f}", flush=True)
+    ev = PopulationEvaluator.from_questionnaire(model, tok, cfg=PopulationConfig(tokens=a.tokens, memo=8192, **pcfg))
+    special = set(getattr(tok, "all_special_ids", []) or [])
+    hits0 = summary.get("memo_hits", 0)  # earlier invocations' memo hits
+    for i, job in enumerate(jobs):
+        name = run_name(job)
+        if name in summary["runs"]:
+            continue
+        tgt = country_target(job["country"])
+        dim = job["dim"] if job["dim"] < a.tokens * H else 0
+        cfg = SearchConfig(optimizer=job["optimizer"], pop=a.pop, gens=a.gens, seed=job["seed"], subspace_dim=dim)
+        out = a.out / name
+        t1 = time.perf_counter()
+        res = run_search(ev, tgt, cfg, out_dir=out, resume=(out / CHECKPOINT).exists(), progress=False, special_ids=special,
+                         meta={"model": a.model, "study": str(a.out)})
+        summary["runs"][name] = {**job, "code": tgt.code, "subspace_dim": dim, "initial_best": res.initial_best, "loss": res.best_loss,
+                                 "scores": res.best_scores, "evaluations": res.evaluations, "generations": res.generations,
+                                 "curve": [[h["evals"], round(h["best"], 4)] for h in res.history],
+                                 "seconds": res.history[-1]["seconds"] if res.history else 0.0, "option_mass": res.best_mass}
+        summary["memo_hits"] = hits0 + ev.memo_hits
+        save()
+        print(f"[{time.perf_counter() - t0:7.0f}s] ({i + 1}/{len(jobs)}) {name}: initial best {res.initial_best:.2f} → "
+              f"{res.best_loss:.2f} ({res.evaluations} evaluations, {time.perf_counter() - t1:.0f} s)", flush=True)
+    summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    save()
+    print(markdown(summary))
+    curves(summary, a.out / "curves.png")
+    return summary
+
+
+def _variant(r: dict) -> str:
+    return r["optimizer"] + (f" d={r['subspace_dim']}" if r["subspace_dim"] else " full")
+
+
+def markdown(summary: dict) -> str:
+    """Best L1 per country and variant: mean ± sd over seeds (n), and the initial population's best."""
+    runs = list(summary.get("runs", {}).values())
+    variants = sorted({_variant(r) for r in runs}, key=lambda v: (("full" not in v), v))
+    lines = ["| target | naive | in-context | " + " | ".join(variants) + " |", "|---|---|---|" + "---|" * len(variants)]
+    for code, b in summary.get("baselines", {}).items():
+        cells = []
+        for v in variants:
+            got = [r for r in runs if r["code"] == code and _variant(r) == v]
+            if not got:
+                cells.append("–")
+                continue
+            loss = np.array([r["loss"] for r in got])
+            init = np.mean([r["initial_best"] for r in got])
+            sd = f" ± {loss.std(ddof=1):.2f}" if len(loss) > 1 else ""
+            cells.append(f"**{loss.mean():.2f}**{sd} (n={len(loss)}; initial {init:.2f})")
+        lines.append(f"| {code} ({b['name']}) | {b['naive_loss']:.2f} | {b['icl_loss']:.2f} | " + " | ".join(cells) + " |")
+    s = summary.get("settings", {})
+    lines.append("")
+    lines.append(f"{len(runs)} searches; population {s.get('pop')} x {s.get('gens', 0) + 1} = {s.get('pop', 0) * (s.get('gens', 0) + 1)} "
+                 f"candidate evaluations each; {summary.get('memo_hits', 0)} memo hits.")
+    return "\n".join(lines)
+
+
+def curves(summary: dict, path: Path) -> Path | None:
+    """Best loss so far vs candidate evaluations, mean over seeds, one panel per country."""
+    runs = list(summary.get("runs", {}).values())
+    if not runs:
+        return None
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pluralign.io import atomic_write_bytes
+
+    codes = list(summary.get("baselines", {}))
+    fig, axes = plt.subplots(1, len(codes), figsize=(3.6 * len(codes), 3.2), dpi=110, squeeze=False)
+    for ax, code in zip(axes[0], codes):
+        for v in sorted({_variant(r) for r in runs}):
+            got = [r for r in runs if r["code"] == code and _variant(r) == v]
+            if not got:
+                continue
+            n = min(len(r["curve"]) for r in got)
+            x = [p[0] for p in got[0]["curve"][:n]]
+            y = np.mean([[p[1] for p in r["curve"][:n]] for r in got], axis=0)
+            ax.plot(x, y, "--" if "full" in v else "-", label=v)
+        b = summary["baselines"][code]
+        ax.axhline(b["icl_loss"], color="grey", lw=0.8, ls=":", label="in-context")
+        ax.set_title(f"{code} ({b['name']})", fontsize=9)
+        ax.set_xlabel("candidate evaluations")
+    axes[0][0].set_ylabel("best VSM L1 so far (mean over seeds)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Training runs on open-ended preference / prompt data (PRISM, Community Alignment, BLEnD):
+text SFT, sequence DPO and GRPO, with the same output layout as survey runs
+(:mod:`pluralign.training.run`): ``train_config.json``, ``split.json``, ``checkpoints/``,
+``log.jsonl``, ``adapter/``, ``train_summary.json``.
+
+* ``--stage sft``: imitate each record's human answer (BLEnD) or its chosen responses (PRISM /
+  Community Alignment) (:class:`pluralign.training.text.TextSFTTrainer`);
+* ``--stage dpo``: the chosen ≻ rejected pairs, reference = the model at the start of the stage
+  (:class:`pluralign.training.text.TextDPOTrainer`);
+* ``--stage grpo``: sampled groups scored by the ``--reward`` functions
+  (:mod:`pluralign.training.grpo`); ``--batch-size`` counts prompts.
+
+The split is by unit (``--split auto`` = question: the BLEnD question id, shared across regions,
+or the conversation; also profile, country, respondent); ``split.json`` records it and
+``pluralign generate-eval --split-from RUN`` rebuilds the held-out part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+
+from pluralign.errors import PluralignError
+from pluralign.io import atomic_write_json
+from pluralign.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def load_text_split(cfg_or_rec, *, strict: bool | None = None):
+    """``(dataset, split)`` of a TrainConfig, or of a ``split.json`` record (``generate-eval --split-from``)."""
+    from pluralign.data.loaders import load_preferences
+
+    get = (lambda k, d=None: cfg_or_rec.get(k, d)) if isinstance(cfg_or_rec, dict) else (lambda k, d=None: getattr(cfg_or_rec, k, d))
+    ds = load_preferences(get("data"), strict=strict)
+    if get("countries") or get("questions"):
+        ds = ds.filter(countries=get("countries") or None, questions=get("questions") or None)
+    by = get("by") or get("split") or "auto"
+    sp = ds.split(by, test_frac=float(get("test_frac", 0.2)), seed=int(get("seed", 0)), test_units=get("test_units") or None)
+    return ds, sp
+
+
+def text_split_record(cfg: TrainConfig, ds, sp) -> dict:
+    from pluralign.data.preferences import unit_of_record
+
+    units = sorted({unit_of_record(r, sp.by) for r in sp.test.records})
+    rec = {
+        "data": cfg.data, "by": sp.by, "requested_by": cfg.split, "test_frac": cfg.test_frac, "seed": cfg.seed,
+        "test_units": list(cfg.test_units), "countries": list(cfg.countries), "questions": list(cfg.questions),
+        "sizes": sp.describe(), "n_test_units": len(units),
+        "test_units_sha256": hashlib.sha256("\n".join(units).encode()).hexdigest(),
+        "eval_method": "generate", "kind": "preference", "profile_role": ds.profile_role,
+        "profile_prompt": cfg.profile_prompt, "chat_template": cfg.chat_template,
+    }
+    if sp.by != "respondent":  # rater ids stay out of run folders
+        rec["test_unit_list"] = units
+    return rec
+
+
+def build_model(cfg: TrainConfig):
+    """``(model, tok, encoder or None, spec, routed, device, bf16, n_trainable)`` as :func:`pluralign.training.run.train` builds them."""
+    from pluralign.models import load_backbone
+    from pluralign.models.loading import parse_dtype, pick_device
+    from pluralign.training.methods import build_trainable, encoder_spec, make_profile_encoder, method_uses_profile
+
+    device = pick_device(cfg.device)
+    load_dtype = (torch.bfloat16 if device.startswith("cuda") else torch.float32) if cfg.dtype == "auto" else parse_dtype(cfg.dtype, device)
+    bf16 = load_dtype == torch.bfloat16
+    base, tok = load_backbone(cfg.model, dtype=load_dtype, device=device)
+    base.config.use_cache = False
+    spec = encoder_spec(cfg)
+    encoder = make_profile_encoder(spec, backbone=(base, tok)) if method_uses_profile(cfg) else None
+    model, _, routed = build_trainable(base, cfg, profile_dim=encoder.dim if encoder is not None else None)
+    if encoder is not None and hasattr(encoder, "bind"):
+        encoder.bind(model)
+    if not routed:
+        encoder = None
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if bf16:
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if n_trainable == 0:
+        raise PluralignError(f"method {cfg.method!r} left no trainable parameter", field="method")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return model, tok, encoder, spec, routed, device, bf16, n_trainable
+
+
+def grpo_rows(tok, records, *, role: str, profile_prompt: bool, chat_template: bool, max_length: int | None):
+    from pluralign.training.grpo import PromptRow
+    from pluralign.training.text import encode_prompt, prompt_text
+
+    rows = []
+    for r in records:
+        text = prompt_text(tok, r, role=role, profile_prompt=profile_prompt, chat_template=chat_template)
+        rows.append(PromptRow(prompt_ids=encode_prompt(tok, text, max_length), prompt=r.prompt, key=r.id, profile=r.profile,
+                              columns={"answers": list(r.answers) or None, "answer_counts": list(r.answer_counts) or None,
+                                       "record_ids": r.id, "units": r.unit}))
+    return rows
+
+
+def judge_factory(cfg: TrainConfig, role: str = "user"):
+    def make():
+        from pluralign.evaluation.generate import make_judge
+
+        return make_judge(model=cfg.judge_model or cfg.model, url=cfg.judge_url, api_model=cfg.judge_api_model or None,
+                          device=cfg.device, dtype=cfg.dtype, role=role)
+
+    return make
+
+
+def train_text(cfg: TrainConfig) -> dict:
+    """Run one text SFT / DPO / GRPO job on preference / prompt data; returns the run summary."""
+    import dataclasses
+    import math
+    import os
+
+    from transformers import set_seed
+
+    from pluralign.training.data import profile_table, subsample
+    from pluralign.training.methods import save_trained
+    from pluralign.training.run import _check_out, check_init_adapter_split, make_training_args
+    from pluralign.training.trainer import JsonlLogger
+    from pluralign.training.text import (
+        ListDataset, TextCollator, TextDPOTrainer, TextSFTTrainer, encode_rows, sft_targets,
+    )
+
+    cfg.validate()
+    out = Path(cfg.out)
+    ckpt = _check_out(cfg, out)
+    set_seed(cfg.seed)
+    from pluralign.data.loaders import is_preference_spec
+
+    if not is_preference_spec(cfg.data):
+        raise PluralignError(f"stage {cfg.stage} on text needs preference / prompt data (prism:DIR, community-alignment:CSV, blend), "
+                             f"not the survey data {cfg.data!r}", field="data")
+    ds, sp = load_text_split(cfg, strict=True if cfg.strict else None)
+    rec = text_split_record(cfg, ds, sp)
+    if cfg.init_adapter:
+        check_init_adapter_split(cfg, rec)
+    model, tok, encoder, spec, routed, device, bf16, n_trainable = build_model(cfg)
+    role = ds.profile_role
+    enc_kw = dict(role=role, profile_prompt=cfg.profile_prompt, chat_template=cfg.chat_template, max_length=cfg.max_length)
+    rewards = None
+    if cfg.stage == "grpo":
+        rows = grpo_rows(tok, sp.train.records, **enc_kw)
+    elif cfg.stage == "dpo":
+        if not sp.train.pairs:
+            raise PluralignError("no preference pair in the training part", file=ds.source, field="stage")
+        rows = encode_rows(tok, sp.train.pairs, max_completion_tokens=cfg.completion_max_length, **enc_kw)
+    else:
+        rows = encode_rows(tok, sft_targets(sp.train.records, sp.train.pairs), max_completion_tokens=cfg.completion_max_length, **enc_kw)
+    rows = subsample(rows, cfg.max_examples, cfg.seed)
+    if not rows:
+        raise PluralignError("no training rows", field="data")
+    run_cfg = cfg
+    if cfg.epochs:
+        per_step = cfg.batch_size * cfg.grad_accum * max(1, int(os.environ.get("WORLD_SIZE", "1")))
+        run_cfg = dataclasses.replace(cfg, steps=max(1, math.ceil(cfg.epochs * len(rows) / per_step)))
+    atomic_write_json(out / "train_config.json", cfg.to_dict())
+    atomic_write_json(out / "split.json", rec)
+    table = profile_table(encoder, rows) if encoder is not None else None
+    args = make_training_args(run_cfg, out, device=device, bf16=bf16)
+    common = dict(model=model, args=args, train_dataset=ListDataset(rows), callbacks=[JsonlLogger(out / "log.jsonl")])
+    if cfg.stage == "grpo":
+        from pluralign.training.grpo import GRPOConditionalTrainer, resolve_reward, settings_from_config
+
+        names = list(cfg.grpo_reward) or (["blend-match"] if any(r.answers for r in sp.train.records) else ["judge"])
+        rewards = [resolve_reward(n, judge_factory=judge_factory(cfg, role)) for n in names]
+        trainer = GRPOConditionalTrainer(reward_funcs=rewards, settings=settings_from_config(cfg), tokenizer=tok,
+                                         profile_table=table, **common)
+    elif cfg.stage == "dpo":
+        # reference log-probs: computed per pair when first trained on (TextDPOTrainer), not for every pair up front
+        trainer = TextDPOTrainer(data_collator=TextCollator(tok.pad_token_id, profile_table=table, dpo=True), beta=cfg.dpo_beta, **common)
+    else:
+        trainer = TextSFTTrainer(data_collator=TextCollator(tok.pad_token_id, profile_table=table), **common)
+    result = trainer.train(resume_from_checkpoint=ckpt)
+    totals = trainer.run_totals(result)
+    summary = {
+        "method": cfg.method, "task": "text", "stage": cfg.stage, "model": cfg.model, "steps": trainer.state.global_step,
+        "resumed_from": ckpt, "train_loss": totals["train_loss"],
+        "last_log": next((h for h in reversed(trainer.state.log_history) if "loss" in h), {}),
+        "rows": len(rows), "profiles": len({r.profile.key() for r in rows}), "trainable_parameters": n_trainable,
+        "profile_routed": routed, "seconds": totals["seconds"], "device": device, "processes": trainer.args.world_size,
+        "split": sp.describe(), "dataset": {"name": ds.name, "dropped": dict(ds.meta.get("dropped") or {})},
+        "eval_method": "generate", "profile_role": role, "main_process": bool(trainer.args.should_save), "max_steps": run_cfg.steps,
+        "profile_encoder": encoder.name if encoder is not None else None,
+    }
+    if cfg.stage == "grpo":
+        hist = trainer.state.log_history
+        summary["rewards"] = [h["reward"] for h in hist if "reward" in h]
+        summary["reward_functions"] = [getattr(f, "__name__", type(f).__name__) for f in rewards]
+        summary["judge_off_format"] = sum(getattr(f, "off_format", 0) for f in rewards)
+    if trainer.args.should_save:
+        extra = {"train_config": cfg.to_dict(), "split": rec, "eval_method": "generate", "profile_role": role}
+        if encoder is not None:
+            extra["profile_encoder"] = spec
+        save_trained(trainer.accelerator.unwrap_model(trainer.model), out / "adapter", base_model=cfg.model, extra=extra)
+        atomic_write_json(out / "train_summary.json", summary)
+    return summary
+
+
+__all__ = ["train_text", "load_text_split", "text_split_record", "grpo_rows", "build_model"]
