@@ -271,8 +271,6 @@ def pareto_points(state: dict, opt) -> list[dict]:
 
 
 def plot_pareto(state: dict, points: list[dict], path: Path, title: str = "") -> Path:
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -290,12 +288,7 @@ def plot_pareto(state: dict, points: list[dict], path: Path, title: str = "") ->
     ax.set_ylabel("knowledge accuracy (higher is better)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return _save_png(fig, path)
 
 
 def _save(out: Path, state: dict, opt, target: HofstedeTarget, T: int, H: int, meta: dict | None) -> None:
@@ -320,9 +313,21 @@ def _save(out: Path, state: dict, opt, target: HofstedeTarget, T: int, H: int, m
         atomic_write_bytes(out / PARETO_PROMPTS, save({"prompts": t}, metadata={"format": "pluralign.pareto/1"}))
 
 
-def plot_convergence(history: list[dict], path: Path, title: str = "") -> Path:
+def _save_png(fig, path: Path) -> Path:
+    """Write a matplotlib figure as PNG atomically and close it."""
     import io
 
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def plot_convergence(history: list[dict], path: Path, title: str = "") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -336,12 +341,7 @@ def plot_convergence(history: list[dict], path: Path, title: str = "") -> Path:
     ax.set_ylabel("VSM L1 loss")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return _save_png(fig, path)
 
 
 __all__ = ["SearchConfig", "SearchResult", "embedding_std", "init_population", "pareto_points", "plot_convergence", "plot_pareto",

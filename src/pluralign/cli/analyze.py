@@ -200,15 +200,21 @@ def topology_cmd(
                 n_perm=n_perm, batch_size=batch_size, seed=seed, device=device, dtype=dtype, progress=progress)
 
 
-def _topology(**a) -> None:
-    quiet_libraries()
+def _routing_run(a: dict):
+    """The checks and the opened run of a routing analysis (topology, overlap): pops ``run`` and
+    ``out`` from ``a``, leaving the analysis' own settings."""
     from pluralign.analysis.runs import open_run
-    from pluralign.analysis.topology import compute_topology, stats_rows, write_topology
 
     _check_routing(a)
     _check_out_dir(a["out"])
-    run = open_run(a.pop("run"), need_eval=False)
-    out = a.pop("out")
+    return open_run(a.pop("run"), need_eval=False), a.pop("out")
+
+
+def _topology(**a) -> None:
+    quiet_libraries()
+    from pluralign.analysis.topology import compute_topology, stats_rows, write_topology
+
+    run, out = _routing_run(a)
     res = compute_topology(run, **a)
     paths = write_topology(res, out)
     typer.echo(markdown_table(*stats_rows(res)))
@@ -240,12 +246,8 @@ def overlap_cmd(
 def _overlap(**a) -> None:
     quiet_libraries()
     from pluralign.analysis.overlap import compute_overlap, overlap_rows, write_overlap
-    from pluralign.analysis.runs import open_run
 
-    _check_routing(a)
-    _check_out_dir(a["out"])
-    run = open_run(a.pop("run"), need_eval=False)
-    out = a.pop("out")
+    run, out = _routing_run(a)
     res = compute_overlap(run, **a)
     paths = write_overlap(res, out)
     typer.echo(markdown_table(*overlap_rows(res)))

@@ -75,6 +75,20 @@ def reference_logprobs(model, rows, collator, *, batch_size: int = 8, device=Non
     model.train(was_training)
 
 
+def recorded_dpo_loss(trainer: ConditionalTrainer, pc, pr, ref_c, ref_r, beta: float, aux) -> torch.Tensor:
+    """The sigmoid DPO loss of (policy, reference) log-probs of chosen and rejected, plus the
+    router's auxiliary loss; every term logged through ``trainer.record`` (the survey-answer and
+    the text DPO stage alike)."""
+    loss, stats = dpo_loss(pc, pr, ref_c, ref_r, beta)
+    trainer.record("dpo_loss", loss)
+    for k, v in stats.items():
+        trainer.record(k, v)
+    if aux is not None and torch.is_tensor(aux):
+        trainer.record("aux_loss", aux)
+        loss = loss + aux.to(loss.dtype)
+    return loss
+
+
 class DPOCollator:
     """Wraps a :class:`ConditionalCollator`, adding the reference log-probabilities."""
 
@@ -101,11 +115,5 @@ class DPOConditionalTrainer(ConditionalTrainer):
         lp = option_logprobs(logits, inputs["option_ids"], inputs["option_mask"], "vocab")
         pc = lp.gather(1, inputs["chosen_index"][:, None])[:, 0]
         pr = lp.gather(1, inputs["rejected_index"][:, None])[:, 0]
-        loss, stats = dpo_loss(pc, pr, inputs["ref_chosen"], inputs["ref_rejected"], self.beta)
-        self.record("dpo_loss", loss)
-        for k, v in stats.items():
-            self.record(k, v)
-        if aux is not None and torch.is_tensor(aux):
-            self.record("aux_loss", aux)
-            loss = loss + aux.to(loss.dtype)
+        loss = recorded_dpo_loss(self, pc, pr, inputs["ref_chosen"], inputs["ref_rejected"], self.beta, aux)
         return (loss, {"logits": logits}) if return_outputs else loss

@@ -19,7 +19,6 @@ import hashlib
 import importlib.util
 import logging
 import math
-import time
 from pathlib import Path
 
 import torch
@@ -224,14 +223,47 @@ def build_trainer(
     return ConditionalTrainer(data_collator=collator, soft_label_norm=cfg.soft_label_norm, **common)
 
 
+def build_model(cfg: TrainConfig):
+    """The backbone with the run's adapter, as every training stage uses it: ``(model, tok, encoder
+    or None, spec, routed, device, bf16, n_trainable)``."""
+    from pluralign.models import load_backbone
+    from pluralign.models.loading import parse_dtype, pick_device
+    from pluralign.training.methods import build_trainable, encoder_spec, make_profile_encoder, method_uses_profile
+
+    device = pick_device(cfg.device)
+    if cfg.dtype == "auto":
+        load_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    else:
+        load_dtype = parse_dtype(cfg.dtype, device)
+    bf16 = load_dtype == torch.bfloat16
+    base, tok = load_backbone(cfg.model, dtype=load_dtype, device=device)
+    base.config.use_cache = False
+    # the profile encoder comes first: its embedding size is the router's profile input
+    spec = encoder_spec(cfg)
+    encoder = make_profile_encoder(spec, backbone=(base, tok)) if method_uses_profile(cfg) else None
+    model, _, routed = build_trainable(base, cfg, profile_dim=encoder.dim if encoder is not None else None)
+    if encoder is not None and hasattr(encoder, "bind"):
+        encoder.bind(model)  # the backbone encoder runs the adapted wrapper with its adapters off
+    if not routed:
+        encoder = None
+    if cfg.gradient_checkpointing:  # non-reentrant; the adapter re-enters its routing in the recomputation
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if bf16:  # trainable weights in fp32 (AdamW state), frozen backbone in bf16, bf16 autocast
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if n_trainable == 0:
+        raise PluralignError(f"method {cfg.method!r} left no trainable parameter", field="method")
+    return model, tok, encoder, spec, routed, device, bf16, n_trainable
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run one training job described by ``cfg``; returns the run summary."""
     from transformers import set_seed
 
-    from pluralign.models.loading import parse_dtype, pick_device
-    from pluralign.models import load_backbone
     from pluralign.training.data import encode_dataset, eval_method_for, subsample
-    from pluralign.training.methods import build_trainable, encoder_spec, make_profile_encoder, method_uses_profile, save_trained
+    from pluralign.training.methods import save_trained
 
     cfg.validate()
     from pluralign.data.loaders import is_preference_spec
@@ -247,31 +279,7 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.init_adapter and cfg.stage == "dpo":
         check_init_adapter_split(cfg, split_record(cfg, ds, sp))
 
-    device = pick_device(cfg.device)
-    if cfg.dtype == "auto":
-        load_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    else:
-        load_dtype = parse_dtype(cfg.dtype, device)
-    bf16 = load_dtype == torch.bfloat16
-    base, tok = load_backbone(cfg.model, dtype=load_dtype, device=device)
-    base.config.use_cache = False
-    # the profile encoder comes first: its embedding size is the router's profile input
-    spec = encoder_spec(cfg)
-    encoder = make_profile_encoder(spec, backbone=(base, tok)) if method_uses_profile(cfg) else None
-    model, adapter_conf, routed = build_trainable(base, cfg, profile_dim=encoder.dim if encoder is not None else None)
-    if encoder is not None and hasattr(encoder, "bind"):
-        encoder.bind(model)  # the backbone encoder runs the adapted wrapper with its adapters off
-    if not routed:
-        encoder = None
-    if cfg.gradient_checkpointing:  # non-reentrant; the adapter re-enters its routing in the recomputation
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if bf16:  # trainable weights in fp32 (AdamW state), frozen backbone in bf16, bf16 autocast
-        for p in model.parameters():
-            if p.requires_grad:
-                p.data = p.data.float()
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if n_trainable == 0:
-        raise PluralignError(f"method {cfg.method!r} left no trainable parameter", field="method")
+    model, tok, encoder, spec, routed, device, bf16, n_trainable = build_model(cfg)
 
     rows = encode_dataset(
         tok, sp.train, profile_prompt=cfg.profile_prompt, labels=cfg.labels, chat_template=cfg.chat_template,

@@ -40,7 +40,7 @@ from pluralign.data.preferences import PreferencePair, PromptRecord, profile_sys
 from pluralign.data.profile import Profile
 from pluralign.errors import PluralignError
 from pluralign.models.chat import build_chat_prompt
-from pluralign.training.losses import dpo_loss
+from pluralign.training.dpo import recorded_dpo_loss
 from pluralign.training.trainer import ConditionalTrainer
 
 
@@ -264,13 +264,7 @@ class TextDPOTrainer(ConditionalTrainer):
         lp, aux = completion_logps(model, inputs, _extra(inputs))
         seq = (lp * inputs["completion_mask"].to(lp.dtype)).sum(-1)
         B = seq.shape[0] // 2
-        loss, stats = dpo_loss(seq[:B], seq[B:], ref_c.to(seq), ref_r.to(seq), self.beta)
-        self.record("dpo_loss", loss)
-        for k, v in stats.items():
-            self.record(k, v)
-        if aux is not None and torch.is_tensor(aux):
-            self.record("aux_loss", aux)
-            loss = loss + aux.to(loss.dtype)
+        loss = recorded_dpo_loss(self, seq[:B], seq[B:], ref_c.to(seq), ref_r.to(seq), self.beta, aux)
         return (loss, {"logps": lp}) if return_outputs else loss
 
 

@@ -21,8 +21,6 @@ import hashlib
 import logging
 from pathlib import Path
 
-import torch
-
 from pluralign.errors import PluralignError
 from pluralign.io import atomic_write_json
 from pluralign.training.config import TrainConfig
@@ -60,38 +58,6 @@ def text_split_record(cfg: TrainConfig, ds, sp) -> dict:
     return rec
 
 
-def build_model(cfg: TrainConfig):
-    """``(model, tok, encoder or None, spec, routed, device, bf16, n_trainable)`` as :func:`pluralign.training.run.train` builds them."""
-    from pluralign.models import load_backbone
-    from pluralign.models.loading import parse_dtype, pick_device
-    from pluralign.training.methods import build_trainable, encoder_spec, make_profile_encoder, method_uses_profile
-
-    device = pick_device(cfg.device)
-    load_dtype = (torch.bfloat16 if device.startswith("cuda") else torch.float32) if cfg.dtype == "auto" else parse_dtype(cfg.dtype, device)
-    bf16 = load_dtype == torch.bfloat16
-    base, tok = load_backbone(cfg.model, dtype=load_dtype, device=device)
-    base.config.use_cache = False
-    spec = encoder_spec(cfg)
-    encoder = make_profile_encoder(spec, backbone=(base, tok)) if method_uses_profile(cfg) else None
-    model, _, routed = build_trainable(base, cfg, profile_dim=encoder.dim if encoder is not None else None)
-    if encoder is not None and hasattr(encoder, "bind"):
-        encoder.bind(model)
-    if not routed:
-        encoder = None
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if bf16:
-        for p in model.parameters():
-            if p.requires_grad:
-                p.data = p.data.float()
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if n_trainable == 0:
-        raise PluralignError(f"method {cfg.method!r} left no trainable parameter", field="method")
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    return model, tok, encoder, spec, routed, device, bf16, n_trainable
-
-
 def grpo_rows(tok, records, *, role: str, profile_prompt: bool, chat_template: bool, max_length: int | None):
     from pluralign.training.grpo import PromptRow
     from pluralign.training.text import encode_prompt, prompt_text
@@ -125,7 +91,7 @@ def train_text(cfg: TrainConfig) -> dict:
 
     from pluralign.training.data import profile_table, subsample
     from pluralign.training.methods import save_trained
-    from pluralign.training.run import _check_out, check_init_adapter_split, make_training_args
+    from pluralign.training.run import _check_out, build_model, check_init_adapter_split, make_training_args
     from pluralign.training.trainer import JsonlLogger
     from pluralign.training.text import (
         ListDataset, TextCollator, TextDPOTrainer, TextSFTTrainer, encode_rows, sft_targets,
@@ -145,6 +111,8 @@ def train_text(cfg: TrainConfig) -> dict:
     if cfg.init_adapter:
         check_init_adapter_split(cfg, rec)
     model, tok, encoder, spec, routed, device, bf16, n_trainable = build_model(cfg)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
     role = ds.profile_role
     enc_kw = dict(role=role, profile_prompt=cfg.profile_prompt, chat_template=cfg.chat_template, max_length=cfg.max_length)
     rewards = None
@@ -206,4 +174,4 @@ def train_text(cfg: TrainConfig) -> dict:
     return summary
 
 
-__all__ = ["train_text", "load_text_split", "text_split_record", "grpo_rows", "build_model"]
+__all__ = ["train_text", "load_text_split", "text_split_record", "grpo_rows"]
