@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from pluralign.blackbox.population import PopulationConfig, PopulationEvaluator, in_context_system
+    from pluralign.blackbox.population import PopulationConfig, PopulationEvaluator, in_context_system, reworded_check
     from pluralign.blackbox.search import CHECKPOINT, SearchConfig, run_search
     from pluralign.blackbox.vsm import scores_dict
     from pluralign.cli._common import quiet_libraries
@@ -140,10 +140,14 @@ def main(argv: list[str] | None = None) -> dict:
         t1 = time.perf_counter()
         res = run_search(ev, tgt, cfg, out_dir=out, resume=(out / CHECKPOINT).exists(), progress=False, special_ids=special,
                          meta={"model": a.model, "study": str(a.out)})
+        naive_l1 = summary["baselines"][tgt.code]["naive_loss"]
+        rw = reworded_check(model, tok, torch.tensor(res.best_x, dtype=torch.float32).reshape(a.tokens, H), tgt,
+                            cfg=PopulationConfig(tokens=a.tokens, **pcfg), searched={"naive": naive_l1, "prompt": res.best_loss})
         summary["runs"][name] = {**job, "code": tgt.code, "subspace_dim": dim, "initial_best": res.initial_best, "loss": res.best_loss,
                                  "scores": res.best_scores, "evaluations": res.evaluations, "generations": res.generations,
                                  "curve": [[h["evals"], round(h["best"], 4)] for h in res.history],
-                                 "seconds": res.history[-1]["seconds"] if res.history else 0.0, "option_mass": res.best_mass}
+                                 "seconds": res.history[-1]["seconds"] if res.history else 0.0, "option_mass": res.best_mass,
+                                 "reworded": {"naive_loss": rw["naive"]["loss"], "loss": rw["prompt"]["loss"], "kept": rw.get("kept")}}
         summary["memo_hits"] = hits0 + ev.memo_hits
         save()
         print(f"[{time.perf_counter() - t0:7.0f}s] ({i + 1}/{len(jobs)}) {name}: initial best {res.initial_best:.2f} → "
@@ -178,6 +182,22 @@ def markdown(summary: dict) -> str:
         lines.append(f"| {code} ({b['name']}) | {b['naive_loss']:.2f} | {b['icl_loss']:.2f} | " + " | ".join(cells) + " |")
     s = summary.get("settings", {})
     lines.append("")
+    rw = [r for r in runs if r.get("reworded")]
+    if rw:
+        lines += ["", "Generalisation check (the same items phrased a second way, `vsm2013_items_reworded.json`): L1 of naive and "
+                  "of the searched prompt on the reworded items, and the share of the searched reduction from naive that is kept.", "",
+                  "| target | variant | searched L1 (naive → prompt) | reworded L1 (naive → prompt) | kept (mean over seeds) |",
+                  "|---|---|---|---|---|"]
+        for code, b in summary.get("baselines", {}).items():
+            for v in variants:
+                got = [r for r in rw if r["code"] == code and _variant(r) == v]
+                if not got:
+                    continue
+                kept = [r["reworded"]["kept"] for r in got if r["reworded"]["kept"] is not None]
+                lines.append(f"| {code} | {v} | {b['naive_loss']:.2f} → {np.mean([r['loss'] for r in got]):.2f} | "
+                             f"{got[0]['reworded']['naive_loss']:.2f} → {np.mean([r['reworded']['loss'] for r in got]):.2f} | "
+                             + (f"{100 * np.mean(kept):.0f} % (n={len(kept)})" if kept else "n/a") + " |")
+        lines.append("")
     lines.append(f"{len(runs)} searches; population {s.get('pop')} x {s.get('gens', 0) + 1} = {s.get('pop', 0) * (s.get('gens', 0) + 1)} "
                  f"candidate evaluations each; {summary.get('memo_hits', 0)} memo hits.")
     return "\n".join(lines)

@@ -20,6 +20,11 @@ def test_softprompt_cli_saves_a_prompt_that_eval_applies(tiny_model_dir, tmp_pat
     res = json.loads((out / "results.json").read_text())
     assert res["search"]["loss"] <= res["search"]["initial_best"]
     assert {"naive", "in-context"} <= set(res) and res["country"]["code"] == "USA"
+    # the generalisation check: naive and the searched prompt on the reworded items
+    rw = res["reworded"]
+    assert rw["items"].endswith("vsm2013_items_reworded.json") and rw["searched"]["prompt"] == res["search"]["loss"]
+    assert rw["naive"]["loss"] != res["naive"]["loss"]  # other wording, other answers
+    assert "reworded items" in r.output
     meta = json.loads((out / "prompt.json").read_text())
     assert meta["tokens"] == 2 and meta["hidden_size"] == 64 and meta["country"] == "USA"
     assert "| target |" in r.output.replace("|target|", "| target |") or "target" in r.output

@@ -93,3 +93,32 @@ def test_group_stems_are_exact_and_save_tokens(tiny_llama, tiny_tokenizer, short
                                                 questionnaire=short_vsm)
     c = ac.label_logprobs(X)
     assert c.dtype == torch.float32 and torch.allclose(c, b, atol=0.1)
+
+
+def test_reworded_check_scores_naive_and_the_prompt_on_other_items(tiny_llama, tiny_tokenizer, short_vsm):
+    """reworded_check = the evaluator on the other questionnaire, without and with the prompt, and
+    the share of the searched reduction that survives."""
+    import dataclasses
+
+    from pluralign.blackbox.population import reworded_check
+    from pluralign.data.loaders.hofstede import VSMQuestionnaire, country_target
+
+    other = VSMQuestionnaire(items=tuple(dataclasses.replace(i, text=f"other words {n}?") for n, i in enumerate(short_vsm.items)),
+                             terms=short_vsm.terms)
+    target = country_target("USA")
+    torch.manual_seed(0)
+    hidden = tiny_llama.get_input_embeddings().weight.shape[1]
+    prompt = torch.randn(3, hidden) * 0.5
+    cfg = PopulationConfig(tokens=3, batch_size=48)
+    rw = reworded_check(tiny_llama, tiny_tokenizer, prompt, target, cfg=cfg, questionnaire=other,
+                        searched={"naive": 30.0, "prompt": 20.0})
+    direct = PopulationEvaluator.from_questionnaire(tiny_llama, tiny_tokenizer, cfg=cfg, questionnaire=other).evaluate(prompt[None], target)
+    naive = PopulationEvaluator.from_questionnaire(tiny_llama, tiny_tokenizer, cfg=dataclasses.replace(cfg, tokens=0),
+                                                   questionnaire=other).evaluate(prompt[:0][None], target)
+    assert rw["prompt"]["loss"] == pytest.approx(float(direct.loss[0]))
+    assert rw["naive"]["loss"] == pytest.approx(float(naive.loss[0]))
+    assert rw["prompt"]["loss"] != pytest.approx(rw["naive"]["loss"])  # the prompt changes the answers
+    assert rw["kept"] == pytest.approx((rw["naive"]["loss"] - rw["prompt"]["loss"]) / 10.0)
+    assert rw["searched"]["reduction"] == pytest.approx(1 / 3)
+    with pytest.raises(PluralignError):
+        reworded_check(tiny_llama, tiny_tokenizer, prompt[None], target, cfg=cfg, questionnaire=other)

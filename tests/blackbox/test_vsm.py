@@ -91,3 +91,15 @@ def test_country_with_too_few_dimensions():
         country_target("Saudi Arabia", min_dims=6)
     with pytest.raises(PluralignError):
         VSMConfig(constants={"XYZ": 1})
+
+
+def test_reworded_items_keep_the_structure_and_change_every_wording():
+    """The generalisation check's questionnaire: same numbers, scales (options in order) and index
+    terms as the default items, other words for every item."""
+    from pluralign.data.loaders.hofstede import load_vsm_items
+
+    a, b = load_vsm_items(), load_vsm_items("reworded")
+    assert [i.id for i in a.items] == [i.id for i in b.items]
+    assert [i.options for i in a.items] == [i.options for i in b.items]
+    assert a.terms == b.terms
+    assert all(x.text != y.text for x, y in zip(a.items, b.items))

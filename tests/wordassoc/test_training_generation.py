@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
 from pluralign.data.loaders.swow import load_swow
 from pluralign.models.chat import build_chat_prompt
+from pluralign.wordassoc.stats import cue_interval
 from pluralign.wordassoc.generate import GenConfig, evaluate_generation, evaluate_ranking, generate_texts
 from tests.conftest import make_tiny_model
 
@@ -36,6 +40,42 @@ def test_evaluation_end_to_end_on_tiny_model(tiny_tokenizer):
     assert g["n_cues"] == 4 and 0 <= g["P@5"] <= g["P@1"] * 5 + 1e-9 and len(g["examples"]) == 4
     r = evaluate_ranking(model, tiny_tokenizer, d, GenConfig(max_new_tokens=4), n_candidates=4, progress=False)
     assert r["n_cues"] == 3 and -1 <= r["spearman"] <= 1  # "tea" has only 3 responses
+    # per-cue values are kept (for paired comparisons) and their mean is the reported metric
+    assert set(g["per_cue"]["P@5"]) == set(d.cues) and np.mean(list(g["per_cue"]["P@5"].values())) == pytest.approx(g["P@5"])
+    assert g["intervals"]["P@5"]["mean"] == pytest.approx(g["P@5"]) and g["intervals"]["P@5"]["n"] == 4
+    assert np.mean(list(r["per_cue"]["spearman"].values())) == pytest.approx(r["spearman"])
+
+
+def test_report_shows_intervals_and_paired_relative_change(tmp_path):
+    """`wordassoc report`: every metric with its interval, and each model's change vs the baseline
+    (paired over cues, relative as the paper reports P@5)."""
+    from typer.testing import CliRunner
+
+    from pluralign.cli.main import app
+
+    rng = np.random.default_rng(0)
+    cues = [f"cue{i}" for i in range(60)]
+
+    def result(shift):
+        p5 = {c: float(np.clip(rng.binomial(5, 0.2) / 5 + shift, 0, 1)) for c in cues}
+        rho = {c: float(rng.uniform(-1, 1)) for c in cues}
+        return {"schema": "pluralign.wordassoc.eval/1", "n_eval_cues": len(cues), "adapter": None,
+                "generation": {"P@5": float(np.mean(list(p5.values()))), "per_cue": {"P@5": p5},
+                               "intervals": {"P@5": cue_interval(list(p5.values()))}},
+                "ranking": {"spearman": float(np.mean(list(rho.values()))), "per_cue": {"spearman": rho},
+                            "intervals": {"spearman": cue_interval(list(rho.values()))}, "listed_a_candidate": 1.0}}
+
+    paths = []
+    for i, shift in enumerate((0.0, 0.2)):
+        paths.append(tmp_path / f"e{i}.json")
+        paths[-1].write_text(json.dumps(result(shift)))
+    out = tmp_path / "report.md"
+    res = CliRunner().invoke(app, ["wordassoc", "report", *map(str, paths), "--labels", "vanilla,SFT", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert "vanilla → SFT" in text and "bootstrap" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("| vanilla → SFT"))
+    assert "[+" in line and " %" in line  # a positive paired change, with its interval and relative change
 
 
 def test_sft_loss_falls_and_resumes(tmp_path, tiny_tokenizer):

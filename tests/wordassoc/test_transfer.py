@@ -36,6 +36,14 @@ def test_tension_items_and_moves():
     us, cn = cmp["moves_high_tension"]["United States"], cmp["moves_high_tension"]["China"]
     assert us["n"] == 5 and us["toward_own_country"] == 5 and us["toward_target_United States"] == 5
     assert cn["toward_target_United States"] == 5
+    # all 5 moved toward the US, none away: exact two-sided sign test p = 2 / 2**5
+    st = us["sign_test_target_United States"]
+    assert (st["toward"], st["away"]) == (5, 0) and st["p_two_sided"] == pytest.approx(2 / 32)
+    own = cmp["moves_high_tension"]["China"]["sign_test_own"]
+    assert own["n"] == 5 and own["toward"] == cn["toward_own_country"]  # every answer changed: no tie dropped
+    same = compare_transfer(before, before, test, tension, cfg)  # no change: every answer is a tie, dropped
+    assert same["moves_high_tension"]["China"]["sign_test_target_United States"] == {
+        "toward": 0, "away": 0, "n": 0, "p_two_sided": 1.0, "p_greater": 1.0}
     t = cmp["table"]["high_tension"]
     assert t["United States"]["after"]["jsd"] == pytest.approx(0.0, abs=1e-6)
     assert t["China"]["delta_jsd"] > 0  # answering like the US moves China's persona away from China

@@ -23,6 +23,7 @@ is run in full (the reference path).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from pluralign.blackbox.vsm import VSMConfig, dimension_scores, l1_loss
-from pluralign.data.loaders.hofstede import HofstedeTarget, VSMQuestionnaire, load_vsm_items
+from pluralign.data.loaders.hofstede import DIMENSIONS, HofstedeTarget, VSMQuestionnaire, load_vsm_items
 from pluralign.errors import PluralignError
 
 log = logging.getLogger(__name__)
@@ -398,6 +399,35 @@ def vsm_prompts(
     return prompts, labels
 
 
+def reworded_check(model, tok, prompt, target: HofstedeTarget, *, cfg: PopulationConfig | None = None,
+                   vsm: VSMConfig | None = None, questionnaire: VSMQuestionnaire | str = "reworded",
+                   searched: dict | None = None) -> dict:
+    """Does a searched soft prompt still give its scores when the VSM items are phrased differently?
+
+    ``prompt``: the searched embeddings, ``(tokens, hidden)``. Scores the model without a prompt
+    (naive) and with ``prompt`` on ``questionnaire`` (default: the shipped second rewording,
+    :data:`pluralign.data.loaders.hofstede.VSM_REWORDED_FILE`) against ``target``. ``searched``: the
+    search's own ``{"naive": L1, "prompt": L1}`` on the items it was searched on, to report how much of
+    the reduction from naive is kept (``kept`` = reworded reduction / searched reduction; ``None``
+    when the search did not improve on naive)."""
+    q = load_vsm_items(questionnaire) if isinstance(questionnaire, str) else questionnaire
+    cfg = cfg or PopulationConfig()
+    x = torch.as_tensor(prompt, dtype=torch.float32)
+    if x.dim() != 2:
+        raise PluralignError(f"the prompt must be (tokens, hidden), got shape {tuple(x.shape)}", field="prompt")
+    out = {"items": getattr(q, "path", ""), "target": target.code}
+    for name, tokens, X in (("naive", 0, x[:0][None]), ("prompt", x.shape[0], x[None])):
+        ev = PopulationEvaluator.from_questionnaire(model, tok, cfg=dataclasses.replace(cfg, tokens=tokens), vsm=vsm, questionnaire=q)
+        r = ev.evaluate(X, target)
+        out[name] = {"loss": float(r.loss[0]), "scores": dict(zip(DIMENSIONS, r.scores[0].tolist())), "mass": float(r.mean_mass[0])}
+    out["reduction"] = 1.0 - out["prompt"]["loss"] / out["naive"]["loss"] if out["naive"]["loss"] > 0 else None
+    if searched:
+        gain = searched["naive"] - searched["prompt"]
+        out["searched"] = dict(searched, reduction=gain / searched["naive"] if searched["naive"] > 0 else None)
+        out["kept"] = (out["naive"]["loss"] - out["prompt"]["loss"]) / gain if gain > 0 else None
+    return out
+
+
 def in_context_system(country: str) -> str:
     """The in-context baseline's system message (the paper's "you are from ..." prompt)."""
     from pluralign.data.countries import country_name
@@ -407,4 +437,4 @@ def in_context_system(country: str) -> str:
 
 
 __all__ = ["PopulationConfig", "PopulationEvaluator", "PopulationResult", "PromptPopulation", "in_context_system", "prefix_groups",
-           "vsm_prompts"]
+           "reworded_check", "vsm_prompts"]

@@ -75,6 +75,9 @@ def softprompt_cmd(
     knowledge: int = typer.Option(0, help="BLEnD knowledge questions to score before and after (0 = skip); with nsga2 the search's "
                                           "questions, and up to as many more held out for before / after."),
     chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template", help="Use the model's chat template."),
+    reworded_check: bool = typer.Option(True, "--reworded-check/--no-reworded-check", help="After the search, also score naive and the "
+                                        "searched prompt on the same 24 items phrased a second way (the shipped rewording): does the "
+                                        "prompt's L1 reduction survive other wording? (2 more evaluations.)"),
     dtype: str = typer.Option("auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
     threads: int = typer.Option(0, help="CPU threads for torch (0 = torch's default)."),
@@ -227,6 +230,16 @@ def _run(**a) -> None:
             results["search"]["pareto"] = _pareto_with_heldout(res, kev, know_items, model, tok, a, ct, out, hidden)
         rows.append([f"soft prompt ({a['optimizer']})", *[res.best_scores[d] for d in DIMENSIONS], res.best_loss,
                      res.best_mass if res.best_mass is not None else float("nan")])
+        if a["reworded_check"]:
+            from pluralign.blackbox.population import reworded_check
+
+            best = torch.tensor(res.best_x, dtype=torch.float32).reshape(a["tokens"], hidden)
+            rw = reworded_check(model, tok, best, target, cfg=scfg_pop, vsm=vsm,
+                                searched={"naive": results["naive"]["loss"], "prompt": res.best_loss})
+            results["reworded"] = rw
+            for name in ("naive", "prompt"):
+                label = "naive, reworded items" if name == "naive" else f"soft prompt ({a['optimizer']}), reworded items"
+                rows.append([label, *[rw[name]["scores"][d] for d in DIMENSIONS], rw[name]["loss"], rw[name]["mass"]])
         if know_items:
             from pluralign.blackbox.knowledge import knowledge_accuracy
             from pluralign.blackbox.softprompt import SoftPromptModel
@@ -240,6 +253,11 @@ def _run(**a) -> None:
     path = atomic_write_json(out / ("baseline.json" if a["baseline"] else "results.json"), results)
     typer.echo(f"wrote {path}", err=True)
     typer.echo(markdown_table(["", *DIMENSIONS, "L1", "option mass"], rows))
+    if "reworded" in results:
+        rw = results["reworded"]
+        kept = f"{100 * rw['kept']:.0f} %" if rw.get("kept") is not None else "n/a (the search did not improve on naive)"
+        typer.echo(f"reworded items: L1 naive {rw['naive']['loss']:.2f} -> prompt {rw['prompt']['loss']:.2f}; "
+                   f"share of the searched reduction kept: {kept}")
     if "knowledge_before" in results:
         kb, ka = results["knowledge_before"], results.get("knowledge_after")
         held = ", held out from the search" if nsga else ""

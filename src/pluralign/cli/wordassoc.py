@@ -233,6 +233,7 @@ def report_cmd(
 def _report(results: list[Path], labels: Optional[str], out: Optional[Path]) -> None:
     from pluralign.cli._validate import validate
     from pluralign.io import atomic_write_text, read_json
+    from pluralign.wordassoc.stats import LEVEL, N_BOOT, fmt_interval, paired_change
     from pluralign.wordassoc.transfer import TransferConfig, compare_transfer, transfer_dataset, transfer_rows
 
     validate("wordassoc report", {"out": out})
@@ -247,9 +248,30 @@ def _report(results: list[Path], labels: Optional[str], out: Optional[Path]) -> 
     rows = []
     for n, r in zip(names, rs):
         g, k = r.get("generation", {}), r.get("ranking", {})
-        rows.append([n, r.get("n_eval_cues", ""), g.get("P@5", ""), g.get("P@10", ""), g.get("P@40", ""), k.get("spearman", ""),
-                     k.get("listed_a_candidate", "")])
+        rows.append([n, r.get("n_eval_cues", "")] + [_with_interval(g, f"P@{kk}") for kk in (5, 10, 40)]
+                    + [_with_interval(k, "spearman"), k.get("listed_a_candidate", "")])
     text = markdown_table(header, rows) + "\n"
+    level = int(100 * LEVEL)
+    text += f"\nBrackets: {level} % percentile bootstrap intervals over cues ({N_BOOT} replicates).\n"
+    crows = []
+    for i in range(1, len(rs)):
+        for j in sorted({0, i - 1}):
+            crow = [f"{names[j]} → {names[i]}"]
+            for task, metric in (("generation", "P@5"), ("generation", "P@10"), ("ranking", "spearman")):
+                a = rs[j].get(task, {}).get("per_cue", {}).get(metric)
+                b = rs[i].get(task, {}).get("per_cue", {}).get(metric)
+                if not a or not b:
+                    crow += ["–", "–"]
+                    continue
+                ch = paired_change(a, b)
+                crow += [fmt_interval(ch["diff"]), fmt_interval(ch["relative"], pct=True)]
+            crows.append(crow)
+    if crows:
+        text += "\n" + markdown_table(["change", "Δ P@5", "relative P@5", "Δ P@10", "relative P@10", "Δ Spearman", "relative Spearman"],
+                                      crows) + "\n"
+        text += (f"\nPaired over the cues both evaluations hold ({level} % bootstrap intervals, the same resampled cues for "
+                 "both); relative = mean(new) / mean(base) − 1, as the ALIGN paper reports P@5; – where the baseline "
+                 "mean is 0 or a result lacks per-cue values.\n")
     if all("transfer" in r for r in rs) and len(rs) > 1:
         base = rs[0]["transfer"]
         cfg = base["config"]
@@ -263,3 +285,12 @@ def _report(results: list[Path], labels: Optional[str], out: Optional[Path]) -> 
     typer.echo(text)
     if out:
         atomic_write_text(out, text)
+
+
+def _with_interval(res: dict, metric: str) -> str:
+    """``0.093 [0.071, 0.117]`` from a result's ``intervals`` (older results: the bare value)."""
+    iv = res.get("intervals", {}).get(metric)
+    if iv and iv.get("low") is not None:
+        return f"{iv['mean']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}]"
+    v = res.get(metric, "")
+    return f"{v:.3f}" if isinstance(v, float) else v

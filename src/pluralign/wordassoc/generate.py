@@ -22,6 +22,7 @@ from pluralign.errors import PluralignError
 from pluralign.models.chat import build_chat_prompt
 from pluralign.wordassoc.metrics import precision_at_k, ranking_spearman
 from pluralign.wordassoc.tasks import generation_messages, parse_associations, ranking_examples
+from pluralign.wordassoc.stats import cue_interval
 
 
 @dataclass
@@ -137,6 +138,8 @@ def evaluate_generation(
         rows.append({"cue": c, "generated": words[:max(ks)], "human_top": human[:10], "raw": samples[0]})
     for k in ks:
         res[f"P@{k}"] = float(np.mean(pk[k])) if pk[k] else float("nan")
+    res["intervals"] = {f"P@{k}": cue_interval(pk[k], seed=cfg.seed) for k in ks}
+    res["per_cue"] = {f"P@{k}": dict(zip(cues, pk[k])) for k in ks}
     res["cues_below_k_human"] = {f"{k}": sum(len(data.cues[c]) < k for c in cues) for k in ks}
     res["mean_associations_per_cue"] = float(np.mean(words_per_cue)) if words_per_cue else 0.0
     res["seconds"] = dt
@@ -171,6 +174,8 @@ def evaluate_ranking(
     return {
         "task": "ranking", "n_cues": len(recs), "n_candidates": n_candidates, "spearman": float(np.mean(rhos)),
         "spearman_std": float(np.std(rhos)), "listed_a_candidate": float(np.mean(parsed)), "seconds": dt,
+        "intervals": {"spearman": cue_interval(rhos, seed=cfg.seed)},
+        "per_cue": {"spearman": {r["cue"]: v for r, v in zip(recs, rhos)}},
         "config": asdict(cfg), "examples": rows[:keep],
     }
 

@@ -10,7 +10,8 @@ through :func:`pluralign.evaluation.runner.evaluate`, before and after training.
 * how many high-tension answers **moved toward** each country (distance of that country's persona
   prediction to that country's human distribution fell), and how many moved toward the target
   culture of the training data (``target``, USA for SWOW-EN): the margin
-  ``JSD(pred, other) - JSD(pred, target)`` grew.
+  ``JSD(pred, other) - JSD(pred, target)`` grew; with an exact sign test of toward vs away
+  (unchanged answers dropped; :func:`pluralign.wordassoc.stats.sign_test`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pluralign.data.countries import country_name
 from pluralign.data.tasks import SurveyDataset
 from pluralign.errors import PluralignError
 from pluralign.evaluation import metrics as M
+from pluralign.wordassoc.stats import sign_test
 
 
 @dataclass
@@ -112,17 +114,22 @@ def compare_transfer(before: dict, after: dict, test: SurveyDataset, tension: li
                               "delta_jsd": ta[c]["jsd"] - tb[c]["jsd"], "delta_emd": ta[c]["emd"] - tb[c]["emd"]}
     moves: dict = {}
     for c in countries:
-        toward_own = toward_target = n = 0
+        toward_own = toward_target = away_own = away_target = n = 0
         for q in tension:
             k = (c, q)
             if k not in pb or k not in pa:
                 continue
             n += 1
-            toward_own += M.jsd(pa[k][0], h[k]) < M.jsd(pb[k][0], h[k])
+            ja, jb = M.jsd(pa[k][0], h[k]), M.jsd(pb[k][0], h[k])
+            toward_own += ja < jb
+            away_own += ja > jb
             mb = M.jsd(pb[k][0], h[(other, q)]) - M.jsd(pb[k][0], h[(target, q)])
             ma = M.jsd(pa[k][0], h[(other, q)]) - M.jsd(pa[k][0], h[(target, q)])
             toward_target += ma > mb
-        moves[c] = {"n": n, "toward_own_country": int(toward_own), f"toward_target_{target}": int(toward_target)}
+            away_target += ma < mb
+        moves[c] = {"n": n, "toward_own_country": int(toward_own), f"toward_target_{target}": int(toward_target),
+                    "sign_test_own": sign_test(toward_own, away_own),
+                    f"sign_test_target_{target}": sign_test(toward_target, away_target)}
     return {"countries": countries, "target": target, "n_items": len(qs_all), "n_tension": len(tension),
             "tension_items": tension, "table": table, "moves_high_tension": moves}
 
@@ -136,7 +143,12 @@ def transfer_rows(cmp: dict, label: str) -> list[list]:
             mv = cmp["moves_high_tension"][c]
             tgt = cmp["target"]
             n_tgt = mv["toward_target_" + tgt]
-            moved = f"{mv['toward_own_country']}/{mv['n']} own, {n_tgt}/{mv['n']} →{tgt}" if subset == "high_tension" else ""
+            moved = ""
+            if subset == "high_tension":
+                moved = f"{mv['toward_own_country']}/{mv['n']} own, {n_tgt}/{mv['n']} →{tgt}"
+                st = mv.get("sign_test_target_" + tgt)
+                if st:
+                    moved += f" (sign test →{tgt}: {st['toward']} vs {st['away']} away, p = {st['p_two_sided']:.3g})"
             rows.append([label, c, f"{subset} ({t['before']['n']})", f"{t['before']['jsd']:.3f} → {t['after']['jsd']:.3f}",
                          f"{t['before']['emd']:.3f} → {t['after']['emd']:.3f}", moved])
     return rows

@@ -27,6 +27,11 @@ DIMENSIONS: tuple[str, ...] = ("PDI", "IDV", "MAS", "UAI", "LTO", "IVR")
 _COLUMNS = {"PDI": "pdi", "IDV": "idv", "MAS": "mas", "UAI": "uai", "LTO": "ltowvs", "IVR": "ivr"}
 
 VSM_ITEMS_FILE = RESOURCES / "vsm2013_items.json"
+#: the same 24 items reworded a second time (other stems and item texts, same scales and indices):
+#: the generalisation check of a searched soft prompt
+VSM_REWORDED_FILE = RESOURCES / "vsm2013_items_reworded.json"
+#: short names accepted by :func:`load_vsm_items`
+VSM_VARIANTS = {"default": VSM_ITEMS_FILE, "reworded": VSM_REWORDED_FILE}
 HOFSTEDE_FILE = RESOURCES / "hofstede_scores.csv"
 
 
@@ -89,8 +94,10 @@ def _load_vsm(path: str) -> VSMQuestionnaire:
 
 
 def load_vsm_items(path: str | Path | None = None) -> VSMQuestionnaire:
-    """The shipped VSM 2013 items (our paraphrase; citation in the file) or a file of the same format."""
-    return _load_vsm(str(path or VSM_ITEMS_FILE))
+    """The shipped VSM 2013 items (our paraphrase; citation in the file), ``"reworded"`` (the same
+    items phrased a second way, :data:`VSM_REWORDED_FILE`) or a file of the same format."""
+    path = VSM_VARIANTS.get(str(path), path) if path is not None else VSM_ITEMS_FILE
+    return _load_vsm(str(path))
 
 
 # ---------------------------------------------------------------------------------------- scores

@@ -1,0 +1,82 @@
+"""The study drivers: ``scripts/study.py`` (the beat-the-mean study) and ``scripts/softprompt_study.py``
+run end to end on a tiny model, skip finished work and resume interrupted work."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def study():
+    return _load("study")
+
+
+def _config(root: Path, model: Path) -> dict:
+    return {
+        "root": str(root), "sets": {"A": ["USA", "CHN"]},
+        "selection": {"data": "wvs-shares", "questions": ["Q1", "Q2"]},
+        "common": {"model": str(model), "task": "distributional", "steps": 4, "batch_size": 4, "save_steps": 2,
+                   "logging_steps": 1, "profile_encoder": "culture-map"},
+        "eval_common": {"batch_size": 16, "no_plot": True},
+        "jobs": [{"name": "lora", "sets": ["A"], "seeds": [0, 1], "train": {"method": "lora"}},
+                 {"name": "vanilla", "set": "A", "seed": 0, "eval": {"method": "vanilla", "model": str(model)}}],
+    }
+
+
+def test_expand_builds_one_job_per_set_and_seed(study, tmp_path):
+    jobs = study.expand(_config(tmp_path / "runs", tmp_path / "m"))
+    assert [j["name"] for j in jobs] == ["lora-A-s0", "lora-A-s1", "vanilla-A-s0"]
+    tr = jobs[1]["train"]
+    assert tr[:2] == ["pluralign", "train"] and tr[tr.index("--seed") + 1] == "1"
+    assert tr[tr.index("--test-units") + 1] == "USA,CHN" and tr[tr.index("--split") + 1] == "country"
+    assert "--out" in tr and tr[tr.index("--out") + 1].endswith("lora-A-s1")
+    ev = jobs[0]["eval"]
+    assert ev[ev.index("--adapter") + 1].endswith("lora-A-s0/adapter") and "--no-plot" in ev
+    assert jobs[2]["train"] is None and "--adapter" not in jobs[2]["eval"]  # an evaluation-only baseline
+
+
+def test_a_job_runs_is_skipped_when_done_and_resumes_from_its_checkpoint(study, tiny_model_dir, tmp_path):
+    job = study.expand(_config(tmp_path / "runs", tiny_model_dir))[0]
+    msg = study.run_job(job)
+    assert "finished" in msg, (msg, (job["out"] / "train.log").read_text()[-2000:] if (job["out"] / "train.log").exists() else "")
+    summary = job["out"] / "eval" / "summary.json"
+    assert summary.exists() and (job["out"] / "adapter" / "adapter_config.json").exists()
+    assert study.run_job(job) == "lora-A-s0: done (skipped)"
+    # an interrupted run (checkpoints, no adapter, no evaluation) continues with --resume
+    summary.unlink()
+    shutil.rmtree(job["out"] / "adapter")
+    assert any(p.name.startswith("checkpoint-") for p in (job["out"] / "checkpoints").iterdir())
+    plan = study.run_job(job, dry=True)
+    assert plan.splitlines()[0].endswith("--resume")
+    assert "finished" in study.run_job(job)
+    assert summary.exists()
+    assert "resum" in (job["out"] / "train.log").read_text().lower()
+
+
+def test_softprompt_study_records_the_reworded_check_and_skips_finished_searches(tiny_model_dir, tmp_path, capsys):
+    sp = _load("softprompt_study")
+    argv = ["--model", str(tiny_model_dir), "--countries", "USA", "--optimizers", "de", "--subspace-dims", "0", "--seeds", "0",
+            "--tokens", "2", "--pop", "4", "--gens", "1", "--batch-size", "48", "--threads", "1", "--out", str(tmp_path / "sp")]
+    s = sp.main(argv)
+    run = s["runs"]["USA-de-d0-s0"]
+    assert run["evaluations"] == 8 and run["loss"] <= run["initial_best"]
+    assert set(run["reworded"]) == {"naive_loss", "loss", "kept"}
+    assert run["reworded"]["naive_loss"] != pytest.approx(s["baselines"]["USA"]["naive_loss"])  # other wording, other answers
+    out = capsys.readouterr().out
+    assert "Generalisation check" in out and "| USA | de full |" in out
+    again = sp.main(argv)  # finished: nothing re-run
+    assert again["runs"]["USA-de-d0-s0"] == run
