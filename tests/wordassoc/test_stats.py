@@ -48,3 +48,11 @@ def test_fmt_interval():
     assert fmt_interval({"mean": 0.1, "low": 0.05, "high": 0.15}) == "0.100 [0.050, 0.150]"
     assert fmt_interval({"value": 0.16, "low": 0.03, "high": 0.31}, pct=True) == "+16 % [+3 %, +31 %]"
     assert fmt_interval(None) == "–"
+
+
+def test_no_relative_change_from_a_negative_baseline():
+    """A Spearman mean below 0 has no meaningful ratio: only the difference is reported."""
+    base = {f"c{i}": -0.3 + 0.01 * i for i in range(10)}
+    new = {c: v + 0.2 for c, v in base.items()}
+    ch = paired_change(base, new)
+    assert ch["relative"] is None and ch["diff"]["value"] == pytest.approx(0.2)

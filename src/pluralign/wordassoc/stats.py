@@ -5,7 +5,8 @@
 * :func:`paired_change` — two evaluations of the same cues (same split seed and subset): the mean
   difference ``new - base`` and the relative change ``mean(new) / mean(base) - 1`` (how the ALIGN paper
   reports P@5), each with a *paired* bootstrap interval (the same resampled cues for both). The
-  relative change is undefined (``None``) when the baseline mean is 0.
+  relative change is undefined (``None``) unless the baseline mean is positive (a Spearman mean
+  below 0 has no meaningful ratio).
 * :func:`sign_test` — of the answers that moved (ties dropped), how many moved toward a country,
   against the null of no systematic direction (``scipy.stats.binomtest``, p = 0.5).
 """
@@ -21,10 +22,14 @@ LEVEL = 0.95
 
 
 def _bootstrap(data: tuple, statistic, *, paired: bool, n_boot: int, seed: int, level: float) -> tuple[float, float]:
+    import warnings
+
     from scipy.stats import bootstrap
 
-    r = bootstrap(data, statistic, n_resamples=n_boot, confidence_level=level, method="percentile",
-                  paired=paired, vectorized=True, random_state=np.random.default_rng(seed))
+    with warnings.catch_warnings():  # scipy warns on degenerate replicates (e.g. all-zero P@40 draws)
+        warnings.simplefilter("ignore")
+        r = bootstrap(data, statistic, n_resamples=n_boot, confidence_level=level, method="percentile",
+                      paired=paired, vectorized=True, random_state=np.random.default_rng(seed))
     lo, hi = float(r.confidence_interval.low), float(r.confidence_interval.high)
     return lo, hi
 
@@ -60,7 +65,7 @@ def paired_change(base: Mapping[str, float], new: Mapping[str, float], *, n_boot
     else:
         lo = hi = float(d.mean())
     out["diff"] = {"value": float(d.mean()), "low": lo, "high": hi}
-    if a.mean() == 0:
+    if not a.mean() > 0:
         out["relative"] = None
         return out
 
