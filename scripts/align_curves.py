@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from pathlib import Path
@@ -14,12 +13,9 @@ import numpy as np
 
 
 def main(run: str, out: str) -> None:
-    import matplotlib
+    from pluralign.analysis._plot import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pluralign.io import atomic_write_bytes
+    plt = pyplot()
 
     sft = json.loads((Path(run) / "sft" / "summary.json").read_text())
     rl = json.loads((Path(run) / "rl" / "summary.json").read_text())
@@ -41,10 +37,7 @@ def main(run: str, out: str) -> None:
                 fontsize=9)
     b.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
+    save_png(fig, out, dpi=fig.dpi)
     print(f"wrote {out}")
 
 

@@ -208,14 +208,9 @@ def curves(summary: dict, path: Path) -> Path | None:
     runs = list(summary.get("runs", {}).values())
     if not runs:
         return None
-    import io
+    from pluralign.analysis._plot import pyplot, save_png
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pluralign.io import atomic_write_bytes
+    plt = pyplot()
 
     codes = list(summary.get("baselines", {}))
     fig, axes = plt.subplots(1, len(codes), figsize=(3.6 * len(codes), 3.2), dpi=110, squeeze=False)
@@ -235,11 +230,7 @@ def curves(summary: dict, path: Path) -> Path | None:
     axes[0][0].set_ylabel("best VSM L1 so far (mean over seeds)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_png(fig, path, dpi=fig.dpi)
 
 
 if __name__ == "__main__":

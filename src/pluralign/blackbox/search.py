@@ -314,17 +314,11 @@ def _save(out: Path, state: dict, opt, target: HofstedeTarget, T: int, H: int, m
 
 
 def _save_png(fig, path: Path) -> Path:
-    """Write a matplotlib figure as PNG atomically and close it."""
-    import io
-
-    import matplotlib.pyplot as plt
+    """Write a matplotlib figure as PNG atomically (at the figure's own dpi) and close it."""
+    from pluralign.analysis._plot import save_png
 
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_png(fig, path, dpi=fig.dpi)
 
 
 def plot_convergence(history: list[dict], path: Path, title: str = "") -> Path:
