@@ -213,6 +213,29 @@ class Dropper:
         self.counts[reason] = self.counts.get(reason, 0) + 1
 
 
+UNSAID = ("", "prefer not to say", "prefer_not_to_say", "nan", "none", "unknown", "n/a")
+
+
+def said(v) -> str | None:
+    """A demographic answer as text, or ``None`` when it was not given ("prefer not to say", blank,
+    NaN). PRISM's object answers (``{"simplified": ...}``) give their simplified value."""
+    if isinstance(v, dict):
+        v = v.get("simplified") or v.get("categorised") or v.get("self_described")
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    s = str(v).strip()
+    return None if s.lower() in UNSAID else s
+
+
+def put_gender(kw: dict, extra: list, g: str | None) -> None:
+    """A gender answer into a profile's fields: male / female (man / woman) as ``sex``, any other
+    answer kept verbatim in ``extra`` as ``gender``."""
+    if g and g.lower() in ("male", "female", "man", "woman"):
+        kw["sex"] = g.lower()
+    elif g:
+        extra.append(("gender", g))
+
+
 def clean_text(v) -> str:
     """A response / prompt cell as text: ``None``/NaN -> ``""``; stray end-of-text markers removed."""
     if v is None or (isinstance(v, float) and v != v):

@@ -54,25 +54,35 @@ def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-@torch.no_grad()
-def reference_logprobs(model, rows, collator, *, batch_size: int = 8, device=None, bf16: bool = False) -> None:
-    """Fill ``row.ref = (logp chosen, logp rejected)`` with the current (reference) model, dropout
-    off and, with ``bf16``, under the bf16 autocast the trainer uses."""
+def reference_batches(model, rows, collator, *, batch_size: int = 8, device=None, bf16: bool = False):
+    """``(chunk, batch)`` over ``rows`` for filling reference log-probs: the model in eval mode with
+    dropout off, tensors on ``device``, each step under the bf16 autocast the trainer uses (with
+    ``bf16``) and without gradients; the model's train mode is restored at the end."""
     disable_dropout(model)
     was_training = model.training
     model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    for s in range(0, len(rows), batch_size):
-        chunk = rows[s : s + batch_size]
-        batch = {k: v.to(device) for k, v in collator(chunk).items()}
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits, _ = answer_logits(model, batch, ConditionalTrainer.forward_extra(batch))
+    try:
+        for s in range(0, len(rows), batch_size):
+            chunk = rows[s : s + batch_size]
+            batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in collator(chunk).items()}
+            with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+                yield chunk, batch
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def reference_logprobs(model, rows, collator, *, batch_size: int = 8, device=None, bf16: bool = False) -> None:
+    """Fill ``row.ref = (logp chosen, logp rejected)`` with the current (reference) model, dropout
+    off and, with ``bf16``, under the bf16 autocast the trainer uses."""
+    for chunk, batch in reference_batches(model, rows, collator, batch_size=batch_size, device=device, bf16=bf16):
+        logits, _ = answer_logits(model, batch, ConditionalTrainer.forward_extra(batch))
         lp = option_logprobs(logits, batch["option_ids"], batch["option_mask"], "vocab")
         c = lp.gather(1, batch["chosen_index"][:, None])[:, 0]
         r = lp.gather(1, batch["rejected_index"][:, None])[:, 0]
         for row, a, b in zip(chunk, c.tolist(), r.tolist()):
             row.ref = (a, b)
-    model.train(was_training)
 
 
 def recorded_dpo_loss(trainer: ConditionalTrainer, pc, pr, ref_c, ref_r, beta: float, aux) -> torch.Tensor:

@@ -272,22 +272,14 @@ class TextDPOTrainer(ConditionalTrainer):
 def text_reference_logprobs(model, rows: list[TextRow], collator: TextCollator, *, batch_size: int = 8, device=None,
                             bf16: bool = False) -> None:
     """Fill ``row.ref`` with the current (reference) model's summed log-probs of (chosen, rejected)."""
-    from pluralign.training.dpo import disable_dropout
+    from pluralign.training.dpo import reference_batches
 
-    disable_dropout(model)
-    was = model.training
-    model.eval()
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    for s in range(0, len(rows), batch_size):
-        chunk = rows[s : s + batch_size]
-        batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in collator(chunk).items()}
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-            lp, _ = completion_logps(model, batch, _extra(batch))
+    for chunk, batch in reference_batches(model, rows, collator, batch_size=batch_size, device=device, bf16=bf16):
+        lp, _ = completion_logps(model, batch, _extra(batch))
         seq = (lp * batch["completion_mask"]).sum(-1).float().cpu()
         B = len(chunk)
         for r, c, j in zip(chunk, seq[:B].tolist(), seq[B:].tolist()):
             r.ref = (c, j)
-    model.train(was)
 
 
 class ListDataset(torch.utils.data.Dataset):

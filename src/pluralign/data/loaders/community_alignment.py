@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Sequence
 
 from pluralign.data.loaders import register_preference_loader
-from pluralign.data.preferences import Dropper, PreferenceDataset, PromptRecord, add_pair, clean_text
+from pluralign.data.preferences import Dropper, PreferenceDataset, PromptRecord, add_pair, clean_text, put_gender
+from pluralign.data.preferences import said as _said
 from pluralign.data.profile import Profile
 from pluralign.errors import PluralignError
 
@@ -38,16 +39,6 @@ CITATION = ("Meta FAIR (2025). Community Alignment dataset. huggingface.co/datas
 TURNS = ("first", "second", "third", "fourth")
 SLOTS = ("a", "b", "c", "d")
 RELEASE_NAMES = ("community_alignment.csv", "community_alignment.jsonl", "community_alignment.parquet")
-_UNSAID = ("", "prefer not to say", "prefer_not_to_say", "nan", "none", "unknown", "n/a")
-
-
-def _said(v) -> str | None:
-    if v is None or (isinstance(v, float) and v != v):
-        return None
-    s = str(v).strip()
-    return None if s.lower() in _UNSAID else s
-
-
 def annotator_profile(row: dict) -> Profile:
     from pluralign.data.countries import to_iso3, country_name
 
@@ -59,11 +50,7 @@ def annotator_profile(row: dict) -> Profile:
     a = _said(row.get("annotator_age"))
     if a:
         kw["age_band"] = a if "year" in a else f"{a} years"
-    g = _said(row.get("annotator_gender"))
-    if g and g.lower() in ("male", "female", "man", "woman"):
-        kw["sex"] = g.lower()
-    elif g:
-        extra.append(("gender", g))
+    put_gender(kw, extra, _said(row.get("annotator_gender")))
     e = _said(row.get("annotator_education_level"))
     if e:
         kw["education"] = e

@@ -34,14 +34,14 @@ from pathlib import Path
 from typing import Sequence
 
 from pluralign.data.loaders import register_preference_loader
-from pluralign.data.preferences import Dropper, PreferenceDataset, PromptRecord, add_pair, clean_text
+from pluralign.data.preferences import Dropper, PreferenceDataset, PromptRecord, add_pair, clean_text, put_gender
+from pluralign.data.preferences import said as _said
 from pluralign.data.profile import Profile
 from pluralign.errors import PluralignError
 
 CITATION = ("Kirk, H. R. et al. (2024). The PRISM Alignment Dataset: What Participatory, Representative and "
             "Individualised Human Feedback Reveals About the Subjective and Multicultural Alignment of Large Language "
             "Models. NeurIPS Datasets and Benchmarks. huggingface.co/datasets/HannahRoseKirk/prism-alignment (CC BY-NC 4.0)")
-_UNSAID = ("prefer not to say", "", "none", "nan", "n/a", "unknown")
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
@@ -67,15 +67,6 @@ def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     return out
 
 
-def _said(v) -> str | None:
-    if isinstance(v, dict):
-        v = v.get("simplified") or v.get("categorised") or v.get("self_described")
-    if v is None or (isinstance(v, float) and v != v):
-        return None
-    s = str(v).strip()
-    return None if s.lower() in _UNSAID else s
-
-
 def survey_profile(row: dict) -> Profile:
     """A rater's profile from their survey row (fields the rater did not give are left out)."""
     kw: dict = {}
@@ -87,11 +78,7 @@ def survey_profile(row: dict) -> Profile:
     age = _said(row.get("age"))
     if age:
         kw["age_band"] = age.replace(" old", "").strip()
-    g = _said(row.get("gender"))
-    if g and g.lower() in ("male", "female", "man", "woman"):
-        kw["sex"] = g.lower()
-    elif g:
-        extra.append(("gender", g))
+    put_gender(kw, extra, _said(row.get("gender")))
     for src, dst in (("education", "education"), ("employment_status", "employment"), ("marital_status", "marital_status")):
         v = _said(row.get(src))
         if v:

@@ -269,29 +269,36 @@ def _answer_index(ans, item: SurveyItem) -> int | None:
     return None
 
 
-def _groups(doc, items, probs: _Problems) -> list[GroupExample]:
-    raw = doc["groups"]
+def _entries(doc, section: str, noun: str, keys, needs: str, probs: _Problems):
+    """The valid entries of a ``groups`` / ``respondents`` list: ``(entry, line, id, where, profile)``
+    for each mapping with a new, non-empty id (problems recorded for the others)."""
+    raw = doc[section]
     if not isinstance(raw, list) or not raw:
-        probs.add("'groups' must be a non-empty list", line=_line(doc, "groups"), field="groups")
-        return []
-    out, seen = [], set()
-    for k, g in enumerate(raw, start=1):
-        ln = _line(g, default=_line(raw))
-        if not isinstance(g, dict):
-            probs.add(f"group {k} must be a mapping with id, profile, distributions", line=ln, field="groups")
+        probs.add(f"'{section}' must be a non-empty list", line=_line(doc, section), field=section)
+        return
+    seen = set()
+    for k, e in enumerate(raw, start=1):
+        ln = _line(e, default=_line(raw))
+        if not isinstance(e, dict):
+            probs.add(f"{noun} {k} must be a mapping with id, profile, {needs}", line=ln, field=section)
             continue
-        probs.unknown_keys(g, GROUP_KEYS, f"group {k}")
-        gid = g.get("id")
-        if gid is None or isinstance(gid, (dict, list, bool)) or not str(gid).strip():
-            probs.add(f"group {k} needs an 'id'", line=ln, field="id")
+        probs.unknown_keys(e, keys, f"{noun} {k}")
+        eid = e.get("id")
+        if eid is None or isinstance(eid, (dict, list, bool)) or not str(eid).strip():
+            probs.add(f"{noun} {k} needs an 'id'", line=ln, field="id")
             continue
-        gid = str(gid)
-        where = f"group {gid!r}"
-        if gid in seen:
-            probs.add(f"group id {gid!r} is used twice", line=_line(g, "id", ln), field="id")
+        eid = str(eid)
+        where = f"{noun} {eid!r}"
+        if eid in seen:
+            probs.add(f"{noun} id {eid!r} is used twice", line=_line(e, "id", ln), field="id")
             continue
-        seen.add(gid)
-        prof = _profile(g.get("profile"), probs, where, _line(g, "profile", ln))
+        seen.add(eid)
+        yield e, ln, eid, where, _profile(e.get("profile"), probs, where, _line(e, "profile", ln))
+
+
+def _groups(doc, items, probs: _Problems) -> list[GroupExample]:
+    out = []
+    for g, ln, gid, where, prof in _entries(doc, "groups", "group", GROUP_KEYS, "distributions", probs):
         n = g.get("n")
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
             probs.add(f"{where}: 'n' (respondents) must be a positive whole number, got {n!r}", line=_line(g, "n", ln), field="n")
@@ -316,28 +323,8 @@ def _groups(doc, items, probs: _Problems) -> list[GroupExample]:
 
 
 def _respondents(doc, items, probs: _Problems) -> list[IndividualExample]:
-    raw = doc["respondents"]
-    if not isinstance(raw, list) or not raw:
-        probs.add("'respondents' must be a non-empty list", line=_line(doc, "respondents"), field="respondents")
-        return []
-    out, seen = [], set()
-    for k, r in enumerate(raw, start=1):
-        ln = _line(r, default=_line(raw))
-        if not isinstance(r, dict):
-            probs.add(f"respondent {k} must be a mapping with id, profile, answers", line=ln, field="respondents")
-            continue
-        probs.unknown_keys(r, RESPONDENT_KEYS, f"respondent {k}")
-        rid = r.get("id")
-        if rid is None or isinstance(rid, (dict, list, bool)) or not str(rid).strip():
-            probs.add(f"respondent {k} needs an 'id'", line=ln, field="id")
-            continue
-        rid = str(rid)
-        where = f"respondent {rid!r}"
-        if rid in seen:
-            probs.add(f"respondent id {rid!r} is used twice", line=_line(r, "id", ln), field="id")
-            continue
-        seen.add(rid)
-        prof = _profile(r.get("profile"), probs, where, _line(r, "profile", ln))
+    out = []
+    for r, ln, rid, where, prof in _entries(doc, "respondents", "respondent", RESPONDENT_KEYS, "answers", probs):
         answers = r.get("answers")
         if not isinstance(answers, dict) or not answers:
             probs.add(f"{where} needs 'answers': a mapping item id: answer", line=_line(r, "answers", ln), field="answers")
