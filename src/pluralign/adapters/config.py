@@ -14,9 +14,10 @@ dense_r) are read with the value that reproduces the older behaviour when a save
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
+from pluralign._fields import helpfield
 from pluralign.errors import PluralignError
 
 ROUTER_INPUTS = ("hidden", "hidden+profile", "profile")
@@ -33,68 +34,27 @@ LEGACY_DEFAULTS = {"profile_norm": "none", "route_from": "input_layernorm", "den
 class MoELoRAConfig:
     """A mixture of LoRA experts on the target linear layers, with one router per decoder layer."""
 
-    n_experts: int = field(default=8, metadata={"help": "Number of LoRA experts E per target layer."})
-    r: int = field(default=8, metadata={"help": "Rank of each expert (A: in x r, B: r x out)."})
-    alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator: the update is scaled by alpha / r."})
-    dropout: float = field(default=0.05, metadata={"help": "Dropout on the adapter input (as in LoRA); 0 disables it."})
-    top_k: int = field(
-        default=2,
-        metadata={"help": "Experts used per token; softmax over the selected router logits only. top_k = n_experts (or 0: all experts, whatever n_experts) gives soft (dense) routing."},
-    )
-    shared_A: bool = field(
-        default=False, metadata={"help": "HydraLoRA: one A shared by all experts, one B per expert (else one A per expert)."}
-    )
-    router_input: str = field(
-        default="hidden+profile",
-        metadata={"help": "What the router reads: 'hidden' (token state), 'hidden+profile' (token state and the demographic embedding, CuMA) or 'profile' (the demographic embedding only, one routing per sample)."},
-    )
-    router: str = field(
-        default="mlp", metadata={"help": "Router type: 'mlp' (2 layers, GELU, router_hidden units) or 'linear'."}
-    )
-    router_hidden: int = field(default=256, metadata={"help": "Hidden width of the MLP router."})
-    route_from_norm: bool = field(
-        default=True,
-        metadata={"help": "Route from the output of the decoder layer's input norm (input_layernorm: the tensor q/k/v read) when the layer has one; else from the layer input, RMS-normalised by the router. Only for route_from='input_layernorm'."},
-    )
-    route_from: str = field(
-        default="input_layernorm",
-        metadata={"help": "Where the router reads the token state: 'input_layernorm' (one router per decoder layer, on the attention input; CuMA), 'post_attention_layernorm' (one router per decoder layer, on the MLP input, i.e. after attention; MixLoRA; expert targets must then be MLP linears) or 'module' (one router per target linear, on that linear's own input, as is; HydraLoRA)."},
-    )
-    target_modules: tuple[str, ...] = field(
-        default=("q_proj", "v_proj"),
-        metadata={"help": "Names (last path component) of the linear layers that get experts, e.g. q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj."},
-    )
-    dense_modules: tuple[str, ...] = field(
-        default=(),
-        metadata={"help": "Names of linear layers that get one plain, always-on LoRA (no experts, no router), e.g. MixLoRA's q_proj,k_proj,v_proj,o_proj; a name also in target_modules gets experts instead."},
-    )
-    dense_r: int = field(default=0, metadata={"help": "Rank of the plain LoRA of dense_modules (0: r); scaled by alpha / dense_r."})
-    balance_coef: float = field(
-        default=0.01,
-        metadata={"help": "Weight of the Switch/Mixtral load-balancing loss E * sum_i f_i * P_i (summed over layers; 1.0 per layer when balanced); 0 disables it."},
-    )
-    z_loss_coef: float = field(
-        default=0.0, metadata={"help": "Weight of the router z-loss mean(logsumexp(logits)^2) (ST-MoE); 0 disables it."}
-    )
-    adapter_dtype: str = field(
-        default="fp32",
-        metadata={"help": "Storage dtype of expert and router weights: 'fp32' (master weights in fp32, cast to the activation dtype when used; safe for bf16 backbones) or 'model' (the backbone's dtype: no casts, fastest, pure low-precision training)."},
-    )
-    profile_dim: int = field(
-        default=384, metadata={"help": "Size of the demographic embedding (384 for all-MiniLM-L6-v2); used by profile-routed routers."}
-    )
-    profile_norm: str = field(
-        default="rms",
-        metadata={"help": "Scale of the profile embedding d in the router: 'rms' (d * sqrt(D) / ||d||, per-unit scale 1 like the RMS-normalised token state; with hidden+profile routing W_h and W_d are initialised so that W_h h and W_d d have equal variance, and the profile moves the gates as much as the token from step 0) or 'none' (d as encoded: a unit-norm MiniLM embedding gives W_d d ~20x smaller than W_h h at initialisation; adapters saved before this option)."},
-    )
-    profile_encoder: str = field(
-        default="minilm-l6",
-        metadata={"help": "Profile encoder spec (see pluralign.models.profile_encoder.make_profile_encoder): a sentence encoder (short name, hub id or folder), 'backbone' (the LLM's own mean-pooled hidden state of the profile text), 'culture-map' (numeric cultural-map features) or a '+'-joined concatenation; recorded in the checkpoint and reused at evaluation."},
-    )
-    layers_to_transform: tuple[int, ...] | None = field(
-        default=None,
-        metadata={"help": "Indices of the decoder layers that get experts and a router (None: every layer), as peft's layers_to_transform. Adapting only the top layers lets training cache the frozen trunk below them (TrainConfig.top_layers)."},
-    )
+    n_experts: int = helpfield(8, "Number of LoRA experts E per target layer.")
+    r: int = helpfield(8, "Rank of each expert (A: in x r, B: r x out).")
+    alpha: float = helpfield(16.0, "LoRA scaling numerator: the update is scaled by alpha / r.")
+    dropout: float = helpfield(0.05, "Dropout on the adapter input (as in LoRA); 0 disables it.")
+    top_k: int = helpfield(2, "Experts used per token; softmax over the selected router logits only. top_k = n_experts (or 0: all experts, whatever n_experts) gives soft (dense) routing.")
+    shared_A: bool = helpfield(False, "HydraLoRA: one A shared by all experts, one B per expert (else one A per expert).")
+    router_input: str = helpfield("hidden+profile", "What the router reads: 'hidden' (token state), 'hidden+profile' (token state and the demographic embedding, CuMA) or 'profile' (the demographic embedding only, one routing per sample).")
+    router: str = helpfield("mlp", "Router type: 'mlp' (2 layers, GELU, router_hidden units) or 'linear'.")
+    router_hidden: int = helpfield(256, "Hidden width of the MLP router.")
+    route_from_norm: bool = helpfield(True, "Route from the output of the decoder layer's input norm (input_layernorm: the tensor q/k/v read) when the layer has one; else from the layer input, RMS-normalised by the router. Only for route_from='input_layernorm'.")
+    route_from: str = helpfield("input_layernorm", "Where the router reads the token state: 'input_layernorm' (one router per decoder layer, on the attention input; CuMA), 'post_attention_layernorm' (one router per decoder layer, on the MLP input, i.e. after attention; MixLoRA; expert targets must then be MLP linears) or 'module' (one router per target linear, on that linear's own input, as is; HydraLoRA).")
+    target_modules: tuple[str, ...] = helpfield(("q_proj", "v_proj"), "Names (last path component) of the linear layers that get experts, e.g. q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj.")
+    dense_modules: tuple[str, ...] = helpfield((), "Names of linear layers that get one plain, always-on LoRA (no experts, no router), e.g. MixLoRA's q_proj,k_proj,v_proj,o_proj; a name also in target_modules gets experts instead.")
+    dense_r: int = helpfield(0, "Rank of the plain LoRA of dense_modules (0: r); scaled by alpha / dense_r.")
+    balance_coef: float = helpfield(0.01, "Weight of the Switch/Mixtral load-balancing loss E * sum_i f_i * P_i (summed over layers; 1.0 per layer when balanced); 0 disables it.")
+    z_loss_coef: float = helpfield(0.0, "Weight of the router z-loss mean(logsumexp(logits)^2) (ST-MoE); 0 disables it.")
+    adapter_dtype: str = helpfield("fp32", "Storage dtype of expert and router weights: 'fp32' (master weights in fp32, cast to the activation dtype when used; safe for bf16 backbones) or 'model' (the backbone's dtype: no casts, fastest, pure low-precision training).")
+    profile_dim: int = helpfield(384, "Size of the demographic embedding (384 for all-MiniLM-L6-v2); used by profile-routed routers.")
+    profile_norm: str = helpfield("rms", "Scale of the profile embedding d in the router: 'rms' (d * sqrt(D) / ||d||, per-unit scale 1 like the RMS-normalised token state; with hidden+profile routing W_h and W_d are initialised so that W_h h and W_d d have equal variance, and the profile moves the gates as much as the token from step 0) or 'none' (d as encoded: a unit-norm MiniLM embedding gives W_d d ~20x smaller than W_h h at initialisation; adapters saved before this option).")
+    profile_encoder: str = helpfield("minilm-l6", "Profile encoder spec (see pluralign.models.profile_encoder.make_profile_encoder): a sentence encoder (short name, hub id or folder), 'backbone' (the LLM's own mean-pooled hidden state of the profile text), 'culture-map' (numeric cultural-map features) or a '+'-joined concatenation; recorded in the checkpoint and reused at evaluation.")
+    layers_to_transform: tuple[int, ...] | None = helpfield(None, "Indices of the decoder layers that get experts and a router (None: every layer), as peft's layers_to_transform. Adapting only the top layers lets training cache the frozen trunk below them (TrainConfig.top_layers).")
 
     @property
     def uses_profile(self) -> bool:
@@ -105,34 +65,28 @@ class MoELoRAConfig:
 class LoRASettings:
     """peft LoRA / DoRA on the target linear layers."""
 
-    r: int = field(default=16, metadata={"help": "LoRA rank (16 = the active rank of an 8-expert top-2 r=8 mixture)."})
-    alpha: float = field(default=32.0, metadata={"help": "LoRA alpha: the update is scaled by alpha / r."})
-    dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
-    target_modules: tuple[str, ...] = field(
-        default=("q_proj", "v_proj"), metadata={"help": "Names (last path component) of the linear layers to adapt."}
-    )
-    use_dora: bool = field(default=False, metadata={"help": "Weight-decomposed LoRA (DoRA): learn a magnitude vector too."})
-    layers_to_transform: tuple[int, ...] | None = field(
-        default=None, metadata={"help": "Indices of the decoder layers to adapt (None: every layer); peft's layers_to_transform."}
-    )
+    r: int = helpfield(16, "LoRA rank (16 = the active rank of an 8-expert top-2 r=8 mixture).")
+    alpha: float = helpfield(32.0, "LoRA alpha: the update is scaled by alpha / r.")
+    dropout: float = helpfield(0.05, "Dropout on the LoRA input.")
+    target_modules: tuple[str, ...] = helpfield(("q_proj", "v_proj"), "Names (last path component) of the linear layers to adapt.")
+    use_dora: bool = helpfield(False, "Weight-decomposed LoRA (DoRA): learn a magnitude vector too.")
+    layers_to_transform: tuple[int, ...] | None = helpfield(None, "Indices of the decoder layers to adapt (None: every layer); peft's layers_to_transform.")
 
 
 @dataclass
 class PrefixSettings:
     """P-tuning v2 (deep prompt tuning): trainable key/value prefixes in every layer, via peft prefix tuning."""
 
-    num_virtual_tokens: int = field(default=20, metadata={"help": "Number of prefix positions per layer."})
-    prefix_projection: bool = field(
-        default=False, metadata={"help": "Reparameterise the prefix with a 2-layer MLP (off in P-tuning v2)."}
-    )
-    encoder_hidden_size: int = field(default=512, metadata={"help": "Hidden size of the reparameterisation MLP when prefix_projection is on."})
+    num_virtual_tokens: int = helpfield(20, "Number of prefix positions per layer.")
+    prefix_projection: bool = helpfield(False, "Reparameterise the prefix with a 2-layer MLP (off in P-tuning v2).")
+    encoder_hidden_size: int = helpfield(512, "Hidden size of the reparameterisation MLP when prefix_projection is on.")
 
 
 @dataclass
 class FullSettings:
     """Full fine-tuning: every backbone weight is trained."""
 
-    train_embeddings: bool = field(default=True, metadata={"help": "Also train the token embeddings (and tied output layer)."})
+    train_embeddings: bool = helpfield(True, "Also train the token embeddings (and tied output layer).")
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from pluralign._fields import helpfield
 from pluralign.blackbox.vsm import VSMConfig, dimension_scores, l1_loss
 from pluralign.data.loaders.hofstede import DIMENSIONS, HofstedeTarget, VSMQuestionnaire, load_vsm_items
 from pluralign.errors import PluralignError
@@ -40,18 +41,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PopulationConfig:
-    tokens: int = field(default=10, metadata={"help": "Virtual tokens T prepended to every prompt."})
-    batch_size: int = field(default=64, metadata={"help": "(candidate, prompt) rows per forward pass."})
-    prefix_cache: bool = field(default=True, metadata={"help": "Run the token prefix shared by all prompts once per candidate and reuse its KV cache."})
-    group_cache: bool = field(default=True, metadata={"help": "Also run the stem shared by a group of prompts once per (candidate, group) (needs prefix_cache)."})
-    chat_template: bool | None = field(default=None, metadata={"help": "Use the tokenizer's chat template (None = when it has one)."})
-    contexts: tuple[str | None, ...] = field(
-        default=(None,),
-        metadata={"help": "System messages, one set of 24 prompts each (personas / paraphrases); None = the model's default. Item means are averaged over contexts."},
-    )
-    min_mass: float = field(default=0.05, metadata={"help": "Warn when the mean probability on the option labels is below this."})
-    memo: int = field(default=0, metadata={"help": "Remember the label log-probabilities of up to this many candidates (re-asked or shared initial populations are not re-run); 0 = off."})
-    autocast: str = field(default="off", metadata={"help": "off, or bf16: run the matrix products of an fp32 model in bfloat16 (torch.autocast; ~1.6x on a CPU with AVX512-BF16, scores differ slightly)."})
+    tokens: int = helpfield(10, "Virtual tokens T prepended to every prompt.")
+    batch_size: int = helpfield(64, "(candidate, prompt) rows per forward pass.")
+    prefix_cache: bool = helpfield(True, "Run the token prefix shared by all prompts once per candidate and reuse its KV cache.")
+    group_cache: bool = helpfield(True, "Also run the stem shared by a group of prompts once per (candidate, group) (needs prefix_cache).")
+    chat_template: bool | None = helpfield(None, "Use the tokenizer's chat template (None = when it has one).")
+    contexts: tuple[str | None, ...] = helpfield((None,), "System messages, one set of 24 prompts each (personas / paraphrases); None = the model's default. Item means are averaged over contexts.")
+    min_mass: float = helpfield(0.05, "Warn when the mean probability on the option labels is below this.")
+    memo: int = helpfield(0, "Remember the label log-probabilities of up to this many candidates (re-asked or shared initial populations are not re-run); 0 = off.")
+    autocast: str = helpfield("off", "off, or bf16: run the matrix products of an fp32 model in bfloat16 (torch.autocast; ~1.6x on a CPU with AVX512-BF16, scores differ slightly).")
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from pluralign._fields import helpfield
 from pluralign.data.loaders.hofstede import DIMENSIONS, HofstedeTarget, VSMQuestionnaire, load_vsm_items
 from pluralign.errors import PluralignError
 
@@ -29,10 +30,7 @@ class VSMConfig:
         default_factory=lambda: {d: 50.0 for d in DIMENSIONS},
         metadata={"help": "The constant C of each index (PDI, IDV, MAS, UAI, LTO, IVR); 50 centres a neutral respondent."},
     )
-    reduction: str = field(
-        default="mean",
-        metadata={"help": "L1 loss over the target's measured dimensions: 'mean' (comparable when some are missing) or 'sum'."},
-    )
+    reduction: str = helpfield("mean", "L1 loss over the target's measured dimensions: 'mean' (comparable when some are missing) or 'sum'.")
 
     def __post_init__(self) -> None:
         unknown = set(self.constants) - set(DIMENSIONS)

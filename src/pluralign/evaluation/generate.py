@@ -32,12 +32,13 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from pluralign._fields import helpfield
 from pluralign.data.preferences import PromptRecord
 from pluralign.errors import PluralignError
 
@@ -261,16 +262,16 @@ def diversity(records: Sequence[PromptRecord], completions: Sequence[str], *, ro
 
 @dataclass
 class GenEvalConfig:
-    max_new_tokens: int = field(default=32, metadata={"help": "New tokens per completion."})
-    batch_size: int = field(default=8, metadata={"help": "Prompts per generate() call."})
-    do_sample: bool = field(default=False, metadata={"help": "Sample (else greedy)."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (with do_sample)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus mass (with do_sample)."})
-    profile_prompt: bool = field(default=True, metadata={"help": "Profile in the system prompt, as in training."})
-    chat_template: bool = field(default=True, metadata={"help": "Use the model's chat template."})
-    max_length: int | None = field(default=None, metadata={"help": "Cut prompts to N tokens (middle cut)."})
-    tie_margin: float = field(default=0.0, metadata={"help": "A judge P(adapter better) within this of 0.5 is a tie."})
-    seed: int = field(default=0, metadata={"help": "Seed of sampling."})
+    max_new_tokens: int = helpfield(32, "New tokens per completion.")
+    batch_size: int = helpfield(8, "Prompts per generate() call.")
+    do_sample: bool = helpfield(False, "Sample (else greedy).")
+    temperature: float = helpfield(1.0, "Sampling temperature (with do_sample).")
+    top_p: float = helpfield(1.0, "Nucleus mass (with do_sample).")
+    profile_prompt: bool = helpfield(True, "Profile in the system prompt, as in training.")
+    chat_template: bool = helpfield(True, "Use the model's chat template.")
+    max_length: int | None = helpfield(None, "Cut prompts to N tokens (middle cut).")
+    tie_margin: float = helpfield(0.0, "A judge P(adapter better) within this of 0.5 is a tie.")
+    seed: int = helpfield(0, "Seed of sampling.")
 
 
 def _generate(model, tok, records, cfg: GenEvalConfig, *, role: str, profile_kwargs=None) -> list[str]:

@@ -7,9 +7,9 @@ repeated and its held-out split rebuilt (``pluralign eval --split-from RUN``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import asdict, dataclass, fields
 
+from pluralign._fields import helpfield
 from pluralign.errors import PluralignError
 
 TASKS = ("individual", "distributional")
@@ -17,10 +17,7 @@ STAGES = ("sft", "dpo", "grpo")
 SOFT_NORMS = ("vocab", "options")
 
 
-def _f(default: Any, help: str, **kw: Any):
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+_f = helpfield
 
 
 @dataclass

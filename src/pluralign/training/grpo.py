@@ -55,6 +55,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from pluralign._fields import helpfield
 from pluralign.errors import PluralignError
 from pluralign.training.trainer import ConditionalTrainer
 
@@ -64,19 +65,19 @@ SCALE_REWARDS = ("group", "batch", "none")
 
 @dataclass
 class GRPOSettings:
-    num_generations: int = field(default=4, metadata={"help": "Completions sampled per prompt (the group)."})
-    max_completion_length: int = field(default=32, metadata={"help": "New tokens per completion."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (log-probs are computed at the same temperature)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
-    top_k: int = field(default=0, metadata={"help": "Top-k sampling (0: off)."})
-    beta: float = field(default=0.0, metadata={"help": "KL coefficient to the reference policy (the model at the start of the stage); 0 = no KL, TRL's default."})
-    epsilon: float = field(default=0.2, metadata={"help": "Clipping epsilon of the policy ratio (lower bound 1 - epsilon)."})
-    epsilon_high: float | None = field(default=None, metadata={"help": "Upper clipping epsilon (DAPO's clip-higher); None = epsilon."})
-    num_iterations: int = field(default=1, metadata={"help": "Optimizer steps per generation batch (mu); > 1 makes the clip active."})
-    loss_type: str = field(default="dapo", metadata={"help": "grpo (sequence mean), dapo / bnpo (token mean), dr_grpo (sum / (N x max length))."})
-    scale_rewards: str = field(default="group", metadata={"help": "Divide advantages by the group std (group), the batch std (batch) or not (none)."})
-    reward_weights: tuple | None = field(default=None, metadata={"help": "One weight per reward function (None: all 1)."})
-    mask_truncated_completions: bool = field(default=False, metadata={"help": "Leave completions that hit max_completion_length out of the loss."})
+    num_generations: int = helpfield(4, "Completions sampled per prompt (the group).")
+    max_completion_length: int = helpfield(32, "New tokens per completion.")
+    temperature: float = helpfield(1.0, "Sampling temperature (log-probs are computed at the same temperature).")
+    top_p: float = helpfield(1.0, "Nucleus sampling mass.")
+    top_k: int = helpfield(0, "Top-k sampling (0: off).")
+    beta: float = helpfield(0.0, "KL coefficient to the reference policy (the model at the start of the stage); 0 = no KL, TRL's default.")
+    epsilon: float = helpfield(0.2, "Clipping epsilon of the policy ratio (lower bound 1 - epsilon).")
+    epsilon_high: float | None = helpfield(None, "Upper clipping epsilon (DAPO's clip-higher); None = epsilon.")
+    num_iterations: int = helpfield(1, "Optimizer steps per generation batch (mu); > 1 makes the clip active.")
+    loss_type: str = helpfield("dapo", "grpo (sequence mean), dapo / bnpo (token mean), dr_grpo (sum / (N x max length)).")
+    scale_rewards: str = helpfield("group", "Divide advantages by the group std (group), the batch std (batch) or not (none).")
+    reward_weights: tuple | None = helpfield(None, "One weight per reward function (None: all 1).")
+    mask_truncated_completions: bool = helpfield(False, "Leave completions that hit max_completion_length out of the loss.")
 
     def validate(self) -> "GRPOSettings":
         if self.num_generations < 2:

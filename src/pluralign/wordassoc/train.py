@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from pluralign._fields import helpfield
 from pluralign.data.loaders.swow import SwowData, check_language
 from pluralign.errors import PluralignError
 from pluralign.io import atomic_write_json
@@ -38,10 +39,10 @@ from pluralign.io import atomic_write_json
 
 @dataclass
 class LoraSettings:
-    r: int = field(default=16, metadata={"help": "LoRA rank."})
-    alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
-    dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    target_modules: str = field(default="all-linear", metadata={"help": "Modules to adapt: all-linear or comma-separated names (q_proj,v_proj)."})
+    r: int = helpfield(16, "LoRA rank.")
+    alpha: int = helpfield(32, "LoRA alpha (scale = alpha / r).")
+    dropout: float = helpfield(0.05, "LoRA dropout.")
+    target_modules: str = helpfield("all-linear", "Modules to adapt: all-linear or comma-separated names (q_proj,v_proj).")
 
     def to_peft(self):
         from peft import LoraConfig
@@ -52,39 +53,39 @@ class LoraSettings:
 
 @dataclass
 class SFTStage:
-    output_dir: str = field(default="runs/wordassoc/sft", metadata={"help": "Checkpoints and the final adapter (<dir>/adapter)."})
-    tasks: str = field(default="generation", metadata={"help": "Training tasks: generation, or generation,ranking."})
-    n_targets: int = field(default=3, metadata={"help": "Responses per generation target (ALIGN used 3)."})
-    samples_per_cue: int = field(default=1, metadata={"help": "Generation samples per cue (next strength-ordered groups of n_targets)."})
-    n_candidates: int = field(default=5, metadata={"help": "Candidates per ranking sample (when ranking is a task)."})
-    max_steps: int = field(default=100, metadata={"help": "Optimizer steps (-1: use epochs)."})
-    epochs: float = field(default=1.0, metadata={"help": "Epochs when max_steps is -1."})
-    batch_size: int = field(default=8, metadata={"help": "Per-device batch size."})
-    grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
-    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate (LoRA)."})
-    max_length: int = field(default=256, metadata={"help": "Truncate prompt+completion to this many tokens."})
-    save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps (resumable)."})
-    logging_steps: int = field(default=5, metadata={"help": "Log the loss every N steps."})
-    seed: int = field(default=0, metadata={"help": "Seed of shuffling, dropout and LoRA init."})
+    output_dir: str = helpfield("runs/wordassoc/sft", "Checkpoints and the final adapter (<dir>/adapter).")
+    tasks: str = helpfield("generation", "Training tasks: generation, or generation,ranking.")
+    n_targets: int = helpfield(3, "Responses per generation target (ALIGN used 3).")
+    samples_per_cue: int = helpfield(1, "Generation samples per cue (next strength-ordered groups of n_targets).")
+    n_candidates: int = helpfield(5, "Candidates per ranking sample (when ranking is a task).")
+    max_steps: int = helpfield(100, "Optimizer steps (-1: use epochs).")
+    epochs: float = helpfield(1.0, "Epochs when max_steps is -1.")
+    batch_size: int = helpfield(8, "Per-device batch size.")
+    grad_accum: int = helpfield(1, "Gradient accumulation steps.")
+    learning_rate: float = helpfield(2e-4, "Peak learning rate (LoRA).")
+    max_length: int = helpfield(256, "Truncate prompt+completion to this many tokens.")
+    save_steps: int = helpfield(50, "Checkpoint every N steps (resumable).")
+    logging_steps: int = helpfield(5, "Log the loss every N steps.")
+    seed: int = helpfield(0, "Seed of shuffling, dropout and LoRA init.")
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA settings."})
 
 
 @dataclass
 class RLStage:
-    output_dir: str = field(default="runs/wordassoc/rl", metadata={"help": "Checkpoints and the final adapter (<dir>/adapter)."})
-    reward: str = field(default="spearman", metadata={"help": "Reward: spearman (ranking, ALIGN) or precision (generation)."})
-    n_candidates: int = field(default=5, metadata={"help": "Candidates per ranking prompt."})
-    n_targets: int = field(default=3, metadata={"help": "Words asked for (precision reward)."})
-    max_steps: int = field(default=30, metadata={"help": "Optimizer steps."})
-    batch_size: int = field(default=8, metadata={"help": "Completions per device step (= prompts x num_generations)."})
-    num_generations: int = field(default=4, metadata={"help": "Completions per prompt (GRPO group size)."})
-    max_completion_length: int = field(default=32, metadata={"help": "New tokens per completion."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of rollouts."})
-    learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate."})
-    beta: float = field(default=0.0, metadata={"help": "KL coefficient to the reference policy (0 = none, TRL default)."})
-    save_steps: int = field(default=25, metadata={"help": "Checkpoint every N steps (resumable)."})
-    logging_steps: int = field(default=1, metadata={"help": "Log reward every N steps."})
-    seed: int = field(default=0, metadata={"help": "Seed of sampling and shuffling."})
+    output_dir: str = helpfield("runs/wordassoc/rl", "Checkpoints and the final adapter (<dir>/adapter).")
+    reward: str = helpfield("spearman", "Reward: spearman (ranking, ALIGN) or precision (generation).")
+    n_candidates: int = helpfield(5, "Candidates per ranking prompt.")
+    n_targets: int = helpfield(3, "Words asked for (precision reward).")
+    max_steps: int = helpfield(30, "Optimizer steps.")
+    batch_size: int = helpfield(8, "Completions per device step (= prompts x num_generations).")
+    num_generations: int = helpfield(4, "Completions per prompt (GRPO group size).")
+    max_completion_length: int = helpfield(32, "New tokens per completion.")
+    temperature: float = helpfield(1.0, "Sampling temperature of rollouts.")
+    learning_rate: float = helpfield(5e-5, "Learning rate.")
+    beta: float = helpfield(0.0, "KL coefficient to the reference policy (0 = none, TRL default).")
+    save_steps: int = helpfield(25, "Checkpoint every N steps (resumable).")
+    logging_steps: int = helpfield(1, "Log reward every N steps.")
+    seed: int = helpfield(0, "Seed of sampling and shuffling.")
     lora: LoraSettings | None = field(default_factory=LoraSettings, metadata={"help": "LoRA settings when no SFT adapter is given (None: train all weights; tiny models only)."})
 
 
