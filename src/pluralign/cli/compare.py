@@ -11,7 +11,7 @@ from pluralign.errors import PluralignError
 
 COMPARE_HELP = """Print one Markdown table comparing evaluation results (accuracy, macro-F1, EMD, JSD, the benchmarks' OpinionQA representativeness, GlobalOpinionQA similarity, total variation and WorldValuesBench W1, entropy per method, each with its bootstrap interval, plus the model-free references uniform and train_mean), then a table of paired differences.
 
-Each argument is a results JSON written by `pluralign eval`, or a folder searched (recursively) for eval-*.json files: a training run folder, an evaluation --out folder. All results must be of the same task kind (individual or distributional) and should share the test split (a warning says when they do not).
+Each argument is a results JSON written by `pluralign eval` (or, for open-ended answers, by `pluralign generate-eval`: then the table has BLEnD answer match, weighted match and win rate vs the base model with intervals, Distinct-2 and entropy, the differences of every report minus the base model and minus the first report, and the judge's agreement with the human-answer metric), or a folder searched (recursively) for eval-*.json files: a training run folder, an evaluation --out folder. All results must be of the same task kind (individual or distributional) and should share the test split (a warning says when they do not).
 
 Paired differences: every result minus the first one, and every result minus each reference, on the (group, question) cells both scored; the interval comes from a seeded bootstrap that resamples the same groups and questions for both sides (settings from the first result, or --bootstrap / --seed / --bootstrap-unit).
 
@@ -114,6 +114,47 @@ def difference_table(files: list[Path], *, name: str = "folder", bootstrap: int 
     return difference_rows(results, labels, n_boot=bootstrap, seed=seed, unit=bootstrap_unit)
 
 
+def _generation_reports(files: list[Path]) -> bool:
+    """True when every file is a ``generate-eval`` report, False when none is; mixed is an error."""
+    from pluralign.evaluation.generate_compare import is_generation_report
+    from pluralign.io import read_json
+
+    kinds = []
+    for f in files:
+        try:
+            kinds.append(is_generation_report(read_json(f, allow_nan=True)))
+        except PluralignError:
+            kinds.append(False)
+    if any(kinds) and not all(kinds):
+        gen = [str(f) for f, k in zip(files, kinds) if k]
+        raise PluralignError("cannot put generate-eval reports and survey results in one table (generate-eval: " + ", ".join(gen) + ")")
+    return bool(kinds) and all(kinds)
+
+
+def _run_generation(files: list[Path], *, out, diff_out, bootstrap, seed, bootstrap_unit) -> None:
+    from pluralign.cli._common import markdown_table
+    from pluralign.evaluation.generate_compare import compare_generation, judge_agreement_rows
+    from pluralign.io import atomic_write_text
+
+    n_boot, seed, unit = 1000 if bootstrap is None else bootstrap, 0 if seed is None else seed, bootstrap_unit or "both"
+    header, rows, dheader, drows, warnings = compare_generation(files, n_boot=n_boot, seed=seed, unit=unit)
+    for w in warnings:
+        typer.echo(f"warning: {w}", err=True)
+    jh, jrows = judge_agreement_rows(files)
+    table = markdown_table(header, rows)
+    dtable = markdown_table(dheader, drows)
+    jtable = markdown_table(jh, jrows)
+    typer.echo(table + "\n\n" + dtable + "\n\n" + jtable)
+    typer.echo(f"paired bootstrap over {unit} (profiles x questions when 'both'), {n_boot} replicates, seed {seed}, "
+               "95 % percentile intervals; * = the interval excludes 0", err=True)
+    if out:
+        atomic_write_text(out, table + "\n\n" + jtable + "\n")
+        typer.echo(f"wrote {out}", err=True)
+    if diff_out:
+        atomic_write_text(diff_out, dtable + "\n")
+        typer.echo(f"wrote {diff_out}", err=True)
+
+
 def _run(paths: list[Path], out: Path | None, name: str, diff_out: Path | None = None, bootstrap: int | None = None,
          seed: int | None = None, bootstrap_unit: str | None = None) -> None:
     from pluralign.cli._common import markdown_table
@@ -124,6 +165,8 @@ def _run(paths: list[Path], out: Path | None, name: str, diff_out: Path | None =
     validate("compare", {"name": name, "out": out})
     _check_bootstrap(bootstrap, bootstrap_unit)
     files = collect(paths)
+    if _generation_reports(files):
+        return _run_generation(files, out=out, diff_out=diff_out, bootstrap=bootstrap, seed=seed, bootstrap_unit=bootstrap_unit)
     header, rows, warnings = compare_table(files, name=name)
     dheader, drows, dwarn = difference_table(files, name=name, bootstrap=bootstrap, seed=seed, bootstrap_unit=bootstrap_unit)
     for w in warnings + dwarn:

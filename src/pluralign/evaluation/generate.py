@@ -361,6 +361,7 @@ def evaluate_generation(adapted, base, tok, records: Sequence[PromptRecord], *, 
                 b, w = blend_match(txt, r.answers, r.answer_counts)
                 m[who].append((b, w))
                 rows[i][f"{who}_match"] = b
+                rows[i][f"{who}_match_weighted"] = w
         report["blend_match"] = {
             "n": len(with_ans),
             **{f"{who}_accuracy": float(np.mean([b for b, _ in v])) for who, v in m.items()},
