@@ -7,7 +7,9 @@
 Defaults: SmolLM2-135M-Instruct, T = 10 virtual tokens, USA / CHN / IND / ARA, DE / PSO / CMA-ES
 each in the full T x hidden space (``d0``) and in a random 500-dimensional subspace (``d500``,
 Black-Box Tuning), seeds 0, 1, 2, population 16 x (1 + 24 generations) = 400 candidate evaluations
-per search. Optimiser settings are the library defaults (``OptimizerConfig``; CMA-ES: diagonal in
+per search; with ``--knowledge N`` (default 100) each searched prompt and no prompt are also scored
+on N BLEnD multiple-choice questions of the country's region (the knowledge check; a study made
+before it existed gets it for its finished searches on the next run). Optimiser settings are the library defaults (``OptimizerConfig``; CMA-ES: diagonal in
 the full space, full covariance in the subspace, step 0.3 / 0.1 of the bound width).
 
 One model load for everything; one evaluator with a memo shared by every search (a candidate's
@@ -58,6 +60,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--autocast", choices=("off", "bf16"), default="off", help="bf16 matrix products (faster on AVX512-BF16 CPUs, not exact)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    ap.add_argument("--knowledge", type=int, default=100,
+                    help="BLEnD knowledge questions of each country's region scored without a prompt and with each searched prompt "
+                         "(the same seeded set for every search of a country; none is used by the search); 0 = skip")
+    ap.add_argument("--knowledge-root", type=Path, default=None,
+                    help="BLEnD annotations folder (*_data.json; default: <shared data>/blend_cultural_knowledge/annotations)")
     ap.add_argument("--out", type=Path, default=Path("runs/sp-study"), help="output folder")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and its size, run nothing")
     ap.add_argument("--report", action="store_true", help="only print the tables of OUT/summary.json and draw OUT/curves.png")
@@ -126,6 +133,36 @@ def main(argv: list[str] | None = None) -> dict:
         save()
         print(f"[{time.perf_counter() - t0:7.0f}s] {tgt.code}: naive {summary['baselines'][tgt.code]['naive_loss']:.2f}, "
               f"in-context {ri.loss[0]:.2f}", flush=True)
+    kevs: dict = {}
+
+    def knowledge(code: str, x) -> dict | None:
+        """BLEnD accuracy with no prompt (once per country, in the baselines) and with prompt ``x``."""
+        if a.knowledge <= 0:
+            return None
+        from pluralign.blackbox.knowledge import KnowledgeEvaluator, blend_region, build_knowledge_set
+
+        tgt = country_target(code)
+        if code not in kevs:
+            items = build_knowledge_set(blend_region(tgt.iso3 or tgt.code), n=a.knowledge, seed=0, root=a.knowledge_root)
+            kevs[code] = (KnowledgeEvaluator(model, tok, items, cfg=PopulationConfig(tokens=0, **pcfg)),
+                          KnowledgeEvaluator(model, tok, items, cfg=PopulationConfig(tokens=a.tokens, **pcfg)))
+        k0, kt = kevs[code]
+        b = summary["baselines"][tgt.code]
+        if "knowledge" not in b:
+            r0 = k0.evaluate(torch.zeros(1, 0, H))
+            b["knowledge"] = {"region": k0.region, "n": k0.n, "chance": k0.chance, "accuracy": float(r0["accuracy"][0]),
+                              "correct": [int(c) for c in r0["correct"][0]]}
+        r = kt.evaluate(torch.as_tensor(np.asarray(x, dtype=np.float32)).reshape(1, a.tokens, H))
+        return {"accuracy": float(r["accuracy"][0]), "naive_accuracy": b["knowledge"]["accuracy"], "n": kt.n,
+                "correct": [int(c) for c in r["correct"][0]]}
+
+    from pluralign.blackbox.softprompt import load_soft_prompt
+
+    for name, r in summary["runs"].items():  # searches finished before the knowledge check existed
+        if a.knowledge > 0 and "knowledge" not in r and (a.out / name / "prompt.safetensors").exists():
+            x, _ = load_soft_prompt(a.out / name)
+            r["knowledge"] = knowledge(r["code"], x.float().numpy())
+            save()
     ev = PopulationEvaluator.from_questionnaire(model, tok, cfg=PopulationConfig(tokens=a.tokens, memo=8192, **pcfg))
     special = set(getattr(tok, "all_special_ids", []) or [])
     hits0 = summary.get("memo_hits", 0)  # earlier invocations' memo hits
@@ -147,7 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
                                  "scores": res.best_scores, "evaluations": res.evaluations, "generations": res.generations,
                                  "curve": [[h["evals"], round(h["best"], 4)] for h in res.history],
                                  "seconds": res.history[-1]["seconds"] if res.history else 0.0, "option_mass": res.best_mass,
-                                 "reworded": {"naive_loss": rw["naive"]["loss"], "loss": rw["prompt"]["loss"], "kept": rw.get("kept")}}
+                                 "reworded": {"naive_loss": rw["naive"]["loss"], "loss": rw["prompt"]["loss"], "kept": rw.get("kept")},
+                                 "knowledge": knowledge(tgt.code, res.best_x)}
         summary["memo_hits"] = hits0 + ev.memo_hits
         save()
         print(f"[{time.perf_counter() - t0:7.0f}s] ({i + 1}/{len(jobs)}) {name}: initial best {res.initial_best:.2f} → "
@@ -197,6 +235,25 @@ def markdown(summary: dict) -> str:
                 lines.append(f"| {code} | {v} | {b['naive_loss']:.2f} → {np.mean([r['loss'] for r in got]):.2f} | "
                              f"{got[0]['reworded']['naive_loss']:.2f} → {np.mean([r['reworded']['loss'] for r in got]):.2f} | "
                              + (f"{100 * np.mean(kept):.0f} % (n={len(kept)})" if kept else "n/a") + " |")
+        lines.append("")
+    kn = [r for r in runs if r.get("knowledge")]
+    if kn:
+        lines += ["", "Knowledge check: accuracy on BLEnD multiple-choice questions of the country's region (4 options, chance "
+                  "0.25; none used by the search), without a prompt and with the searched prompt; the change with its paired "
+                  "bootstrap interval over questions (all seeds' questions pooled).", "",
+                  "| target | region | variant | no prompt | searched prompt (mean over seeds) | change [95 % CI] |", "|---|---|---|---|---|---|"]
+        for code, b in summary.get("baselines", {}).items():
+            for v in variants:
+                got = [r for r in kn if r["code"] == code and _variant(r) == v]
+                if not got or "knowledge" not in b:
+                    continue
+                k0 = np.asarray(b["knowledge"]["correct"], dtype=float)
+                d = np.stack([np.asarray(r["knowledge"]["correct"], dtype=float) - k0 for r in got])  # [seeds, questions]
+                rng = np.random.default_rng(0)
+                boots = d[:, rng.integers(0, d.shape[1], size=(2000, d.shape[1]))].mean(axis=(0, 2))  # questions resampled
+                lo, hi = np.percentile(boots, [2.5, 97.5])
+                lines.append(f"| {code} | {b['knowledge']['region']} (n={b['knowledge']['n']}) | {v} | {b['knowledge']['accuracy']:.3f} | "
+                             f"{np.mean([r['knowledge']['accuracy'] for r in got]):.3f} (n={len(got)}) | {d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] |")
         lines.append("")
     lines.append(f"{len(runs)} searches; population {s.get('pop')} x {s.get('gens', 0) + 1} = {s.get('pop', 0) * (s.get('gens', 0) + 1)} "
                  f"candidate evaluations each; {summary.get('memo_hits', 0)} memo hits.")

@@ -67,16 +67,41 @@ def test_a_job_runs_is_skipped_when_done_and_resumes_from_its_checkpoint(study, 
     assert "resum" in (job["out"] / "train.log").read_text().lower()
 
 
-def test_softprompt_study_records_the_reworded_check_and_skips_finished_searches(tiny_model_dir, tmp_path, capsys):
+def _blend(root: Path) -> Path:
+    """Four BLEnD regions, three questions each: every US top answer has three other regions' answers as distractors."""
+    d = root / "annotations"
+    d.mkdir(parents=True)
+    foods = {"US": ["burger", "apple pie", "coffee"], "UK": ["fish and chips", "trifle", "tea"],
+             "China": ["dumplings", "mooncake", "green tea"], "Mexico": ["tacos", "flan", "atole"]}
+    for region, ans in foods.items():
+        doc = {f"q{i}": {"en_question": f"What is the most popular {what} in {region}?",
+                         "annotations": [{"en_answers": [a], "count": 4}, {"en_answers": ["other"], "count": 1}]}
+               for i, (what, a) in enumerate(zip(("dish", "dessert", "drink"), ans))}
+        (d / f"{region}_data.json").write_text(json.dumps(doc))
+    return d
+
+
+def test_softprompt_study_records_the_reworded_and_knowledge_checks_and_skips_finished_searches(tiny_model_dir, tmp_path, capsys):
     sp = _load("softprompt_study")
     argv = ["--model", str(tiny_model_dir), "--countries", "USA", "--optimizers", "de", "--subspace-dims", "0", "--seeds", "0",
-            "--tokens", "2", "--pop", "4", "--gens", "1", "--batch-size", "48", "--threads", "1", "--out", str(tmp_path / "sp")]
+            "--tokens", "2", "--pop", "4", "--gens", "1", "--batch-size", "48", "--threads", "1", "--out", str(tmp_path / "sp"),
+            "--knowledge", "10", "--knowledge-root", str(_blend(tmp_path / "blend"))]
     s = sp.main(argv)
     run = s["runs"]["USA-de-d0-s0"]
     assert run["evaluations"] == 8 and run["loss"] <= run["initial_best"]
     assert set(run["reworded"]) == {"naive_loss", "loss", "kept"}
     assert run["reworded"]["naive_loss"] != pytest.approx(s["baselines"]["USA"]["naive_loss"])  # other wording, other answers
+    k0, k = s["baselines"]["USA"]["knowledge"], run["knowledge"]
+    assert k0["region"] == "US" and k0["n"] == k["n"] == 3 and len(k["correct"]) == 3
+    assert k["accuracy"] == pytest.approx(sum(k["correct"]) / 3) and k["naive_accuracy"] == k0["accuracy"]
     out = capsys.readouterr().out
-    assert "Generalisation check" in out and "| USA | de full |" in out
+    assert "Generalisation check" in out and "| USA | de full |" in out and "Knowledge check" in out and "| USA | US (n=3) | de full |" in out
     again = sp.main(argv)  # finished: nothing re-run
     assert again["runs"]["USA-de-d0-s0"] == run
+    # a study from before the knowledge check: its finished searches get it from their saved prompt
+    f = tmp_path / "sp" / "summary.json"
+    old = json.loads(f.read_text())
+    del old["runs"]["USA-de-d0-s0"]["knowledge"], old["baselines"]["USA"]["knowledge"]
+    f.write_text(json.dumps(old))
+    back = sp.main(argv)
+    assert back["runs"]["USA-de-d0-s0"]["knowledge"]["correct"] == k["correct"]
