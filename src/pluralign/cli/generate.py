@@ -140,6 +140,9 @@ def _run(**a) -> None:
     cfg = GenEvalConfig(max_new_tokens=a["max_new_tokens"], batch_size=a["batch_size"], do_sample=a["sample"], temperature=a["temperature"],
                         top_p=a["top_p"], profile_prompt=profile_prompt, chat_template=a["chat_template"], max_length=a["max_length"],
                         tie_margin=a["tie_margin"], seed=a["seed"])
+    typer.echo(f"generating {len(records)} answers with the adapter and {len(records)} with the base model (at most "
+               f"{cfg.max_new_tokens} new tokens, batches of {cfg.batch_size})" + (f", then judging up to {2 * len(records)} pairwise orders"
+               if j is not None else "") + " ...", err=True)
     rep = evaluate_generation(adapted, base, tok2, records, role=role, profile_kwargs=profile_kwargs, judge=j, cfg=cfg, base_tok=tok)
     rep.update({"model": model_name, "adapter": str(a["adapter"]), "data": data, "split": (rec or {}).get("by") or ("none" if a["all_records"] else a["split"]),
                 "profile_prompt": profile_prompt})
