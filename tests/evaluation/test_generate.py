@@ -191,3 +191,27 @@ def test_http_judge_against_pluralign_serve(tiny_model_dir):
         out = j.prefer([("q?", "tea", "coffee", Profile(country="Iran")), ("q?", "coffee", "tea", None)])
     assert j.api_model == "tiny" and len(out) == 2 and all(v in (None, 0.0, 1.0) for v in out)
     assert len(j.raw_off_format) == sum(v is None for v in out)
+
+
+def test_other_groups_answer_is_the_pooled_answer_of_the_other_regions():
+    from pluralign.evaluation.generate import add_references, other_groups_answer
+
+    def rec(i, country, unit, answers, counts):
+        return PromptRecord(id=f"r{i}", unit=unit, profile=Profile(country=country), messages=(("user", "q"),),
+                            answers=tuple((a,) for a in answers), answer_counts=counts)
+
+    pool = [rec(0, "Spain", "q1", ["paella", "tortilla"], (3, 2)), rec(1, "Mexico", "q1", ["tacos", "Tortilla"], (2, 2)),
+            rec(2, "China", "q1", ["rice"], (4,)), rec(3, "China", "q2", ["tea"], (5,))]
+    assert other_groups_answer(pool[0], pool) == "rice"  # Mexico tortilla 2 + ... : rice 4 > tortilla 2, tacos 2
+    assert other_groups_answer(pool[2], pool) == "tortilla"  # Spain 2 + Mexico 2 pooled (case folded) = 4 > paella 3
+    assert other_groups_answer(pool[3], pool) is None  # nobody else asked q2
+    rep = {"outputs": [{"id": r.id} for r in pool]}
+    add_references(rep, pool, pool)
+    assert [rep["outputs"][i]["ref_other_groups"] for i in range(4)] == [0.0, 0.0, 0.0, 0.0]
+    assert rep["outputs"][1]["ref_other_groups_answer"] == "rice" and rep["references"]["other_groups_top"]["without_other_groups"] == 1
+    pool = [rec(0, "Spain", "q1", ["tortilla"], (3,)), rec(1, "Mexico", "q1", ["tacos", "tortilla"], (2, 2)),
+            rec(2, "China", "q1", ["rice", "tortilla"], (3, 1))]  # for Mexico the others say tortilla 3 + 1 > rice 3
+    rep = add_references({"outputs": [{"id": r.id} for r in pool]}, pool, pool)
+    assert rep["outputs"][1]["ref_other_groups_answer"] == "tortilla"
+    assert rep["outputs"][1]["ref_other_groups"] == 1.0 and rep["outputs"][1]["ref_other_groups_weighted"] == 1.0  # 2 of top 2
+    assert rep["references"]["other_groups_top"]["accuracy"] == pytest.approx(2 / 3)  # China: others' tortilla is its 2nd answer

@@ -63,7 +63,9 @@ def test_compare_generation_table_matches_reports(tmp_path, tiny_tokenizer):
     assert t.mean("win") == pytest.approx(reps[0]["win_rate"]["win_rate"])
     assert generation_cells(reps[1]).mean("win") == pytest.approx(reps[1]["win_rate"]["win_rate"])
     header, rows, dh, drows, warnings = compare_generation([good, bad], n_boot=200)
-    assert [r[0] for r in rows] == ["good", "bad", "base model (no adapter)"] and not warnings
+    assert [r[0] for r in rows][:3] == ["good", "bad", "base model (no adapter)"] and not warnings
+    ref = generation_cells(reps[0], "ref_other_groups")  # the model-free reference, a row of its own
+    assert rows[3][0].startswith("ref: other regions") and ref.mean("match") == pytest.approx(reps[0]["references"]["other_groups_top"]["accuracy"])
     assert rows[0][1].startswith("1.000") and rows[1][1].startswith("0.000") and rows[2][1].startswith("0.000")
     by = {r[0]: r for r in drows}
     assert by["good − base"][1].endswith("*")  # +1.000, interval excludes 0

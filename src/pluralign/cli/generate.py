@@ -13,7 +13,7 @@ from pluralign.errors import PluralignError
 
 HELP = """Open-ended evaluation: generate an answer per (profile, prompt) with the adapter (the profile on its router and in the system prompt, as in training) and with the base model, then report:
 
-win rate vs the base model (a judge compares the two answers pairwise in both orders; ties and off-format verdicts counted); BLEnD answer-match accuracy (binary and count-weighted, BLEnD's soft exact match against the region's annotators) where the data has human answers; Distinct-2 and answer entropy across the profiles asked the same prompt; and how often the judge agrees with the human-answer metric.
+win rate vs the base model (a judge compares the two answers pairwise in both orders; ties and off-format verdicts counted); BLEnD answer-match accuracy (binary and count-weighted, BLEnD's soft exact match against the region's annotators) where the data has human answers, with the model-free reference a mean-collapsed model would give (the other regions' most frequent human answer to the same question); Distinct-2 and answer entropy across the profiles asked the same prompt; and how often the judge agrees with the human-answer metric.
 
 Judge: a local model (default: --model itself, without the adapter), read as P('A') vs P('B') after a judge prompt; or any OpenAI-compatible endpoint with --judge-url (`pluralign serve` is one). --no-judge skips the win rate.
 
@@ -143,7 +143,8 @@ def _run(**a) -> None:
     typer.echo(f"generating {len(records)} answers with the adapter and {len(records)} with the base model (at most "
                f"{cfg.max_new_tokens} new tokens, batches of {cfg.batch_size})" + (f", then judging up to {2 * len(records)} pairwise orders"
                if j is not None else "") + " ...", err=True)
-    rep = evaluate_generation(adapted, base, tok2, records, role=role, profile_kwargs=profile_kwargs, judge=j, cfg=cfg, base_tok=tok)
+    rep = evaluate_generation(adapted, base, tok2, records, role=role, profile_kwargs=profile_kwargs, judge=j, cfg=cfg, base_tok=tok,
+                              reference_pool=part.records)
     rep.update({"model": model_name, "adapter": str(a["adapter"]), "data": data, "split": (rec or {}).get("by") or ("none" if a["all_records"] else a["split"]),
                 "profile_prompt": profile_prompt})
     atomic_write_json(a["out"], rep)
@@ -151,6 +152,9 @@ def _run(**a) -> None:
     if "blend_match" in rep:
         b = rep["blend_match"]
         lines.append(f"BLEnD match: adapter {b['adapter_accuracy']:.3f} (weighted {b['adapter_weighted']:.3f}), base {b['base_accuracy']:.3f} (weighted {b['base_weighted']:.3f}) on {b['n']}")
+    if "other_groups_top" in (rep.get("references") or {}):
+        ref = rep["references"]["other_groups_top"]
+        lines.append(f"reference (other regions' top human answer): {ref['accuracy']:.3f} (weighted {ref['weighted']:.3f}) on {ref['n']}")
     if "win_rate" in rep:
         w = rep["win_rate"]
         wr = "n/a" if w["win_rate"] is None else f"{w['win_rate']:.3f}"

@@ -335,8 +335,52 @@ def win_rate(records, adapter: Sequence[str], base: Sequence[str], judge: Judge,
     return rep, verdicts
 
 
+def other_groups_answer(record: PromptRecord, pool: Sequence[PromptRecord]) -> str | None:
+    """The model-free answer of a mean-collapsed model for ``record``: the answer the annotators of
+    the *other* profiles (regions) asking the same unit (question) gave most often, pooled over
+    them (counts summed by lower-cased first variant; ties broken alphabetically). ``None`` when no
+    other profile has answers for the unit."""
+    tally: Counter = Counter()
+    for r in pool:
+        if r.unit != record.unit or r.profile == record.profile or not r.answers:
+            continue
+        counts = r.answer_counts or (1,) * len(r.answers)
+        for group, c in zip(r.answers, counts):
+            if group:
+                tally[group[0].strip().lower()] += int(c)
+    if not tally:
+        return None
+    return min(tally, key=lambda a: (-tally[a], a))
+
+
+def add_references(report: dict, records: Sequence[PromptRecord], pool: Sequence[PromptRecord]) -> dict:
+    """Score the model-free reference ``other_groups_top`` (:func:`other_groups_answer`, from the
+    records of ``pool``, e.g. the whole held-out part) on ``records`` with BLEnD's matching: per row
+    ``ref_other_groups`` / ``ref_other_groups_weighted`` in ``report["outputs"]`` (matched by id) and
+    ``report["references"]["other_groups_top"]``."""
+    from pluralign.data.loaders.blend import blend_match
+
+    rows = {row["id"]: row for row in report.get("outputs", [])}
+    got = []
+    for r in records:
+        if not r.answers or r.id not in rows:
+            continue
+        a = other_groups_answer(r, pool)
+        b, w = blend_match(a, r.answers, r.answer_counts) if a else (0.0, 0.0)
+        rows[r.id].update({"ref_other_groups": b, "ref_other_groups_weighted": w, "ref_other_groups_answer": a})
+        got.append((b, w, a is not None))
+    if got:
+        report.setdefault("references", {})["other_groups_top"] = {
+            "n": len(got), "accuracy": float(np.mean([g[0] for g in got])), "weighted": float(np.mean([g[1] for g in got])),
+            "without_other_groups": sum(1 for g in got if not g[2]),
+            "what": "the other profiles' most frequent human answer to the same question (a mean-collapsed model's answer)",
+        }
+    return report
+
+
 def evaluate_generation(adapted, base, tok, records: Sequence[PromptRecord], *, role: str = "self", profile_kwargs=None,
-                        judge: Judge | None = None, cfg: GenEvalConfig | None = None, base_tok=None) -> dict:
+                        judge: Judge | None = None, cfg: GenEvalConfig | None = None, base_tok=None,
+                        reference_pool: Sequence[PromptRecord] | None = None) -> dict:
     """Generate with ``adapted`` (``profile_kwargs(profiles) -> {"profile_embeds": ...}`` for
     profile-routed adapters) and ``base`` for every record, then the metrics of the module
     docstring. Returns the report (metrics + per-record outputs)."""
@@ -399,8 +443,10 @@ def evaluate_generation(adapted, base, tok, records: Sequence[PromptRecord], *, 
         if isinstance(judge, LocalJudge) and judge.masses:
             report["win_rate"]["judge_mean_mass_AB"] = float(np.mean(judge.masses))
     report["outputs"] = rows
+    if with_ans:
+        add_references(report, records, reference_pool if reference_pool is not None else records)
     return report
 
 
 __all__ = ["Judge", "LocalJudge", "HTTPJudge", "make_judge", "parse_verdict", "judge_messages", "distinct_n", "answer_entropy",
-           "diversity", "prompt_group", "win_rate", "evaluate_generation", "GenEvalConfig"]
+           "diversity", "prompt_group", "win_rate", "evaluate_generation", "GenEvalConfig", "other_groups_answer", "add_references"]

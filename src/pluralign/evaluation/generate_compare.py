@@ -13,7 +13,10 @@ intervals are the same two-way (profiles x questions) bootstrap as for survey re
   the judged orders, so its mean is the report's win rate.
 
 The base model's answers are the same in every report of one split (greedy decoding); its row is
-taken from the first report and a warning says when the reports disagree on it.
+taken from the first report and a warning says when the reports disagree on it. So is the
+model-free reference row, when the reports carry it (``ref_other_groups``: the other regions' most
+frequent human answer to the question, what a mean-collapsed model would say; see
+:func:`pluralign.evaluation.generate.add_references`).
 """
 
 from __future__ import annotations
@@ -57,15 +60,17 @@ def _win(v, margin: float) -> tuple[float, float]:
 
 
 def generation_cells(rep: dict, who: str = "adapter") -> CellTable:
-    """The cells of one report for ``who`` (adapter or base); ``win`` only for the adapter."""
+    """The cells of one report for ``who`` (adapter, base, or ref_other_groups: the model-free
+    reference); ``win`` only for the adapter."""
     rows = rep["outputs"]
     margin = float((rep.get("config") or {}).get("tie_margin") or 0.0)
     vals: dict[str, list[float]] = {m: [] for m in METRICS}
     wts: list[float] = []
     for row in rows:
-        m = row.get(f"{who}_match")
+        key = who if who.startswith("ref_") else f"{who}_match"
+        m = row.get(key)
         vals["match"].append(float("nan") if m is None else float(m))
-        mw = row.get(f"{who}_match_weighted")
+        mw = row.get(f"{key}_weighted")
         vals["match_weighted"].append(float("nan") if mw is None else float(mw))
         s, w = _win(row.get("judge"), margin) if who == "adapter" else (float("nan"), 0.0)
         vals["win"].append(s)
@@ -133,8 +138,18 @@ def compare_generation(files: Sequence[Path], *, labels: Sequence[str] | None = 
     rows.append(["base model (no adapter)", _fmt(ib.get("match")), _fmt(ib.get("match_weighted")), "0.500 (itself)",
                  "–" if db.get("distinct2") is None else f"{db['distinct2']:.3f}",
                  "–" if db.get("entropy_bits") is None else f"{db['entropy_bits']:.2f}", "–", "–", reps[0]["records"]])
+    ref = generation_cells(reps[0], "ref_other_groups")
+    if "match" in ref.values:
+        ir = bootstrap_intervals(ref, n_boot=n_boot, seed=seed, unit=unit)
+        rows.append(["ref: other regions' top human answer (mean collapse)", _fmt(ir.get("match")), _fmt(ir.get("match_weighted")),
+                     "–", "–", "–", "–", "–", int(np.isfinite(ref.values["match"]).sum())])
     dheader = ["difference", "BLEnD match", "weighted match", "win rate vs base", "cells"]
     drows = []
+    if "match" in ref.values:
+        for lab, t in zip(labels, tables):
+            d = paired_difference(t, ref, ["match", "match_weighted"], n_boot=n_boot, seed=seed, unit=unit)
+            drows.append([f"{lab} − ref: other regions", _fmt_diff(d.get("match")), _fmt_diff(d.get("match_weighted")), "–",
+                          next(iter(d.values()))["n_cells"] if d else 0])
     for lab, t in zip(labels, tables):
         d = paired_difference(t, base, [m for m in ("match", "match_weighted") if m in t.values], n_boot=n_boot, seed=seed, unit=unit)
         drows.append([f"{lab} − base", _fmt_diff(d.get("match")), _fmt_diff(d.get("match_weighted")), "–",
