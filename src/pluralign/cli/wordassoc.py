@@ -39,24 +39,37 @@ def _data(path: Optional[str], language: Optional[str], min_responses: int, on_b
 
 _DATA_HELP = "SWOW strength CSV (or a folder holding one); default: the shared SWOW-EN R1 file."
 _LANG_HELP = "Data language (en, zh); default from the file name (SWOW-EN / SWOWZH). Must match the prompt template."
+#: options both sub-commands take, with the same meaning
+_W = {
+    "model": typer.Option("smollm2-135m", help="Short name, hub id, local folder or .gguf file."),
+    "data": typer.Option(None, help=_DATA_HELP),
+    "language": typer.Option(None, help=_LANG_HELP),
+    "on_bad_row": typer.Option("error", help="Malformed strength rows: error (default) or skip (counted)."),
+    "on_duplicate": typer.Option("error", help="Duplicate cue-response rows: error (default) or merge (sum counts)."),
+    "n_candidates": typer.Option(5, help="Candidates per ranking prompt."),
+    "dtype": typer.Option("auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16."),
+    "device": typer.Option("auto", help="auto, cpu, cuda."),
+    "threads": typer.Option(None, help="torch CPU threads."),
+    "progress": typer.Option(True, help="Show progress bars."),
+}
 
 
 @app.command("train", help="Train on word associations: SFT with LoRA, then GRPO with the Spearman ranking reward. "
              "Re-running with the same --out resumes from the newest checkpoint of each stage.")
 def train_cmd(
-    model: str = typer.Option("smollm2-135m", help="Short name, hub id, local folder or .gguf file."),
-    data: Optional[str] = typer.Option(None, help=_DATA_HELP),
-    language: Optional[str] = typer.Option(None, help=_LANG_HELP),
+    model: str = _W["model"],
+    data: Optional[str] = _W["data"],
+    language: Optional[str] = _W["language"],
     stage: str = typer.Option("both", help="sft, rl (on --adapter or a fresh LoRA) or both (rl continues the SFT adapter)."),
     adapter: Optional[Path] = typer.Option(None, help="For --stage rl: the SFT adapter to continue."),
     train_cues: Optional[int] = typer.Option(None, help="Use at most N training cues (a seeded subset; default all)."),
     min_responses: int = typer.Option(3, help="Drop cues with fewer distinct responses (counted in the summary)."),
-    on_bad_row: str = typer.Option("error", help="Malformed strength rows: error (default) or skip (counted)."),
-    on_duplicate: str = typer.Option("error", help="Duplicate cue-response rows: error (default) or merge (sum counts)."),
+    on_bad_row: str = _W["on_bad_row"],
+    on_duplicate: str = _W["on_duplicate"],
     sft_tasks: str = typer.Option("generation", help="SFT tasks: generation, or generation,ranking."),
     n_targets: int = typer.Option(3, help="Responses per SFT target (ALIGN: 3)."),
     samples_per_cue: int = typer.Option(1, help="SFT samples per cue (next groups of n_targets responses)."),
-    n_candidates: int = typer.Option(5, help="Candidates per ranking prompt."),
+    n_candidates: int = _W["n_candidates"],
     sft_steps: int = typer.Option(100, help="SFT optimizer steps."),
     sft_lr: float = typer.Option(2e-4, help="SFT learning rate."),
     rl_steps: int = typer.Option(30, help="GRPO optimizer steps."),
@@ -66,11 +79,11 @@ def train_cmd(
     batch_size: int = typer.Option(8, help="Per-device batch (GRPO: completions per step)."),
     lora_r: int = typer.Option(16, help="LoRA rank."),
     seed: int = typer.Option(0, help="Seed of the cue split, subsets, shuffling and sampling."),
-    dtype: str = typer.Option("auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    dtype: str = _W["dtype"],
+    device: str = _W["device"],
+    threads: Optional[int] = _W["threads"],
     out: Path = typer.Option(Path("runs/wordassoc"), help="Output folder: sft/, rl/ (checkpoints, adapter/, summary.json)."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    progress: bool = _W["progress"],
 ) -> None:
     from pluralign.cli.main import run_guarded
 
@@ -124,20 +137,20 @@ def _train(**a) -> None:
 @app.command("eval", help="Evaluate on held-out cues: P@K of generated associations, Spearman of rankings, and "
              "(with --transfer) WVS answers of USA / China with the persona method.")
 def eval_cmd(
-    model: str = typer.Option("smollm2-135m", help="Short name, hub id, local folder or .gguf file."),
+    model: str = _W["model"],
     adapter: Optional[Path] = typer.Option(None, help="A word-association adapter (wordassoc train); none = the vanilla model."),
-    data: Optional[str] = typer.Option(None, help=_DATA_HELP),
-    language: Optional[str] = typer.Option(None, help=_LANG_HELP),
+    data: Optional[str] = _W["data"],
+    language: Optional[str] = _W["language"],
     split: str = typer.Option("test", help="Which cue part to evaluate: test or val."),
     eval_cues: Optional[int] = typer.Option(50, help="Evaluate at most N cues of that part (seeded subset)."),
     min_responses: int = typer.Option(3, help="Drop cues with fewer distinct responses."),
-    on_bad_row: str = typer.Option("error", help="Malformed rows: error or skip."),
-    on_duplicate: str = typer.Option("error", help="Duplicate cue-response rows: error or merge."),
+    on_bad_row: str = _W["on_bad_row"],
+    on_duplicate: str = _W["on_duplicate"],
     ks: str = typer.Option("5,10,40", help="Comma-separated K of Precision@K."),
     n_words: int = typer.Option(3, help="Associations asked for per completion (as in training)."),
     num_samples: int = typer.Option(4, help="Completions per cue for the generation task (1 = greedy); merged by frequency."),
     temperature: float = typer.Option(1.0, help="Sampling temperature when num_samples > 1."),
-    n_candidates: int = typer.Option(5, help="Candidates per ranking prompt."),
+    n_candidates: int = _W["n_candidates"],
     max_new_tokens: int = typer.Option(24, help="New tokens per completion."),
     batch_size: int = typer.Option(16, help="Prompts per generate() call (left-padded)."),
     tasks: str = typer.Option("generation,ranking", help="Which tasks to evaluate: generation, ranking."),
@@ -145,11 +158,11 @@ def eval_cmd(
     transfer_items: Optional[int] = typer.Option(None, help="WVS items for the transfer (high-tension ones first; default all)."),
     n_tension: int = typer.Option(20, help="Size of the high-tension subset."),
     seed: int = typer.Option(0, help="Seed of the split, the subset and sampling."),
-    dtype: str = typer.Option("auto", help="auto, fp32, bf16."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    dtype: str = _W["dtype"],
+    device: str = _W["device"],
+    threads: Optional[int] = _W["threads"],
     out: Path = typer.Option(Path("runs/wordassoc/eval.json"), help="Results JSON (written atomically)."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    progress: bool = _W["progress"],
 ) -> None:
     from pluralign.cli.main import run_guarded
 
