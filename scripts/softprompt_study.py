@@ -144,11 +144,11 @@ def main(argv: list[str] | None = None) -> dict:
         tgt = country_target(code)
         if code not in kevs:
             items = build_knowledge_set(blend_region(tgt.iso3 or tgt.code), n=a.knowledge, seed=0, root=a.knowledge_root)
-            kevs[code] = (KnowledgeEvaluator(model, tok, items, cfg=PopulationConfig(tokens=0, **pcfg)),
-                          KnowledgeEvaluator(model, tok, items, cfg=PopulationConfig(tokens=a.tokens, **pcfg)))
-        k0, kt = kevs[code]
+            kevs[code] = KnowledgeEvaluator(model, tok, items, cfg=PopulationConfig(tokens=a.tokens, **pcfg))
+        kt = kevs[code]
         b = summary["baselines"][tgt.code]
-        if "knowledge" not in b:
+        if "knowledge" not in b:  # no prompt: scored once per country
+            k0 = KnowledgeEvaluator(model, tok, kt.items, cfg=PopulationConfig(tokens=0, **pcfg))
             r0 = k0.evaluate(torch.zeros(1, 0, H))
             b["knowledge"] = {"region": k0.region, "n": k0.n, "chance": k0.chance, "accuracy": float(r0["accuracy"][0]),
                               "correct": [int(c) for c in r0["correct"][0]]}

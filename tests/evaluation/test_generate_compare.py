@@ -15,7 +15,7 @@ from conftest import make_tiny_model
 from pluralign.cli.main import app
 from pluralign.data.loaders import load_preferences
 from pluralign.evaluation.generate import GenEvalConfig, Judge, evaluate_generation
-from pluralign.evaluation.generate_compare import compare_generation, generation_cells
+from pluralign.evaluation.generate_compare import compare_generation, generation_cells, load_generation_report, run_label
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -62,7 +62,8 @@ def test_compare_generation_table_matches_reports(tmp_path, tiny_tokenizer):
     assert t.mean("match_weighted") == pytest.approx(reps[0]["blend_match"]["adapter_weighted"])
     assert t.mean("win") == pytest.approx(reps[0]["win_rate"]["win_rate"])
     assert generation_cells(reps[1]).mean("win") == pytest.approx(reps[1]["win_rate"]["win_rate"])
-    header, rows, dh, drows, warnings = compare_generation([good, bad], n_boot=200)
+    loaded = [load_generation_report(f) for f in (good, bad)]
+    header, rows, dh, drows, warnings = compare_generation(loaded, [run_label(f, r) for f, r in zip((good, bad), loaded)], n_boot=200)
     assert [r[0] for r in rows][:3] == ["good", "bad", "base model (no adapter)"] and not warnings
     ref = generation_cells(reps[0], "ref_other_groups")  # the model-free reference, a row of its own
     assert rows[3][0].startswith("ref: other regions") and ref.mean("match") == pytest.approx(reps[0]["references"]["other_groups_top"]["accuracy"])

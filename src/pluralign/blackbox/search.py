@@ -49,7 +49,7 @@ PARETO_PROMPTS = "pareto.safetensors"
 @dataclass
 class SearchConfig:
     optimizer: str = helpfield("de", "de (differential evolution), pso (particle swarm), cmaes, sep-cmaes "
-                                                            "(separable CMA-ES) or nsga2 (two objectives: VSM loss and knowledge accuracy).")
+                                     "(separable CMA-ES) or nsga2 (two objectives: VSM loss and knowledge accuracy).")
     pop: int = helpfield(32, "Population size (candidates per generation).")
     gens: int = helpfield(50, "Generations after the initial population.")
     seed: int = helpfield(0, "Seed of the initial population and of the optimiser.")

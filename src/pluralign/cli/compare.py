@@ -114,33 +114,38 @@ def difference_table(files: list[Path], *, name: str = "folder", bootstrap: int 
     return difference_rows(results, labels, n_boot=bootstrap, seed=seed, unit=bootstrap_unit)
 
 
-def _generation_reports(files: list[Path]) -> bool:
-    """True when every file is a ``generate-eval`` report, False when none is; mixed is an error."""
-    from pluralign.evaluation.generate_compare import is_generation_report
+def _generation_reports(files: list[Path]) -> list[dict] | None:
+    """The loaded reports when every file is a ``generate-eval`` report, None when none is; mixed
+    is an error."""
+    from pluralign.evaluation.generate_compare import is_generation_report, load_generation_report
     from pluralign.io import read_json
 
-    kinds = []
+    docs = []
     for f in files:
         try:
-            kinds.append(is_generation_report(read_json(f, allow_nan=True)))
+            docs.append(read_json(f, allow_nan=True))
         except PluralignError:
-            kinds.append(False)
-    if any(kinds) and not all(kinds):
+            docs.append(None)
+    kinds = [is_generation_report(d) for d in docs]
+    if not any(kinds):
+        return None
+    if not all(kinds):
         gen = [str(f) for f, k in zip(files, kinds) if k]
         raise PluralignError("cannot put generate-eval reports and survey results in one table (generate-eval: " + ", ".join(gen) + ")")
-    return bool(kinds) and all(kinds)
+    return [load_generation_report(f, d) for f, d in zip(files, docs)]
 
 
-def _run_generation(files: list[Path], *, out, diff_out, bootstrap, seed, bootstrap_unit) -> None:
+def _run_generation(files: list[Path], reps: list[dict], *, out, diff_out, bootstrap, seed, bootstrap_unit) -> None:
     from pluralign.cli._common import markdown_table
-    from pluralign.evaluation.generate_compare import compare_generation, judge_agreement_rows
+    from pluralign.evaluation.generate_compare import compare_generation, judge_agreement_rows, run_label
     from pluralign.io import atomic_write_text
 
     n_boot, seed, unit = 1000 if bootstrap is None else bootstrap, 0 if seed is None else seed, bootstrap_unit or "both"
-    header, rows, dheader, drows, warnings = compare_generation(files, n_boot=n_boot, seed=seed, unit=unit)
+    labels = [run_label(f, r) for f, r in zip(files, reps)]
+    header, rows, dheader, drows, warnings = compare_generation(reps, labels, n_boot=n_boot, seed=seed, unit=unit)
     for w in warnings:
         typer.echo(f"warning: {w}", err=True)
-    jh, jrows = judge_agreement_rows(files)
+    jh, jrows = judge_agreement_rows(reps, labels)
     table = markdown_table(header, rows)
     dtable = markdown_table(dheader, drows)
     jtable = markdown_table(jh, jrows)
@@ -165,8 +170,9 @@ def _run(paths: list[Path], out: Path | None, name: str, diff_out: Path | None =
     validate("compare", {"name": name, "out": out})
     _check_bootstrap(bootstrap, bootstrap_unit)
     files = collect(paths)
-    if _generation_reports(files):
-        return _run_generation(files, out=out, diff_out=diff_out, bootstrap=bootstrap, seed=seed, bootstrap_unit=bootstrap_unit)
+    reps = _generation_reports(files)
+    if reps is not None:
+        return _run_generation(files, reps, out=out, diff_out=diff_out, bootstrap=bootstrap, seed=seed, bootstrap_unit=bootstrap_unit)
     header, rows, warnings = compare_table(files, name=name)
     dheader, drows, dwarn = difference_table(files, name=name, bootstrap=bootstrap, seed=seed, bootstrap_unit=bootstrap_unit)
     for w in warnings + dwarn:

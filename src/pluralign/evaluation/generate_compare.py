@@ -36,11 +36,12 @@ def is_generation_report(r) -> bool:
     return isinstance(r, dict) and isinstance(r.get("outputs"), list) and isinstance(r.get("diversity"), dict)
 
 
-def load_generation_report(path) -> dict:
-    """A ``generate-eval`` report, or one clear error naming the file and field."""
+def load_generation_report(path, doc: dict | None = None) -> dict:
+    """A ``generate-eval`` report (read from ``path``, or ``doc`` when already read from it), or one
+    clear error naming the file and field."""
     from pluralign.io import read_json
 
-    r = read_json(path, allow_nan=True)
+    r = read_json(path, allow_nan=True) if doc is None else doc
     if not is_generation_report(r):
         raise PluralignError("not a `pluralign generate-eval` report (no 'outputs' / 'diversity')", file=path)
     for i, row in enumerate(r["outputs"], start=1):
@@ -64,10 +65,10 @@ def generation_cells(rep: dict, who: str = "adapter") -> CellTable:
     reference); ``win`` only for the adapter."""
     rows = rep["outputs"]
     margin = float((rep.get("config") or {}).get("tie_margin") or 0.0)
+    key = who if who.startswith("ref_") else f"{who}_match"
     vals: dict[str, list[float]] = {m: [] for m in METRICS}
     wts: list[float] = []
     for row in rows:
-        key = who if who.startswith("ref_") else f"{who}_match"
         m = row.get(key)
         vals["match"].append(float("nan") if m is None else float(m))
         mw = row.get(f"{key}_weighted")
@@ -108,12 +109,18 @@ def _fmt_diff(d: dict | None, digits: int = 3) -> str:
     return s
 
 
-def compare_generation(files: Sequence[Path], *, labels: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0,
+def _diversity(d: dict) -> list[str]:
+    """Distinct-2 and entropy cells of one ``diversity`` entry (adapter or base)."""
+    return ["–" if d.get("distinct2") is None else f"{d['distinct2']:.3f}",
+            "–" if d.get("entropy_bits") is None else f"{d['entropy_bits']:.2f}"]
+
+
+def compare_generation(reps: Sequence[dict], labels: Sequence[str], *, n_boot: int = 1000, seed: int = 0,
                        unit: str = "both") -> tuple[list[str], list[list], list[str], list[list], list[str]]:
-    """``(header, rows, diff_header, diff_rows, warnings)``: one row per report plus the base model;
-    paired differences of every report minus the first and minus the base model."""
-    reps = [load_generation_report(f) for f in files]
-    labels = list(labels) if labels else [run_label(f, r) for f, r in zip(files, reps)]
+    """``(header, rows, diff_header, diff_rows, warnings)`` of loaded reports
+    (:func:`load_generation_report`): one row per report plus the base model and the reference;
+    paired differences of every report minus the reference, minus the base model and minus the
+    first report."""
     warnings = []
     keys = [sorted((str(o["profile"]), str(o["unit"]), o.get("prompt", "")) for o in r["outputs"]) for r in reps]
     if any(k != keys[0] for k in keys[1:]):
@@ -129,15 +136,11 @@ def compare_generation(files: Sequence[Path], *, labels: Sequence[str] | None = 
         iv = bootstrap_intervals(t, n_boot=n_boot, seed=seed, unit=unit)
         d = r["diversity"]["adapter"]
         w = r.get("win_rate") or {}
-        rows.append([lab, _fmt(iv.get("match")), _fmt(iv.get("match_weighted")), _fmt(iv.get("win")),
-                     "–" if d.get("distinct2") is None else f"{d['distinct2']:.3f}",
-                     "–" if d.get("entropy_bits") is None else f"{d['entropy_bits']:.2f}",
+        rows.append([lab, _fmt(iv.get("match")), _fmt(iv.get("match_weighted")), _fmt(iv.get("win")), *_diversity(d),
                      w.get("judged_orders", "–"), w.get("off_format", "–"), r["records"]])
     ib = bootstrap_intervals(base, n_boot=n_boot, seed=seed, unit=unit)
-    db = reps[0]["diversity"]["base"]
     rows.append(["base model (no adapter)", _fmt(ib.get("match")), _fmt(ib.get("match_weighted")), "0.500 (itself)",
-                 "–" if db.get("distinct2") is None else f"{db['distinct2']:.3f}",
-                 "–" if db.get("entropy_bits") is None else f"{db['entropy_bits']:.2f}", "–", "–", reps[0]["records"]])
+                 *_diversity(reps[0]["diversity"]["base"]), "–", "–", reps[0]["records"]])
     ref = generation_cells(reps[0], "ref_other_groups")
     if "match" in ref.values:
         ir = bootstrap_intervals(ref, n_boot=n_boot, seed=seed, unit=unit)
@@ -161,11 +164,9 @@ def compare_generation(files: Sequence[Path], *, labels: Sequence[str] | None = 
     return header, rows, dheader, drows, warnings
 
 
-def judge_agreement_rows(files: Sequence[Path], labels: Sequence[str] | None = None) -> tuple[list[str], list[list]]:
-    """How often the judge agreed with the human-answer metric, per report (records where the
+def judge_agreement_rows(reps: Sequence[dict], labels: Sequence[str]) -> tuple[list[str], list[list]]:
+    """How often the judge agreed with the human-answer metric, per loaded report (records where the
     adapter's and base model's BLEnD match differ)."""
-    reps = [load_generation_report(f) for f in files]
-    labels = list(labels) if labels else [run_label(f, r) for f, r in zip(files, reps)]
     header = ["run", "judge", "decisive records", "agree", "disagree", "judge tie", "agreement", "judge position bias (A)", "order consistency"]
     rows = []
     for lab, r in zip(labels, reps):
