@@ -172,28 +172,17 @@ def _run(**a) -> None:
     if a.get("config"):
         _apply_config_file(a)
 
-    cfg = TrainConfig(
-        method=a["method"], task=a["task"], stage=a["stage"], model=a["model"], data=a["data"], strict=a["strict"], split=a["split"],
-        test_frac=a["test_frac"], test_units=_csv(a["test_units"]), countries=_csv(a["countries"]),
-        questions=_csv(a["questions"]), max_examples=a["max_examples"], seed=a["seed"],
-        profile_prompt=a["profile_prompt"], labels=a["labels"], chat_template=a["chat_template"],
-        max_length=a["max_length"], soft_label_norm=a["soft_label_norm"], rank=a["rank"], alpha=a["alpha"],
-        experts=a["experts"], top_k=a["top_k"], target_modules=_csv(a["target_modules"]),
-        demographic_routing=a["demographic_routing"], balance_loss=a["balance_loss"], soft_routing=a["soft_routing"],
-        profile_encoder=a["profile_encoder"], init_adapter=str(a["init_adapter"]) if a["init_adapter"] else None,
-        enrich_profile=a["enrich_profile"], top_layers=a["top_layers"], cache_trunk=a["cache_trunk"], epochs=a["epochs"], trunk_cache_dir=a["trunk_cache_dir"],
-        steps=a["steps"], batch_size=a["batch_size"], grad_accum=a["grad_accum"], lr=a["lr"],
-        weight_decay=a["weight_decay"], warmup_ratio=a["warmup_ratio"], scheduler=a["scheduler"], dtype=a["dtype"],
-        device=a["device"], gradient_checkpointing=a["gradient_checkpointing"], dpo_beta=a["dpo_beta"], out=str(a["out"]),
-        completion_max_length=a["completion_max_length"], grpo_reward=_list(a["grpo_reward"]),
-        grpo_reward_weights=_floats(a["grpo_reward_weights"]), grpo_num_generations=a["grpo_num_generations"],
-        grpo_max_completion_length=a["grpo_max_completion_length"], grpo_temperature=a["grpo_temperature"], grpo_top_p=a["grpo_top_p"],
-        grpo_top_k=a["grpo_top_k"], grpo_beta=a["grpo_beta"], grpo_epsilon=a["grpo_epsilon"], grpo_epsilon_high=a["grpo_epsilon_high"],
-        grpo_num_iterations=a["grpo_num_iterations"], grpo_loss_type=a["grpo_loss_type"], grpo_scale_rewards=a["grpo_scale_rewards"],
-        grpo_mask_truncated=a["grpo_mask_truncated"], judge_model=a["judge_model"] or "", judge_url=a["judge_url"],
-        judge_api_model=a["judge_api_model"] or "",
-        save_steps=default_save_steps(a), logging_steps=a["logging_steps"], resume=a["resume"], progress=a["progress"],
-    ).validate()
+    import dataclasses
+
+    # every TrainConfig field has a flag of the same name; these need converting from their CLI form
+    converted = dict(
+        test_units=_csv(a["test_units"]), countries=_csv(a["countries"]), questions=_csv(a["questions"]),
+        target_modules=_csv(a["target_modules"]), init_adapter=str(a["init_adapter"]) if a["init_adapter"] else None,
+        out=str(a["out"]), grpo_reward=_list(a["grpo_reward"]), grpo_reward_weights=_floats(a["grpo_reward_weights"]),
+        judge_model=a["judge_model"] or "", judge_api_model=a["judge_api_model"] or "", save_steps=default_save_steps(a),
+    )
+    names = [f.name for f in dataclasses.fields(TrainConfig) if f.init]
+    cfg = TrainConfig(**{k: converted[k] if k in converted else a[k] for k in names if k in a}).validate()
     from pluralign.training.trainer import RunFinished
 
     try:
