@@ -14,7 +14,7 @@ same run, on the same model and inputs:
                        rows (what scoring each candidate with a SoftPromptModel and OptionScorer does);
 * ``per-prompt``     : one candidate and one item at a time (optional, ``--per-prompt-candidates``);
 * ``batched+bf16``   : ``batched`` with the matrix products in bfloat16 (``autocast="bf16"``; optional,
-                       ``--with-autocast``; not exact, its Δ log p is reported).
+                       ``--with-autocast``, on the same population as ``batched``; not exact, its Δ log p is reported).
 
 Shapes: ``--shape smollm2`` (SmolLM2-135M: hidden 576, 30 layers, 9 heads, 3 KV heads,
 intermediate 1536, vocab 49152, tied embeddings), ``qwen2-0.5b`` (hidden 896, 24 layers, 14 heads,
@@ -119,7 +119,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64, help="rows per forward pass for the batched evaluators")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto", help="auto = bf16 on CUDA, fp32 on CPU")
-    ap.add_argument("--with-autocast", action="store_true", help="also time batched with bf16 matrix products (compare-candidates)")
+    ap.add_argument("--with-autocast", action="store_true", help="also time batched with bf16 matrix products (the same population)")
     ap.add_argument("--json", default="", help="write the table as JSON here")
     a = ap.parse_args()
     shape = "small" if a.small else a.shape
@@ -155,7 +155,7 @@ def main() -> None:
     if a.per_prompt_candidates:
         variants.append(("per-prompt", ev(1, prefix_cache=False), min(P, a.per_prompt_candidates)))
     if a.with_autocast:
-        variants.append(("batched+bf16", ev(a.batch_size, autocast="bf16"), k))
+        variants.append(("batched+bf16", ev(a.batch_size, autocast="bf16"), P))  # the same population as batched
     load0 = os.getloadavg()
     variants[0][1].label_logprobs(X[:1])  # warm-up (one candidate)
     rows, out = [], {}

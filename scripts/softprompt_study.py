@@ -19,7 +19,7 @@ for every optimiser and country, so it is scored once). Every search checkpoints
 study continues where it stopped (the running search from its last generation) when the same
 command is run again. ``OUT/summary.json`` (rewritten atomically after every search) holds the
 baselines and the finished searches; ``--report`` prints the tables from it and draws
-``OUT/curves.png`` (best loss so far vs evaluations, mean over seeds).
+``OUT/curves.png`` (best loss so far vs evaluations: median and range over seeds).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--pop", type=int, default=16, help="population size")
     ap.add_argument("--gens", type=int, default=24, help="generations after the initial population (evaluations = pop x (gens + 1))")
     ap.add_argument("--batch-size", type=int, default=64, help="rows per forward pass")
-    ap.add_argument("--autocast", choices=("off", "bf16"), default="off", help="bf16 matrix products (faster on AVX512-BF16 CPUs, not exact)")
+    ap.add_argument("--autocast", choices=("off", "bf16"), default="off", help="bf16 matrix products in the searches (about 1.9x faster on AVX512-BF16 CPUs, not exact); baselines, the reported scores of the searched prompts and every check stay fp32")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
     ap.add_argument("--knowledge", type=int, default=100,
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from pluralign.blackbox.population import PopulationConfig, PopulationEvaluator, in_context_system, reworded_check
+    from pluralign.blackbox.population import PopulationConfig, PopulationEvaluator, in_context_system, rescore_exact, reworded_check
     from pluralign.blackbox.search import CHECKPOINT, SearchConfig, run_search
     from pluralign.blackbox.vsm import scores_dict
     from pluralign.cli._common import quiet_libraries
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     model, tok = load_backbone(a.model, device=a.device)
     model.requires_grad_(False)
     H = model.get_input_embeddings().weight.shape[1]
-    pcfg = dict(batch_size=a.batch_size, autocast=a.autocast)
+    pcfg = dict(batch_size=a.batch_size)  # exact (fp32) everywhere but the search itself
     naive = PopulationEvaluator.from_questionnaire(model, tok, cfg=PopulationConfig(tokens=0, **pcfg))
     rn = None
     for c in _csv(a.countries):
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
             x, _ = load_soft_prompt(a.out / name)
             r["knowledge"] = knowledge(r["code"], x.float().numpy())
             save()
-    ev = PopulationEvaluator.from_questionnaire(model, tok, cfg=PopulationConfig(tokens=a.tokens, memo=8192, **pcfg))
+    ev = PopulationEvaluator.from_questionnaire(model, tok, cfg=PopulationConfig(tokens=a.tokens, memo=8192, autocast=a.autocast, **pcfg))
     special = set(getattr(tok, "all_special_ids", []) or [])
     hits0 = summary.get("memo_hits", 0)  # earlier invocations' memo hits
     for i, job in enumerate(jobs):
@@ -178,18 +178,23 @@ def main(argv: list[str] | None = None) -> dict:
         res = run_search(ev, tgt, cfg, out_dir=out, resume=(out / CHECKPOINT).exists(), progress=False, special_ids=special,
                          meta={"model": a.model, "study": str(a.out)})
         naive_l1 = summary["baselines"][tgt.code]["naive_loss"]
-        rw = reworded_check(model, tok, torch.tensor(res.best_x, dtype=torch.float32).reshape(a.tokens, H), tgt,
-                            cfg=PopulationConfig(tokens=a.tokens, **pcfg), searched={"naive": naive_l1, "prompt": res.best_loss})
-        summary["runs"][name] = {**job, "code": tgt.code, "subspace_dim": dim, "initial_best": res.initial_best, "loss": res.best_loss,
-                                 "scores": res.best_scores, "evaluations": res.evaluations, "generations": res.generations,
+        best = torch.tensor(res.best_x, dtype=torch.float32).reshape(a.tokens, H)
+        exact = {"loss": res.best_loss, "scores": res.best_scores, "mass": res.best_mass}
+        if a.autocast != "off":  # the search saw an approximate objective: the reported score is the exact one
+            exact = rescore_exact(model, tok, best, tgt, cfg=PopulationConfig(tokens=a.tokens, **pcfg))
+        rw = reworded_check(model, tok, best, tgt, cfg=PopulationConfig(tokens=a.tokens, **pcfg),
+                            searched={"naive": naive_l1, "prompt": exact["loss"]})
+        summary["runs"][name] = {**job, "code": tgt.code, "subspace_dim": dim, "initial_best": res.initial_best, "loss": exact["loss"],
+                                 "search_loss": res.best_loss,
+                                 "scores": exact["scores"], "evaluations": res.evaluations, "generations": res.generations,
                                  "curve": [[h["evals"], round(h["best"], 4)] for h in res.history],
-                                 "seconds": res.history[-1]["seconds"] if res.history else 0.0, "option_mass": res.best_mass,
+                                 "seconds": res.history[-1]["seconds"] if res.history else 0.0, "option_mass": exact["mass"],
                                  "reworded": {"naive_loss": rw["naive"]["loss"], "loss": rw["prompt"]["loss"], "kept": rw.get("kept")},
                                  "knowledge": knowledge(tgt.code, res.best_x)}
         summary["memo_hits"] = hits0 + ev.memo_hits
         save()
         print(f"[{time.perf_counter() - t0:7.0f}s] ({i + 1}/{len(jobs)}) {name}: initial best {res.initial_best:.2f} → "
-              f"{res.best_loss:.2f} ({res.evaluations} evaluations, {time.perf_counter() - t1:.0f} s)", flush=True)
+              f"{exact['loss']:.2f} ({res.evaluations} evaluations, {time.perf_counter() - t1:.0f} s)", flush=True)
     summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     save()
     print(markdown(summary))
@@ -216,10 +221,32 @@ def markdown(summary: dict) -> str:
             loss = np.array([r["loss"] for r in got])
             init = np.mean([r["initial_best"] for r in got])
             sd = f" ± {loss.std(ddof=1):.2f}" if len(loss) > 1 else ""
-            cells.append(f"**{loss.mean():.2f}**{sd} (n={len(loss)}; initial {init:.2f})")
+            rng_ = f"; range {loss.min():.2f}–{loss.max():.2f}" if len(loss) > 1 else ""
+            cut = 100 * (1 - loss.mean() / b["naive_loss"])
+            cells.append(f"**{loss.mean():.2f}**{sd} (n={len(loss)}{rng_}; {cut:+.0f} % from naive; initial {init:.2f})")
         lines.append(f"| {code} ({b['name']}) | {b['naive_loss']:.2f} | {b['icl_loss']:.2f} | " + " | ".join(cells) + " |")
     s = summary.get("settings", {})
     lines.append("")
+    if s.get("autocast", "off") != "off":
+        lines.append(f"The searches ran with {s['autocast']} matrix products (their curves are that objective); every L1 above, the "
+                     "baselines and the checks below are exact fp32 scores of the searched prompts.")
+        lines.append("")
+    if runs:  # per-dimension scores: the mean over seeds of the searched prompts' scores
+        from pluralign.data.loaders.hofstede import DIMENSIONS
+
+        lines += ["Per-dimension scores (mean over seeds) against the target:", "",
+                  "| target | prompt | " + " | ".join(DIMENSIONS) + " | L1 |", "|---|---|" + "---|" * (len(DIMENSIONS) + 1)]
+        fmt = lambda d, k: f"{d[k]:.1f}" if d.get(k) is not None else "–"  # noqa: E731
+        for code, b in summary.get("baselines", {}).items():
+            rows = [("target", b["target"], None), ("naive", b["naive_scores"], b["naive_loss"]), ("in-context", b["icl_scores"], b["icl_loss"])]
+            for v in variants:
+                got = [r for r in runs if r["code"] == code and _variant(r) == v]
+                if got:
+                    rows.append((f"{v} (n={len(got)})", {k: float(np.mean([r["scores"][k] for r in got])) for k in DIMENSIONS},
+                                 float(np.mean([r["loss"] for r in got]))))
+            for label, sc, l1 in rows:
+                lines.append(f"| {code} | {label} | " + " | ".join(fmt(sc, k) for k in DIMENSIONS) + f" | {'' if l1 is None else f'{l1:.2f}'} |")
+        lines.append("")
     rw = [r for r in runs if r.get("reworded")]
     if rw:
         lines += ["", "Generalisation check (the same items phrased a second way, `vsm2013_items_reworded.json`): L1 of naive and "
@@ -261,7 +288,8 @@ def markdown(summary: dict) -> str:
 
 
 def curves(summary: dict, path: Path) -> Path | None:
-    """Best loss so far vs candidate evaluations, mean over seeds, one panel per country."""
+    """Best loss so far vs candidate evaluations: the median over seeds, shaded from the lowest to the
+    highest seed, one panel per country."""
     runs = list(summary.get("runs", {}).values())
     if not runs:
         return None
@@ -278,13 +306,15 @@ def curves(summary: dict, path: Path) -> Path | None:
                 continue
             n = min(len(r["curve"]) for r in got)
             x = [p[0] for p in got[0]["curve"][:n]]
-            y = np.mean([[p[1] for p in r["curve"][:n]] for r in got], axis=0)
-            ax.plot(x, y, "--" if "full" in v else "-", label=v)
+            ys = np.array([[p[1] for p in r["curve"][:n]] for r in got])
+            (line,) = ax.plot(x, np.median(ys, axis=0), "--" if "full" in v else "-", label=f"{v} (n={len(got)})")
+            if len(got) > 1:
+                ax.fill_between(x, ys.min(axis=0), ys.max(axis=0), color=line.get_color(), alpha=0.15, lw=0)
         b = summary["baselines"][code]
         ax.axhline(b["icl_loss"], color="grey", lw=0.8, ls=":", label="in-context")
         ax.set_title(f"{code} ({b['name']})", fontsize=9)
         ax.set_xlabel("candidate evaluations")
-    axes[0][0].set_ylabel("best VSM L1 so far (mean over seeds)")
+    axes[0][0].set_ylabel("best VSM L1 so far (median, range over seeds)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     return save_png(fig, path, dpi=fig.dpi)

@@ -41,6 +41,27 @@ def test_softprompt_cli_saves_a_prompt_that_eval_applies(tiny_model_dir, tmp_pat
     assert evres.get("soft_prompt") == str(out)
 
 
+def test_a_bf16_search_reports_the_exact_fp32_loss_of_its_prompt(tiny_model_dir, tmp_path):
+    """--autocast bf16: the search's objective is approximate; results.json reports the best prompt's
+    fp32 loss (and what the search saw as search_loss), and the reworded check compares against it."""
+    out = tmp_path / "sp"
+    r = runner.invoke(app, ["softprompt", "--country", "USA", "--model", str(tiny_model_dir), "--tokens", "2", "--pop", "4",
+                            "--gens", "1", "--out", str(out), "--no-progress", "--batch-size", "48", "--autocast", "bf16"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())["search"]
+    assert res["autocast"] == "bf16" and res["search_loss"] != res["loss"]
+    assert "re-scored in fp32" in r.output
+    from pluralign.blackbox.population import PopulationConfig, rescore_exact
+    from pluralign.blackbox.softprompt import load_soft_prompt
+    from pluralign.data.loaders.hofstede import country_target
+    from pluralign.models import load_backbone
+
+    model, tok = load_backbone(str(tiny_model_dir))
+    x, _ = load_soft_prompt(out)
+    ex = rescore_exact(model, tok, x.float(), country_target("USA"), cfg=PopulationConfig(tokens=2, batch_size=48))
+    assert res["loss"] == pytest.approx(ex["loss"], abs=1e-4)
+
+
 @pytest.mark.parametrize(
     "args, msg",
     [

@@ -11,6 +11,7 @@ import torch
 from pluralign.blackbox import country_target
 from pluralign.blackbox.population import PopulationConfig, PopulationEvaluator, in_context_system
 from pluralign.errors import PluralignError
+from pluralign.data.loaders.hofstede import DIMENSIONS
 
 
 def test_batched_equals_one_at_a_time_and_uncached(tiny_llama, tiny_tokenizer, tiny_evaluator, short_vsm):
@@ -93,6 +94,25 @@ def test_group_stems_are_exact_and_save_tokens(tiny_llama, tiny_tokenizer, short
                                                 questionnaire=short_vsm)
     c = ac.label_logprobs(X)
     assert c.dtype == torch.float32 and torch.allclose(c, b, atol=0.1)
+
+
+def test_rescore_exact_gives_the_fp32_score_of_a_prompt_a_bf16_search_found(tiny_llama, tiny_tokenizer):
+    """A bf16 search's best prompt is re-scored without autocast: the result is the fp32 evaluator's,
+    whatever the search's evaluator was set to."""
+    from pluralign.blackbox.population import rescore_exact
+
+    target = country_target("USA")
+    torch.manual_seed(2)
+    prompt = torch.randn(2, 64) * 0.5
+    bf16 = PopulationConfig(tokens=2, batch_size=48, autocast="bf16", memo=16)
+    ex = rescore_exact(tiny_llama, tiny_tokenizer, prompt, target, cfg=bf16)
+    fp32 = PopulationEvaluator.from_questionnaire(tiny_llama, tiny_tokenizer, cfg=PopulationConfig(tokens=2, batch_size=48)).evaluate(prompt[None], target)
+    approx = PopulationEvaluator.from_questionnaire(tiny_llama, tiny_tokenizer, cfg=bf16).evaluate(prompt[None], target)
+    assert ex["loss"] == pytest.approx(float(fp32.loss[0]), abs=1e-9)
+    assert ex["scores"] == pytest.approx(dict(zip(DIMENSIONS, fp32.scores[0].tolist())))
+    assert ex["loss"] != float(approx.loss[0])  # the bf16 objective differs from the exact one
+    with pytest.raises(PluralignError):
+        rescore_exact(tiny_llama, tiny_tokenizer, prompt[None], target, cfg=bf16)
 
 
 def test_reworded_check_scores_naive_and_the_prompt_on_other_items(tiny_llama, tiny_tokenizer, short_vsm):

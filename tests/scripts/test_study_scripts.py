@@ -105,3 +105,29 @@ def test_softprompt_study_records_the_reworded_and_knowledge_checks_and_skips_fi
     f.write_text(json.dumps(old))
     back = sp.main(argv)
     assert back["runs"]["USA-de-d0-s0"]["knowledge"]["correct"] == k["correct"]
+
+
+def test_softprompt_study_with_bf16_searches_reports_exact_fp32_scores(tiny_model_dir, tmp_path, capsys):
+    """--autocast bf16 speeds up the searches only: the baselines and the reported L1 of each searched
+    prompt are fp32 scores (the same as a fp32 study's baselines; the loss = rescore_exact of the saved prompt)."""
+    import torch
+
+    from pluralign.blackbox.population import PopulationConfig, rescore_exact
+    from pluralign.blackbox.softprompt import load_soft_prompt
+    from pluralign.data.loaders.hofstede import country_target
+    from pluralign.models import load_backbone
+
+    sp = _load("softprompt_study")
+    common = ["--model", str(tiny_model_dir), "--countries", "USA", "--optimizers", "de", "--subspace-dims", "0", "--seeds", "0",
+              "--tokens", "2", "--pop", "4", "--gens", "1", "--batch-size", "48", "--threads", "1", "--knowledge", "0"]
+    s = sp.main(common + ["--autocast", "bf16", "--out", str(tmp_path / "bf16")])
+    ref = sp.main(common + ["--out", str(tmp_path / "fp32")])
+    assert s["baselines"]["USA"]["naive_loss"] == ref["baselines"]["USA"]["naive_loss"]  # baselines: exact in both
+    run = s["runs"]["USA-de-d0-s0"]
+    model, tok = load_backbone(str(tiny_model_dir))
+    x, _ = load_soft_prompt(tmp_path / "bf16" / "USA-de-d0-s0")
+    ex = rescore_exact(model, tok, x.float(), country_target("USA"), cfg=PopulationConfig(tokens=2, batch_size=48))
+    assert run["loss"] == pytest.approx(ex["loss"], abs=1e-4) and run["scores"] == pytest.approx(ex["scores"], abs=1e-4)  # saved as fp32
+    assert run["search_loss"] != run["loss"]  # what the bf16 search saw is not what is reported
+    assert "exact fp32 scores" in capsys.readouterr().out
+    assert torch.is_tensor(x) and x.shape == (2, model.get_input_embeddings().weight.shape[1])

@@ -49,7 +49,7 @@ class PopulationConfig:
     contexts: tuple[str | None, ...] = helpfield((None,), "System messages, one set of 24 prompts each (personas / paraphrases); None = the model's default. Item means are averaged over contexts.")
     min_mass: float = helpfield(0.05, "Warn when the mean probability on the option labels is below this.")
     memo: int = helpfield(0, "Remember the label log-probabilities of up to this many candidates (re-asked or shared initial populations are not re-run); 0 = off.")
-    autocast: str = helpfield("off", "off, or bf16: run the matrix products of an fp32 model in bfloat16 (torch.autocast; ~1.6x on a CPU with AVX512-BF16, scores differ slightly).")
+    autocast: str = helpfield("off", "off, or bf16: run the matrix products of an fp32 model in bfloat16 (torch.autocast; ~1.9x on a CPU with AVX512-BF16, scores differ slightly; `rescore_exact` gives the fp32 score).")
 
 
 @dataclass
@@ -426,6 +426,20 @@ def reworded_check(model, tok, prompt, target: HofstedeTarget, *, cfg: Populatio
     return out
 
 
+def rescore_exact(model, tok, prompt, target: HofstedeTarget, *, cfg: PopulationConfig | None = None,
+                  vsm: VSMConfig | None = None) -> dict:
+    """The VSM loss, scores and option mass of one soft prompt ``(tokens, hidden)`` without autocast.
+
+    A search run with ``autocast="bf16"`` optimises an approximate objective; its best prompt is scored
+    again here, exactly (fp32 matrix products, no memo), so the loss that is reported is the model's."""
+    x = torch.as_tensor(prompt, dtype=torch.float32)
+    if x.dim() != 2:
+        raise PluralignError(f"the prompt must be (tokens, hidden), got shape {tuple(x.shape)}", field="prompt")
+    cfg = dataclasses.replace(cfg or PopulationConfig(), tokens=x.shape[0], autocast="off", memo=0)
+    r = PopulationEvaluator.from_questionnaire(model, tok, cfg=cfg, vsm=vsm).evaluate(x[None], target)
+    return {"loss": float(r.loss[0]), "scores": dict(zip(DIMENSIONS, r.scores[0].tolist())), "mass": float(r.mean_mass[0])}
+
+
 def in_context_system(country: str) -> str:
     """The in-context baseline's system message (the paper's "you are from ..." prompt)."""
     from pluralign.data.countries import country_name
@@ -435,4 +449,4 @@ def in_context_system(country: str) -> str:
 
 
 __all__ = ["PopulationConfig", "PopulationEvaluator", "PopulationResult", "PromptPopulation", "in_context_system", "prefix_groups",
-           "reworded_check", "vsm_prompts"]
+           "reworded_check", "rescore_exact", "vsm_prompts"]
