@@ -222,13 +222,13 @@ def markdown(summary: dict) -> str:
             init = np.mean([r["initial_best"] for r in got])
             sd = f" ± {loss.std(ddof=1):.2f}" if len(loss) > 1 else ""
             rng_ = f"; range {loss.min():.2f}–{loss.max():.2f}" if len(loss) > 1 else ""
-            cut = 100 * (1 - loss.mean() / b["naive_loss"])
-            cells.append(f"**{loss.mean():.2f}**{sd} (n={len(loss)}{rng_}; {cut:+.0f} % from naive; initial {init:.2f})")
+            change = 100 * (loss.mean() / b["naive_loss"] - 1)
+            cells.append(f"**{loss.mean():.2f}**{sd} (n={len(loss)}{rng_}; {change:+.0f} % vs naive; initial {init:.2f})")
         lines.append(f"| {code} ({b['name']}) | {b['naive_loss']:.2f} | {b['icl_loss']:.2f} | " + " | ".join(cells) + " |")
     s = summary.get("settings", {})
     lines.append("")
     if s.get("autocast", "off") != "off":
-        lines.append(f"The searches ran with {s['autocast']} matrix products (their curves are that objective); every L1 above, the "
+        lines.append(f"The searches ran with {s['autocast']} matrix products (their curves and the initial-population bests are that objective); every other L1 above, the "
                      "baselines and the checks below are exact fp32 scores of the searched prompts.")
         lines.append("")
     if runs:  # per-dimension scores: the mean over seeds of the searched prompts' scores
