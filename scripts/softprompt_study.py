@@ -247,6 +247,26 @@ def markdown(summary: dict) -> str:
             for label, sc, l1 in rows:
                 lines.append(f"| {code} | {label} | " + " | ".join(fmt(sc, k) for k in DIMENSIONS) + f" | {'' if l1 is None else f'{l1:.2f}'} |")
         lines.append("")
+    if runs:  # is a searched prompt specific to its country? its scores against every target (no model call)
+        targets = summary.get("baselines", {})
+
+        def l1(scores: dict, target: dict) -> float:
+            return float(np.mean([abs(scores[k] - v) for k, v in target.items()]))
+
+        lines += ["Specificity: the L1 of the searched prompts' scores against every study target (mean over seeds; "
+                  "the searched target in bold). A prompt that fits its own country's profile, not just a less extreme "
+                  "respondent, lowers its own column more than the others.", "",
+                  "| prompt | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
+        naive = next(iter(targets.values()))["naive_scores"] if targets else {}
+        lines.append("| naive | " + " | ".join(f"{l1(naive, b['target']):.2f}" for b in targets.values()) + " |")
+        for code in targets:
+            for v in variants:
+                got = [r for r in runs if r["code"] == code and _variant(r) == v]
+                if got:
+                    cells = [f"{np.mean([l1(r['scores'], b['target']) for r in got]):.2f}" for b in targets.values()]
+                    cells = [f"**{c}**" if t == code else c for c, t in zip(cells, targets)]
+                    lines.append(f"| {code} {v} (n={len(got)}) | " + " | ".join(cells) + " |")
+        lines.append("")
     rw = [r for r in runs if r.get("reworded")]
     if rw:
         lines += ["", "Generalisation check (the same items phrased a second way, `vsm2013_items_reworded.json`): L1 of naive and "

@@ -96,6 +96,8 @@ def test_softprompt_study_records_the_reworded_and_knowledge_checks_and_skips_fi
     assert k["accuracy"] == pytest.approx(sum(k["correct"]) / 3) and k["naive_accuracy"] == k0["accuracy"]
     out = capsys.readouterr().out
     assert "Generalisation check" in out and "| USA | de full |" in out and "Knowledge check" in out and "| USA | US (n=3) | de full |" in out
+    # specificity: the searched prompt's scores against every target; its own target's L1 is the search's loss
+    assert f"| USA de full (n=1) | **{run['loss']:.2f}** |" in out and "| USA | de full (n=1) |" in out  # + the per-dimension row
     again = sp.main(argv)  # finished: nothing re-run
     assert again["runs"]["USA-de-d0-s0"] == run
     # a study from before the knowledge check: its finished searches get it from their saved prompt
