@@ -207,7 +207,9 @@ def _variant(r: dict) -> str:
 
 
 def markdown(summary: dict) -> str:
-    """Best L1 per country and variant: mean ± sd over seeds (n), and the initial population's best."""
+    """The study's tables: best L1 per country and variant (mean ± sd and range over seeds, the change
+    vs naive, the initial population's best); per-dimension scores; specificity (each prompt against
+    every target); the reworded-items check; the knowledge check with paired bootstrap intervals."""
     runs = list(summary.get("runs", {}).values())
     variants = sorted({_variant(r) for r in runs}, key=lambda v: (("full" not in v), v))
     lines = ["| target | naive | in-context | " + " | ".join(variants) + " |", "|---|---|---|" + "---|" * len(variants)]
