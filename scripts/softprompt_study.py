@@ -179,11 +179,11 @@ def main(argv: list[str] | None = None) -> dict:
                          meta={"model": a.model, "study": str(a.out)})
         naive_l1 = summary["baselines"][tgt.code]["naive_loss"]
         best = torch.tensor(res.best_x, dtype=torch.float32).reshape(a.tokens, H)
+        exact_cfg = PopulationConfig(tokens=a.tokens, **pcfg)
         exact = {"loss": res.best_loss, "scores": res.best_scores, "mass": res.best_mass}
         if a.autocast != "off":  # the search saw an approximate objective: the reported score is the exact one
-            exact = rescore_exact(model, tok, best, tgt, cfg=PopulationConfig(tokens=a.tokens, **pcfg))
-        rw = reworded_check(model, tok, best, tgt, cfg=PopulationConfig(tokens=a.tokens, **pcfg),
-                            searched={"naive": naive_l1, "prompt": exact["loss"]})
+            exact = rescore_exact(model, tok, best, tgt, cfg=exact_cfg)
+        rw = reworded_check(model, tok, best, tgt, cfg=exact_cfg, searched={"naive": naive_l1, "prompt": exact["loss"]})
         summary["runs"][name] = {**job, "code": tgt.code, "subspace_dim": dim, "initial_best": res.initial_best, "loss": exact["loss"],
                                  "search_loss": res.best_loss,
                                  "scores": exact["scores"], "evaluations": res.evaluations, "generations": res.generations,
@@ -206,6 +206,11 @@ def _variant(r: dict) -> str:
     return r["optimizer"] + (f" d={r['subspace_dim']}" if r["subspace_dim"] else " full")
 
 
+def _runs_of(runs: list[dict], code: str, variant: str) -> list[dict]:
+    """The searches (one per seed) of one country and variant."""
+    return [r for r in runs if r["code"] == code and _variant(r) == variant]
+
+
 def markdown(summary: dict) -> str:
     """The study's tables: best L1 per country and variant (mean ± sd and range over seeds, the change
     vs naive, the initial population's best); per-dimension scores; specificity (each prompt against
@@ -216,7 +221,7 @@ def markdown(summary: dict) -> str:
     for code, b in summary.get("baselines", {}).items():
         cells = []
         for v in variants:
-            got = [r for r in runs if r["code"] == code and _variant(r) == v]
+            got = _runs_of(runs, code, v)
             if not got:
                 cells.append("–")
                 continue
@@ -246,7 +251,7 @@ def markdown(summary: dict) -> str:
         for code, b in summary.get("baselines", {}).items():
             rows = [("target", b["target"], None), ("naive", b["naive_scores"], b["naive_loss"]), ("in-context", b["icl_scores"], b["icl_loss"])]
             for v in variants:
-                got = [r for r in runs if r["code"] == code and _variant(r) == v]
+                got = _runs_of(runs, code, v)
                 if got:
                     rows.append((f"{v} (n={len(got)})", {k: float(np.mean([r["scores"][k] for r in got])) for k in DIMENSIONS},
                                  float(np.mean([r["loss"] for r in got]))))
@@ -254,10 +259,13 @@ def markdown(summary: dict) -> str:
                 lines.append(f"| {code} | {label} | " + " | ".join(fmt(sc, k) for k in DIMENSIONS) + f" | {'' if l1 is None else f'{l1:.2f}'} |")
         lines.append("")
     if runs:  # is a searched prompt specific to its country? its scores against every target (no model call)
+        from pluralign.blackbox.vsm import l1_loss
+        from pluralign.data.loaders.hofstede import DIMENSIONS
+
         targets = summary.get("baselines", {})
 
         def l1(scores: dict, target: dict) -> float:
-            return float(np.mean([abs(scores[k] - v) for k, v in target.items()]))
+            return float(l1_loss([scores[k] for k in DIMENSIONS], target))
 
         lines += ["Specificity: the L1 of the searched prompts' scores against every study target (mean over seeds; "
                   "the searched target in bold). A prompt that fits its own country's profile, not just a less extreme "
@@ -267,7 +275,7 @@ def markdown(summary: dict) -> str:
         lines.append("| naive | " + " | ".join(f"{l1(naive, b['target']):.2f}" for b in targets.values()) + " |")
         for code in targets:
             for v in variants:
-                got = [r for r in runs if r["code"] == code and _variant(r) == v]
+                got = _runs_of(runs, code, v)
                 if got:
                     cells = [f"{np.mean([l1(r['scores'], b['target']) for r in got]):.2f}" for b in targets.values()]
                     cells = [f"**{c}**" if t == code else c for c, t in zip(cells, targets)]
@@ -281,7 +289,7 @@ def markdown(summary: dict) -> str:
                   "|---|---|---|---|---|"]
         for code, b in summary.get("baselines", {}).items():
             for v in variants:
-                got = [r for r in rw if r["code"] == code and _variant(r) == v]
+                got = _runs_of(rw, code, v)
                 if not got:
                     continue
                 kept = [r["reworded"]["kept"] for r in got if r["reworded"]["kept"] is not None]
@@ -297,7 +305,7 @@ def markdown(summary: dict) -> str:
                   "| target | region | variant | no prompt | searched prompt (mean over seeds) | change [95 % CI] |", "|---|---|---|---|---|---|"]
         for code, b in summary.get("baselines", {}).items():
             for v in variants:
-                got = [r for r in kn if r["code"] == code and _variant(r) == v]
+                got = _runs_of(kn, code, v)
                 if not got or "knowledge" not in b:
                     continue
                 k0 = np.asarray(b["knowledge"]["correct"], dtype=float)
@@ -327,7 +335,7 @@ def curves(summary: dict, path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(codes), figsize=(max(4.8, 3.8 * len(codes)), 3.4), dpi=110, squeeze=False)
     for ax, code in zip(axes[0], codes):
         for v in sorted({_variant(r) for r in runs}):
-            got = [r for r in runs if r["code"] == code and _variant(r) == v]
+            got = _runs_of(runs, code, v)
             if not got:
                 continue
             n = min(len(r["curve"]) for r in got)

@@ -410,14 +410,9 @@ def reworded_check(model, tok, prompt, target: HofstedeTarget, *, cfg: Populatio
     when the search did not improve on naive)."""
     q = load_vsm_items(questionnaire) if isinstance(questionnaire, str) else questionnaire
     cfg = cfg or PopulationConfig()
-    x = torch.as_tensor(prompt, dtype=torch.float32)
-    if x.dim() != 2:
-        raise PluralignError(f"the prompt must be (tokens, hidden), got shape {tuple(x.shape)}", field="prompt")
-    out = {"items": getattr(q, "path", ""), "target": target.code}
-    for name, tokens, X in (("naive", 0, x[:0][None]), ("prompt", x.shape[0], x[None])):
-        ev = PopulationEvaluator.from_questionnaire(model, tok, cfg=dataclasses.replace(cfg, tokens=tokens), vsm=vsm, questionnaire=q)
-        r = ev.evaluate(X, target)
-        out[name] = {"loss": float(r.loss[0]), "scores": dict(zip(DIMENSIONS, r.scores[0].tolist())), "mass": float(r.mean_mass[0])}
+    x = _one_prompt(prompt)
+    out = {"items": getattr(q, "path", ""), "target": target.code,
+           "naive": _score_one(model, tok, x[:0], target, cfg, vsm, q), "prompt": _score_one(model, tok, x, target, cfg, vsm, q)}
     out["reduction"] = 1.0 - out["prompt"]["loss"] / out["naive"]["loss"] if out["naive"]["loss"] > 0 else None
     if searched:
         gain = searched["naive"] - searched["prompt"]
@@ -432,11 +427,23 @@ def rescore_exact(model, tok, prompt, target: HofstedeTarget, *, cfg: Population
 
     A search run with ``autocast="bf16"`` optimises an approximate objective; its best prompt is scored
     again here, exactly (fp32 matrix products, no memo), so the loss that is reported is the model's."""
+    cfg = dataclasses.replace(cfg or PopulationConfig(), autocast="off", memo=0)
+    return _score_one(model, tok, _one_prompt(prompt), target, cfg, vsm)
+
+
+def _one_prompt(prompt) -> torch.Tensor:
     x = torch.as_tensor(prompt, dtype=torch.float32)
     if x.dim() != 2:
         raise PluralignError(f"the prompt must be (tokens, hidden), got shape {tuple(x.shape)}", field="prompt")
-    cfg = dataclasses.replace(cfg or PopulationConfig(), tokens=x.shape[0], autocast="off", memo=0)
-    r = PopulationEvaluator.from_questionnaire(model, tok, cfg=cfg, vsm=vsm).evaluate(x[None], target)
+    return x
+
+
+def _score_one(model, tok, x: torch.Tensor, target: HofstedeTarget, cfg: PopulationConfig, vsm: VSMConfig | None,
+               questionnaire: VSMQuestionnaire | None = None) -> dict:
+    """Loss, dimension scores and option mass of one prompt ``x`` ``(tokens, hidden)`` (0 tokens = no prompt)."""
+    ev = PopulationEvaluator.from_questionnaire(model, tok, cfg=dataclasses.replace(cfg, tokens=x.shape[0]), vsm=vsm,
+                                                questionnaire=questionnaire)
+    r = ev.evaluate(x[None], target)
     return {"loss": float(r.loss[0]), "scores": dict(zip(DIMENSIONS, r.scores[0].tolist())), "mass": float(r.mean_mass[0])}
 
 

@@ -221,22 +221,21 @@ def _run(**a) -> None:
         meta = {"model": a["model"], "naive_loss": results["naive"]["loss"], "in_context_loss": results["in-context"]["loss"]}
         res = run_search(ev, target, scfg, out_dir=out, resume=a["resume"], progress=a["progress"], meta=meta, special_ids=special,
                          knowledge=kev)
+        best = torch.tensor(res.best_x, dtype=torch.float32).reshape(a["tokens"], hidden)
+        exact_cfg = PopulationConfig(tokens=a["tokens"], **pcfg)  # fp32: the reported score and the checks
         best_loss, best_scores, best_mass = res.best_loss, res.best_scores, res.best_mass
         if a["autocast"] != "off":  # the search's objective was approximate: report the best prompt's exact fp32 score
             from pluralign.blackbox.population import rescore_exact
 
-            ex = rescore_exact(model, tok, torch.tensor(res.best_x, dtype=torch.float32).reshape(a["tokens"], hidden), target,
-                               cfg=PopulationConfig(tokens=a["tokens"], **pcfg), vsm=vsm)
+            ex = rescore_exact(model, tok, best, target, cfg=exact_cfg, vsm=vsm)
             best_loss, best_scores, best_mass = ex["loss"], ex["scores"], ex["mass"]
             typer.echo(f"  best prompt re-scored in fp32: L1 {best_loss:.2f} (the {a['autocast']} search saw {res.best_loss:.2f})", err=True)
         results["search"] = {
             "optimizer": a["optimizer"], "tokens": a["tokens"], "pop": a["pop"], "gens": a["gens"], "generations_run": res.generations,
             "evaluations": res.evaluations, "initial_best": res.initial_best, "loss": best_loss, "scores": best_scores,
             "stopped": res.stopped, "seconds": res.history[-1]["seconds"] if res.history else 0.0, "option_mass": best_mass,
-            "subspace_dim": sub, "autocast": a["autocast"],
+            "subspace_dim": sub, "autocast": a["autocast"], "search_loss": res.best_loss,
         }
-        if a["autocast"] != "off":
-            results["search"]["search_loss"] = res.best_loss
         if nsga:
             results["search"]["pareto"] = _pareto_with_heldout(res, kev, know_items, model, tok, a, ct, out, hidden)
         rows.append([f"soft prompt ({a['optimizer']})", *[best_scores[d] for d in DIMENSIONS], best_loss,
@@ -244,8 +243,7 @@ def _run(**a) -> None:
         if a["reworded_check"]:
             from pluralign.blackbox.population import reworded_check
 
-            best = torch.tensor(res.best_x, dtype=torch.float32).reshape(a["tokens"], hidden)
-            rw = reworded_check(model, tok, best, target, cfg=PopulationConfig(tokens=a["tokens"], **pcfg), vsm=vsm,
+            rw = reworded_check(model, tok, best, target, cfg=exact_cfg, vsm=vsm,
                                 searched={"naive": results["naive"]["loss"], "prompt": best_loss})
             results["reworded"] = rw
             for name in ("naive", "prompt"):
@@ -255,7 +253,7 @@ def _run(**a) -> None:
             from pluralign.blackbox.knowledge import knowledge_accuracy
             from pluralign.blackbox.softprompt import SoftPromptModel
 
-            sp = SoftPromptModel(model, torch.tensor(res.best_x, dtype=torch.float32).reshape(a["tokens"], hidden))
+            sp = SoftPromptModel(model, best)
             results["knowledge_after"] = knowledge_accuracy(sp, tok, know_items, batch_size=a["batch_size"], chat_template=ct)
     rows.append(["target", *[target.scores.get(d, float("nan")) for d in DIMENSIONS], 0.0, float("nan")])
 
