@@ -332,16 +332,19 @@ def curves(summary: dict, path: Path) -> Path | None:
     plt = pyplot()
 
     codes = [c for c in summary.get("baselines", {}) if any(r["code"] == c for r in runs)]  # panels with searches only
+    variants = sorted({_variant(r) for r in runs})
+    colour = {v: f"C{i % 10}" for i, v in enumerate(variants)}  # one colour per variant in every panel (the legend is on the first)
     fig, axes = plt.subplots(1, len(codes), figsize=(max(4.8, 3.8 * len(codes)), 3.4), dpi=110, squeeze=False)
     for ax, code in zip(axes[0], codes):
-        for v in sorted({_variant(r) for r in runs}):
+        for v in variants:
             got = _runs_of(runs, code, v)
             if not got:
                 continue
             n = min(len(r["curve"]) for r in got)
             x = [p[0] for p in got[0]["curve"][:n]]
             ys = np.array([[p[1] for p in r["curve"][:n]] for r in got])
-            (line,) = ax.plot(x, np.median(ys, axis=0), "--" if "full" in v else "-", label=f"{v} (n={len(got)})")
+            (line,) = ax.plot(x, np.median(ys, axis=0), "--" if "full" in v else "-", color=colour[v],
+                            label=f"{v} (n={len(got)})")
             if len(got) > 1:
                 ax.fill_between(x, ys.min(axis=0), ys.max(axis=0), color=line.get_color(), alpha=0.15, lw=0)
         b = summary["baselines"][code]
