@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
             r["knowledge"] = knowledge(r["code"], x.float().numpy())
             save()
     ev = PopulationEvaluator.from_questionnaire(model, tok, cfg=PopulationConfig(tokens=a.tokens, memo=8192, autocast=a.autocast, **pcfg))
+    exact_cfg = PopulationConfig(tokens=a.tokens, **pcfg)  # fp32, no memo: the reported score and the reworded check
     special = set(getattr(tok, "all_special_ids", []) or [])
     hits0 = summary.get("memo_hits", 0)  # earlier invocations' memo hits
     for i, job in enumerate(jobs):
@@ -179,7 +180,6 @@ def main(argv: list[str] | None = None) -> dict:
                          meta={"model": a.model, "study": str(a.out)})
         naive_l1 = summary["baselines"][tgt.code]["naive_loss"]
         best = torch.tensor(res.best_x, dtype=torch.float32).reshape(a.tokens, H)
-        exact_cfg = PopulationConfig(tokens=a.tokens, **pcfg)
         exact = {"loss": res.best_loss, "scores": res.best_scores, "mass": res.best_mass}
         if a.autocast != "off":  # the search saw an approximate objective: the reported score is the exact one
             exact = rescore_exact(model, tok, best, tgt, cfg=exact_cfg)
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
                                  "curve": [[h["evals"], round(h["best"], 4)] for h in res.history],
                                  "seconds": res.history[-1]["seconds"] if res.history else 0.0, "option_mass": exact["mass"],
                                  "reworded": {"naive_loss": rw["naive"]["loss"], "loss": rw["prompt"]["loss"], "kept": rw.get("kept")},
-                                 "knowledge": knowledge(tgt.code, res.best_x)}
+                                 "knowledge": knowledge(tgt.code, best)}
         summary["memo_hits"] = hits0 + ev.memo_hits
         save()
         print(f"[{time.perf_counter() - t0:7.0f}s] ({i + 1}/{len(jobs)}) {name}: initial best {res.initial_best:.2f} → "
@@ -215,6 +215,9 @@ def markdown(summary: dict) -> str:
     """The study's tables: best L1 per country and variant (mean ± sd and range over seeds, the change
     vs naive, the initial population's best); per-dimension scores; specificity (each prompt against
     every target); the reworded-items check; the knowledge check with paired bootstrap intervals."""
+    from pluralign.blackbox.vsm import l1_loss
+    from pluralign.data.loaders.hofstede import DIMENSIONS
+
     runs = list(summary.get("runs", {}).values())
     variants = sorted({_variant(r) for r in runs}, key=lambda v: (("full" not in v), v))
     lines = ["| target | naive | in-context | " + " | ".join(variants) + " |", "|---|---|---|" + "---|" * len(variants)]
@@ -243,8 +246,6 @@ def markdown(summary: dict) -> str:
                          f"(n={gap.size}): a search keeps the candidates the approximation happens to favour, so its own value is optimistic.")
         lines.append("")
     if runs:  # per-dimension scores: the mean over seeds of the searched prompts' scores
-        from pluralign.data.loaders.hofstede import DIMENSIONS
-
         lines += ["Per-dimension scores (mean over seeds) against the target:", "",
                   "| target | prompt | " + " | ".join(DIMENSIONS) + " | L1 |", "|---|---|" + "---|" * (len(DIMENSIONS) + 1)]
         fmt = lambda d, k: f"{d[k]:.1f}" if d.get(k) is not None else "–"  # noqa: E731
@@ -259,9 +260,6 @@ def markdown(summary: dict) -> str:
                 lines.append(f"| {code} | {label} | " + " | ".join(fmt(sc, k) for k in DIMENSIONS) + f" | {'' if l1 is None else f'{l1:.2f}'} |")
         lines.append("")
     if runs:  # is a searched prompt specific to its country? its scores against every target (no model call)
-        from pluralign.blackbox.vsm import l1_loss
-        from pluralign.data.loaders.hofstede import DIMENSIONS
-
         targets = summary.get("baselines", {})
 
         def l1(scores: dict, target: dict) -> float:
