@@ -57,7 +57,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--pop", type=int, default=16, help="population size")
     ap.add_argument("--gens", type=int, default=24, help="generations after the initial population (evaluations = pop x (gens + 1))")
     ap.add_argument("--batch-size", type=int, default=64, help="rows per forward pass")
-    ap.add_argument("--autocast", choices=("off", "bf16"), default="off", help="bf16 matrix products in the searches (about 1.9x faster on AVX512-BF16 CPUs, not exact); baselines, the reported scores of the searched prompts and every check stay fp32")
+    ap.add_argument("--autocast", choices=("off", "bf16"), default="off",
+                    help="bf16 matrix products in the searches (about 1.9x faster on CPUs with AVX512-BF16 or AMX, about 3x "
+                         "slower on AVX2-only CPUs: bench/softprompt_throughput.py --with-autocast tells; not exact); baselines, "
+                         "the reported scores of the searched prompts and every check stay fp32. Recorded per search, so a "
+                         "study may continue on another machine with the other setting")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
     ap.add_argument("--knowledge", type=int, default=100,
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
             print("  " + run_name(j))
         return {"jobs": jobs}
     if a.report:
-        summary = json.loads((a.out / "summary.json").read_text())
+        summary = _per_search_precision(json.loads((a.out / "summary.json").read_text()))
         print(markdown(summary))
         curves(summary, a.out / "curves.png")
         return summary
@@ -102,7 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
     a.out.mkdir(parents=True, exist_ok=True)
     f = a.out / "summary.json"
     summary = json.loads(f.read_text()) if f.exists() else {}
-    settings = {"model": a.model, "tokens": a.tokens, "pop": a.pop, "gens": a.gens, "autocast": a.autocast}
+    settings = {"model": a.model, "tokens": a.tokens, "pop": a.pop, "gens": a.gens}
+    _per_search_precision(summary)
     if summary and summary.get("settings") != settings:
         raise SystemExit(f"error: {f} was made with {summary.get('settings')}, not {settings}: use another --out")
     summary.setdefault("settings", settings)
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
         if a.autocast != "off":  # the search saw an approximate objective: the reported score is the exact one
             exact = rescore_exact(model, tok, best, tgt, cfg=exact_cfg)
         rw = reworded_check(model, tok, best, tgt, cfg=exact_cfg, searched={"naive": naive_l1, "prompt": exact["loss"]})
-        summary["runs"][name] = {**job, "code": tgt.code, "subspace_dim": dim, "initial_best": res.initial_best, "loss": exact["loss"],
+        summary["runs"][name] = {**job, "code": tgt.code, "subspace_dim": dim, "autocast": a.autocast, "initial_best": res.initial_best, "loss": exact["loss"],
                                  "search_loss": res.best_loss,
                                  "scores": exact["scores"], "evaluations": res.evaluations, "generations": res.generations,
                                  "curve": [[h["evals"], round(h["best"], 4)] for h in res.history],
@@ -202,6 +207,15 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
+def _per_search_precision(summary: dict) -> dict:
+    """Studies from before the precision was recorded per search kept one ``autocast`` in their
+    settings: move it onto each of their searches (in place)."""
+    ac = summary.get("settings", {}).pop("autocast", None)
+    for r in summary.get("runs", {}).values():
+        r.setdefault("autocast", ac or "off")
+    return summary
+
+
 def _variant(r: dict) -> str:
     return r["optimizer"] + (f" d={r['subspace_dim']}" if r["subspace_dim"] else " full")
 
@@ -209,6 +223,10 @@ def _variant(r: dict) -> str:
 def _runs_of(runs: list[dict], code: str, variant: str) -> list[dict]:
     """The searches (one per seed) of one country and variant."""
     return [r for r in runs if r["code"] == code and _variant(r) == variant]
+
+
+def _names(runs: list[dict]) -> str:
+    return ", ".join(run_name(r) for r in runs)
 
 
 def markdown(summary: dict) -> str:
@@ -237,12 +255,21 @@ def markdown(summary: dict) -> str:
         lines.append(f"| {code} ({b['name']}) | {b['naive_loss']:.2f} | {b['icl_loss']:.2f} | " + " | ".join(cells) + " |")
     s = summary.get("settings", {})
     lines.append("")
-    if s.get("autocast", "off") != "off":
-        lines.append(f"The searches ran with {s['autocast']} matrix products (their curves and the initial-population bests are that objective); every other L1 above, the "
+    approx = sorted({r["autocast"] for r in runs} - {"off"})
+    for ac in approx:
+        mine = [r for r in runs if r["autocast"] == ac]
+        fp32 = [r for r in runs if r["autocast"] == "off"]
+        if not fp32:
+            which = "The searches"
+        elif len(mine) <= len(fp32):
+            which = f"{len(mine)} of the {len(runs)} searches ({_names(mine)}; the other {len(fp32)} in fp32)"
+        else:
+            which = f"{len(mine)} of the {len(runs)} searches (all but {_names(fp32)}, which searched in fp32)"
+        lines.append(f"{which} ran with {ac} matrix products (their curves and the initial-population bests are that objective); every other L1 above, the "
                      "baselines and the checks below are exact fp32 scores of the searched prompts.")
-        gap = np.array([r["loss"] - r["search_loss"] for r in runs if r.get("search_loss") is not None])
+        gap = np.array([r["loss"] - r["search_loss"] for r in mine if r.get("search_loss") is not None])
         if gap.size:
-            lines.append(f"Exact minus {s['autocast']} L1 of the best prompt: mean {gap.mean():+.2f}, range {gap.min():+.2f} to {gap.max():+.2f} "
+            lines.append(f"Exact minus {ac} L1 of the best prompt: mean {gap.mean():+.2f}, range {gap.min():+.2f} to {gap.max():+.2f} "
                          f"(n={gap.size}): a search keeps the candidates the approximation happens to favour, so its own value is optimistic.")
         lines.append("")
     if runs:  # per-dimension scores: the mean over seeds of the searched prompts' scores

@@ -142,3 +142,28 @@ def test_reworded_check_scores_naive_and_the_prompt_on_other_items(tiny_llama, t
     assert rw["searched"]["reduction"] == pytest.approx(1 / 3)
     with pytest.raises(PluralignError):
         reworded_check(tiny_llama, tiny_tokenizer, prompt[None], target, cfg=cfg, questionnaire=other)
+
+
+def test_bf16_autocast_warns_once_on_a_cpu_without_bf16_instructions(tiny_llama, tiny_tokenizer, short_vsm, monkeypatch, caplog):
+    """bf16 products are emulated on AVX2-only CPUs (about 5x slower than fp32 there): the user is told."""
+    from pluralign.blackbox import population
+
+    zen3 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    spr = "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    assert population.cpu_bf16_native(zen3) is False and population.cpu_bf16_native(spr) is True
+    assert population.cpu_bf16_native("no flags here") is None
+    monkeypatch.setattr(population, "cpu_bf16_native", lambda: False)
+    monkeypatch.setattr(population, "_SLOW_BF16_WARNED", False)
+    ev = PopulationEvaluator.from_questionnaire(tiny_llama, tiny_tokenizer, cfg=PopulationConfig(tokens=2, autocast="bf16"),
+                                                questionnaire=short_vsm)
+    X = torch.randn(2, 2, tiny_llama.config.hidden_size) * 0.02
+    with caplog.at_level(logging.WARNING, logger="pluralign.blackbox.population"):
+        ev.label_logprobs(X)
+        ev.label_logprobs(X)
+    warned = [r for r in caplog.records if "AVX512-BF16" in r.getMessage()]
+    assert len(warned) == 1 and "autocast=off" in warned[0].getMessage()
+    monkeypatch.setattr(population, "cpu_bf16_native", lambda: True)  # a CPU with the instructions: no warning
+    monkeypatch.setattr(population, "_SLOW_BF16_WARNED", False)
+    caplog.clear()
+    ev.label_logprobs(X)
+    assert not [r for r in caplog.records if "AVX512-BF16" in r.getMessage()]

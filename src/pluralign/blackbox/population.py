@@ -39,6 +39,35 @@ from pluralign.errors import PluralignError
 log = logging.getLogger(__name__)
 
 
+def cpu_bf16_native(cpuinfo: str | None = None) -> bool | None:
+    """Whether this CPU has bfloat16 matrix instructions (AVX512-BF16 or AMX-BF16), from the flags
+    in ``/proc/cpuinfo`` (or the text given); None where they cannot be read (not Linux)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return None
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+    if not flags:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+_SLOW_BF16_WARNED = False
+
+
+def _warn_slow_bf16(device: torch.device) -> None:
+    global _SLOW_BF16_WARNED
+    if device.type == "cpu" and not _SLOW_BF16_WARNED and cpu_bf16_native() is False:
+        _SLOW_BF16_WARNED = True
+        log.warning("autocast=bf16 on a CPU without AVX512-BF16 or AMX: bfloat16 products are emulated, about 5x slower "
+                    "than fp32 here (BENCHMARKS.md, soft-prompt throughput); use autocast=off")
+
+
 @dataclass
 class PopulationConfig:
     tokens: int = helpfield(10, "Virtual tokens T prepended to every prompt.")
@@ -49,7 +78,7 @@ class PopulationConfig:
     contexts: tuple[str | None, ...] = helpfield((None,), "System messages, one set of 24 prompts each (personas / paraphrases); None = the model's default. Item means are averaged over contexts.")
     min_mass: float = helpfield(0.05, "Warn when the mean probability on the option labels is below this.")
     memo: int = helpfield(0, "Remember the label log-probabilities of up to this many candidates (re-asked or shared initial populations are not re-run); 0 = off.")
-    autocast: str = helpfield("off", "off, or bf16: run the matrix products of an fp32 model in bfloat16 (torch.autocast; ~1.9x on a CPU with AVX512-BF16, scores differ slightly; `rescore_exact` gives the fp32 score).")
+    autocast: str = helpfield("off", "off, or bf16: run the matrix products of an fp32 model in bfloat16 (torch.autocast; ~1.9x on a CPU with AVX512-BF16 or AMX, ~5x slower on an AVX2-only CPU, where a warning says so; scores differ slightly; `rescore_exact` gives the fp32 score).")
 
 
 @dataclass
@@ -204,6 +233,7 @@ class PromptPopulation:
         if self.cfg.autocast not in ("off", "bf16", None):
             raise PluralignError(f"autocast must be off or bf16, got {self.cfg.autocast!r}", field="autocast")
         if self.cfg.autocast == "bf16" and self.dtype == torch.float32:
+            _warn_slow_bf16(self.device)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
                 return self._label_logprobs(X, progress)
         return self._label_logprobs(X, progress)

@@ -68,7 +68,7 @@ def softprompt_cmd(
                                                "(also used when the dimension is not below T x hidden)."),
     subspace_scale: float = typer.Option(1.0, help="A ~ N(0, (scale x embedding std)^2 / d): a unit z moves each prompt coordinate by about scale x std."),
     subspace_bound: float = typer.Option(5.0, help="z is kept in [-bound, bound] per coordinate."),
-    autocast: str = typer.Option("off", help="off, or bf16: run the search's matrix products in bfloat16 (about 1.9x faster on CPUs with AVX512-BF16; "
+    autocast: str = typer.Option("off", help="off, or bf16: run the search's matrix products in bfloat16 (about 1.9x faster on CPUs with AVX512-BF16 or AMX, about 5x slower on AVX2-only CPUs; "
                                              "scores differ slightly from fp32). The baselines, the best prompt's reported score and the "
                                              "reworded check stay fp32."),
     constants: Optional[str] = typer.Option(None, help="Index constants C, e.g. 'PDI=50,IDV=50' (default 50 for each)."),
