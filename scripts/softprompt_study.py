@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--gens", type=int, default=24, help="generations after the initial population (evaluations = pop x (gens + 1))")
     ap.add_argument("--batch-size", type=int, default=64, help="rows per forward pass")
     ap.add_argument("--autocast", choices=("off", "bf16"), default="off",
-                    help="bf16 matrix products in the searches (about 1.9x faster on CPUs with AVX512-BF16 or AMX, about 3x "
+                    help="bf16 matrix products in the searches (about 1.9x faster on CPUs with AVX512-BF16 or AMX, about 5x "
                          "slower on AVX2-only CPUs: bench/softprompt_throughput.py --with-autocast tells; not exact); baselines, "
                          "the reported scores of the searched prompts and every check stay fp32. Recorded per search, so a "
                          "study may continue on another machine with the other setting")
@@ -255,10 +255,9 @@ def markdown(summary: dict) -> str:
         lines.append(f"| {code} ({b['name']}) | {b['naive_loss']:.2f} | {b['icl_loss']:.2f} | " + " | ".join(cells) + " |")
     s = summary.get("settings", {})
     lines.append("")
-    approx = sorted({r["autocast"] for r in runs} - {"off"})
-    for ac in approx:
+    fp32 = [r for r in runs if r["autocast"] == "off"]
+    for ac in sorted({r["autocast"] for r in runs} - {"off"}):
         mine = [r for r in runs if r["autocast"] == ac]
-        fp32 = [r for r in runs if r["autocast"] == "off"]
         if not fp32:
             which = "The searches"
         elif len(mine) <= len(fp32):

@@ -153,7 +153,7 @@ def test_bf16_autocast_warns_once_on_a_cpu_without_bf16_instructions(tiny_llama,
     assert population.cpu_bf16_native(zen3) is False and population.cpu_bf16_native(spr) is True
     assert population.cpu_bf16_native("no flags here") is None
     monkeypatch.setattr(population, "cpu_bf16_native", lambda: False)
-    monkeypatch.setattr(population, "_SLOW_BF16_WARNED", False)
+    monkeypatch.setattr(population, "_BF16_CPU_CHECKED", False)
     ev = PopulationEvaluator.from_questionnaire(tiny_llama, tiny_tokenizer, cfg=PopulationConfig(tokens=2, autocast="bf16"),
                                                 questionnaire=short_vsm)
     X = torch.randn(2, 2, tiny_llama.config.hidden_size) * 0.02
@@ -162,8 +162,11 @@ def test_bf16_autocast_warns_once_on_a_cpu_without_bf16_instructions(tiny_llama,
         ev.label_logprobs(X)
     warned = [r for r in caplog.records if "AVX512-BF16" in r.getMessage()]
     assert len(warned) == 1 and "autocast=off" in warned[0].getMessage()
-    monkeypatch.setattr(population, "cpu_bf16_native", lambda: True)  # a CPU with the instructions: no warning
-    monkeypatch.setattr(population, "_SLOW_BF16_WARNED", False)
+    reads = []
+    monkeypatch.setattr(population, "cpu_bf16_native", lambda: reads.append(1) or True)  # a CPU with the instructions: no warning
+    monkeypatch.setattr(population, "_BF16_CPU_CHECKED", False)
     caplog.clear()
     ev.label_logprobs(X)
+    ev.label_logprobs(X)
     assert not [r for r in caplog.records if "AVX512-BF16" in r.getMessage()]
+    assert len(reads) == 1  # the flags are read once, not on every evaluation

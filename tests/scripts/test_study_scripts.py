@@ -134,9 +134,13 @@ def test_softprompt_study_with_bf16_searches_reports_exact_fp32_scores(tiny_mode
     assert "exact fp32 scores" in capsys.readouterr().out
     assert torch.is_tensor(x) and x.shape == (2, model.get_input_embeddings().weight.shape[1])
     # the precision is recorded per search: the bf16 study continues in fp32 in the same folder (another machine)
-    more = sp.main(common[:common.index("--seeds")] + ["--seeds", "0,1"] + common[common.index("--seeds") + 2:] + ["--out", str(tmp_path / "bf16")])
+    def with_(flag: str, value: str) -> list[str]:
+        i = common.index(flag)
+        return common[:i] + [flag, value] + common[i + 2:] + ["--out", str(tmp_path / "bf16")]
+
+    more = sp.main(with_("--seeds", "0,1"))
     assert more["runs"]["USA-de-d0-s0"] == {**run, "autocast": "bf16"} and more["runs"]["USA-de-d0-s1"]["autocast"] == "off"
     assert more["runs"]["USA-de-d0-s1"]["search_loss"] == more["runs"]["USA-de-d0-s1"]["loss"]  # an fp32 search is its own exact score
     assert "1 of the 2 searches (USA-de-d0-s0; the other 1 in fp32) ran with bf16" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="was made with"):  # other settings still refuse to mix
-        sp.main(common[:common.index("--pop")] + ["--pop", "5"] + common[common.index("--pop") + 2:] + ["--out", str(tmp_path / "bf16")])
+        sp.main(with_("--pop", "5"))

@@ -57,15 +57,16 @@ def cpu_bf16_native(cpuinfo: str | None = None) -> bool | None:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-_SLOW_BF16_WARNED = False
+_BF16_CPU_CHECKED = False  # the CPU's flags are read once per process, not on every evaluation
 
 
 def _warn_slow_bf16(device: torch.device) -> None:
-    global _SLOW_BF16_WARNED
-    if device.type == "cpu" and not _SLOW_BF16_WARNED and cpu_bf16_native() is False:
-        _SLOW_BF16_WARNED = True
-        log.warning("autocast=bf16 on a CPU without AVX512-BF16 or AMX: bfloat16 products are emulated, about 5x slower "
-                    "than fp32 here (BENCHMARKS.md, soft-prompt throughput); use autocast=off")
+    global _BF16_CPU_CHECKED
+    if device.type == "cpu" and not _BF16_CPU_CHECKED:
+        _BF16_CPU_CHECKED = True
+        if cpu_bf16_native() is False:
+            log.warning("autocast=bf16 on a CPU without AVX512-BF16 or AMX: bfloat16 products are emulated, about 5x slower "
+                        "than fp32 here (BENCHMARKS.md, soft-prompt throughput); use autocast=off")
 
 
 @dataclass
