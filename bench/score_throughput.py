@@ -88,7 +88,8 @@ def build_model(cfg: BenchConfig, device: str, dtype: torch.dtype):
     from pluralign.models.loading import prepare_tokenizer
 
     if not cfg.tokenizer:
-        raise SystemExit("qwen2-0.5b-random needs --tokenizer FOLDER (a saved tokenizer with a chat template)")
+        print("error: --model qwen2-0.5b-random needs --tokenizer FOLDER (a saved tokenizer with a chat template)", file=sys.stderr)
+        raise SystemExit(2)
     tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
     prepare_tokenizer(tok)
     qcfg = Qwen2Config(

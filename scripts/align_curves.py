@@ -43,5 +43,6 @@ def main(run: str, out: str) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        raise SystemExit("usage: python scripts/align_curves.py RUN_DIR OUT.png")
+        print("usage: python scripts/align_curves.py RUN_DIR OUT.png\nerror: expected two arguments, RUN_DIR and OUT.png", file=sys.stderr)
+        raise SystemExit(2)
     main(sys.argv[1], sys.argv[2])

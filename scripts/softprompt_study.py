@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -44,6 +46,23 @@ def plan(a) -> list[dict]:
 
 def run_name(job: dict) -> str:
     return f"{job['country']}-{job['optimizer']}-d{job['dim']}-s{job['seed']}"
+
+
+def _fail(message: str) -> NoReturn:
+    """One ``error:`` line on stderr and exit status 2 (bad input, never a traceback)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _read_summary(f: Path) -> dict:
+    """The study's summary.json, or a clear error naming the file if it is not a JSON object."""
+    try:
+        summary = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        _fail(f"{f}: not a readable study summary ({e})")
+    if not isinstance(summary, dict):
+        _fail(f"{f}: not a study summary (a JSON object was expected)")
+    return summary
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -86,7 +105,9 @@ def main(argv: list[str] | None = None) -> dict:
             print("  " + run_name(j))
         return {"jobs": jobs}
     if a.report:
-        summary = _per_search_precision(json.loads((a.out / "summary.json").read_text()))
+        if not (a.out / "summary.json").exists():
+            _fail(f"{a.out / 'summary.json'} does not exist: --out must be a study folder (run the study first)")
+        summary = _per_search_precision(_read_summary(a.out / "summary.json"))
         print(markdown(summary))
         curves(summary, a.out / "curves.png")
         return summary
@@ -105,11 +126,11 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
     f = a.out / "summary.json"
-    summary = json.loads(f.read_text()) if f.exists() else {}
+    summary = _read_summary(f) if f.exists() else {}
     settings = {"model": a.model, "tokens": a.tokens, "pop": a.pop, "gens": a.gens}
     _per_search_precision(summary)
     if summary and summary.get("settings") != settings:
-        raise SystemExit(f"error: {f} was made with {summary.get('settings')}, not {settings}: use another --out")
+        _fail(f"{f} was made with {summary.get('settings')}, not {settings}: use another --out")
     summary.setdefault("settings", settings)
     summary.setdefault("baselines", {})
     summary.setdefault("runs", {})

@@ -109,6 +109,21 @@ def test_softprompt_study_records_the_reworded_and_knowledge_checks_and_skips_fi
     assert back["runs"]["USA-de-d0-s0"]["knowledge"]["correct"] == k["correct"]
 
 
+def test_softprompt_study_report_on_a_missing_or_broken_summary_is_one_error_line(tmp_path, capsys):
+    sp = _load("softprompt_study")
+    with pytest.raises(SystemExit) as e:
+        sp.main(["--out", str(tmp_path / "none"), "--report"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and "none/summary.json does not exist" in err and "Traceback" not in err
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "summary.json").write_text('{"runs": ')  # cut off mid-write by hand
+    with pytest.raises(SystemExit) as e:
+        sp.main(["--out", str(tmp_path / "broken"), "--report"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "broken/summary.json: not a readable study summary" in err and err.count("\n") == 1
+    assert not (tmp_path / "broken" / "curves.png").exists()
+
+
 def test_softprompt_study_with_bf16_searches_reports_exact_fp32_scores(tiny_model_dir, tmp_path, capsys):
     """--autocast bf16 speeds up the searches only: the baselines and the reported L1 of each searched
     prompt are fp32 scores (the same as a fp32 study's baselines; the loss = rescore_exact of the saved prompt)."""
@@ -142,5 +157,6 @@ def test_softprompt_study_with_bf16_searches_reports_exact_fp32_scores(tiny_mode
     assert more["runs"]["USA-de-d0-s0"] == {**run, "autocast": "bf16"} and more["runs"]["USA-de-d0-s1"]["autocast"] == "off"
     assert more["runs"]["USA-de-d0-s1"]["search_loss"] == more["runs"]["USA-de-d0-s1"]["loss"]  # an fp32 search is its own exact score
     assert "1 of the 2 searches (USA-de-d0-s0; the other 1 in fp32) ran with bf16" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="was made with"):  # other settings still refuse to mix
+    with pytest.raises(SystemExit) as e:  # other settings still refuse to mix: one error line, exit 2
         sp.main(with_("--pop", "5"))
+    assert e.value.code == 2 and "was made with" in capsys.readouterr().err
