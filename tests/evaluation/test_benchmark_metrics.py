@@ -2,8 +2,9 @@
 
 * OpinionQA representativeness: tatsu-lab/opinions_qa ``helpers.py`` (``get_max_wd``) and
   ``process_results.ipynb`` / ``representativeness.ipynb`` (``WD`` and ``Rep = 1 - WD``);
-* GlobalOpinionQA similarity: ``1 - scipy.spatial.distance.jensenshannon`` as the public
-  re-implementations compute Durmus et al.'s ``1 - JSD``;
+* GlobalOpinionQA similarity: Durmus et al.'s ``1 - JSD`` with JSD the Jensen-Shannon distance in
+  base 2 (``scipy.spatial.distance.jensenshannon(..., base=2)``), so it lies in [0, 1] (issue 29;
+  scipy's default natural log gave disjoint distributions 0.167);
 * total variation: nicolemeister/benchmarking-distributional-alignment ``utils.py``
   (``calc_total_variation``) and its bootstrap ``eval_utils.py`` (``compute_one``);
 * WorldValuesBench W1: Demon702/WorldValuesBench ``evaluation/evaluate.py``
@@ -37,8 +38,8 @@ def oqa_rep(ordinal, D_M, D_H):  # process_results.ipynb: WD; representativeness
     return 1 - WD
 
 
-def goqa_similarity(new_selections, D_m):  # 1 - Jensen-Shannon distance, scipy's default base
-    jd = jensenshannon(new_selections, D_m)
+def goqa_similarity(new_selections, D_m):  # 1 - Jensen-Shannon distance, base 2
+    jd = jensenshannon(new_selections, D_m, base=2)
     return 1 - jd
 
 
@@ -101,7 +102,7 @@ def test_opinionqa_skips_items_without_order():
 def test_goqa_similarity_equals_reference(p, q):
     assert M.goqa_sim(p, q) == pytest.approx(goqa_similarity(q, p), abs=1e-12)
     assert M.goqa_sim(p, q) == pytest.approx(goqa_similarity(p, q), abs=1e-12)  # symmetric
-    assert 1 - np.sqrt(np.log(2)) - 1e-12 <= M.goqa_sim(p, q) <= 1
+    assert -1e-12 <= M.goqa_sim(p, q) <= 1 + 1e-12
 
 
 @pytest.mark.parametrize("p,q", PAIRS)

@@ -98,8 +98,8 @@ def test_accuracy_and_f1_hand_made():
     want_q = np.mean([f1_score(gold[:3], pred[:3], average="macro"), f1_score(gold[3:], pred[3:], average="macro")])
     assert M.macro_f1_per_question(pred, gold, qs) == pytest.approx(want_q)
     # pooled: classes q1:0 q1:1 q1:2 q2:0 q2:1 -> F1 1, 2/3, 0, 2/3, 2/3
-    assert M.macro_f1_pooled(pred, gold, qs) == pytest.approx(0.6)
-    assert M.macro_f1_pooled(pred, gold, qs) == pytest.approx(
+    assert M.macro_f1_question_option(pred, gold, qs) == pytest.approx(0.6)
+    assert M.macro_f1_question_option(pred, gold, qs) == pytest.approx(
         f1_score([f"{q}:{g}" for q, g in zip(qs, gold)], [f"{q}:{p}" for q, p in zip(qs, pred)], average="macro")
     )
 

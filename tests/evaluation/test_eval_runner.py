@@ -91,14 +91,17 @@ def test_individual_metrics_by_hand(indiv_test):
     m, g = compute_metrics(indiv_test, INDIV_PRED)
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["macro_f1_per_question"] == pytest.approx(11 / 18)
-    assert m["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 3)  # sklearn macro over option labels, rows pooled
-    assert m["macro_f1_pooled"] == pytest.approx(0.6)
+    assert m["macro_f1_option_label"] == pytest.approx((0.8 + 2 / 3) / 3)  # sklearn macro over option labels, rows pooled
+    assert m["macro_f1"] == pytest.approx(0.6)  # (question, option) classes
     # cells: US q1 human [.5,.5,0] vs mean pred [.4,.4,.2] -> 0.3/2 = .15; US q2 human [0,1] vs [.55,.45] TV .55;
     #        DE q1 [0,0,1] vs [.2,.5,.3] -> .9/2 = .45; DE q2 [1,0] vs [.9,.1] -> .1
     assert m["n_cells"] == 4
     assert m["emd"] == pytest.approx((0.15 + 0.55 + 0.45 + 0.1) / 4)
-    assert g["United States"] == {"n": 4, "accuracy": pytest.approx(0.75), "emd": pytest.approx(0.35)}
-    assert g["Germany"] == {"n": 2, "accuracy": pytest.approx(0.5), "emd": pytest.approx(0.275)}
+    # nll: -ln of the answer's probability: US .7, .6, .2, .7; DE .3, .9
+    us_nll, de_nll = -np.log([0.7, 0.6, 0.2, 0.7]).mean(), -np.log([0.3, 0.9]).mean()
+    assert g["United States"] == {"n": 4, "accuracy": pytest.approx(0.75), "nll": pytest.approx(us_nll), "emd": pytest.approx(0.35)}
+    assert g["Germany"] == {"n": 2, "accuracy": pytest.approx(0.5), "nll": pytest.approx(de_nll), "emd": pytest.approx(0.275)}
+    assert m["nll"] == pytest.approx(-np.log([0.7, 0.6, 0.2, 0.7, 0.3, 0.9]).mean())
     assert m["accuracy_by_group"] == {"mean": pytest.approx(0.625), "std": pytest.approx(0.125)}
     assert m["emd_by_group"] == {"mean": pytest.approx(0.3125), "std": pytest.approx(0.0375)}
     want_jsd = np.mean([

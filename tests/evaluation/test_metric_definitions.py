@@ -1,6 +1,7 @@
 """Metric definitions comparable with the papers (issue 8, "Correct by default").
 
-* ``macro_f1`` is sklearn's macro-F1 over option labels with all test rows pooled;
+* ``macro_f1`` is sklearn's macro-F1 over (question, option) classes with all test rows pooled,
+  ``macro_f1_option_label`` the one over option labels pooled across questions (issue 29);
 * ``emd_wvb`` is WorldValuesBench's individual-data EMD; checked against a faithful port of
   WorldValuesBench's own ``evaluation/evaluate.py``;
 * entropies are also reported in nats;
@@ -43,16 +44,16 @@ def _group_ds(rows):
 
 
 # ------------------------------------------------------------------------------------- macro-F1
-def test_macro_f1_pools_over_option_labels(indiv_test):
+def test_macro_f1_over_question_option_classes_and_option_labels(indiv_test):
     m, _ = compute_metrics(indiv_test, INDIV_PRED)
     gold = [e.answer for e in indiv_test.examples]
     pred = [int(np.argmax(p)) for p in INDIV_PRED]  # no ties here
     assert pred == [0, 1, 0, 1, 1, 0]
     # labels 0 (P 2/3, R 1 -> .8), 1 (P 2/3, R 2/3), 2 (0) -> (0.8 + 2/3 + 0) / 3
-    assert m["macro_f1"] == pytest.approx(f1_score(gold, pred, average="macro"))
-    assert m["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 3)
-    assert m["macro_f1_per_question"] == pytest.approx(11 / 18)  # the former headline
-    assert m["macro_f1_pooled"] == pytest.approx(0.6)
+    assert m["macro_f1_option_label"] == pytest.approx(f1_score(gold, pred, average="macro"))
+    assert m["macro_f1_option_label"] == pytest.approx((0.8 + 2 / 3) / 3)
+    assert m["macro_f1_per_question"] == pytest.approx(11 / 18)
+    assert m["macro_f1"] == pytest.approx(0.6)  # (question, option) classes
 
 
 # ------------------------------------------------------------------------------------- entropy
@@ -98,7 +99,7 @@ def test_uniform_reference_gets_chance_accuracy_not_option_zero():
     # macro-F1 with tied rows split 1/K over the options (sample weights)
     want = f1_score([0, 0, 0, 0, 0, 0, 2, 2, 2, 0, 0], [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1], average="macro",
                     sample_weight=[1 / 3] * 9 + [1 / 2] * 2, zero_division=0)
-    assert m["macro_f1"] == pytest.approx(want)
+    assert m["macro_f1_option_label"] == pytest.approx(want)
 
 
 def test_near_ties_within_tolerance():
@@ -198,8 +199,8 @@ def test_emd_wvb_equals_worldvaluesbench_reference(monkeypatch):
     ref = wvb_evaluate(pd.DataFrame(rows))
     assert set(ref) == set(scales)
     assert m["emd_wvb"] == pytest.approx(float(np.mean(list(ref.values()))), abs=1e-12)
-    # and the same predictions' pooled macro-F1 / accuracy are sklearn's on the argmax labels
+    # and the same predictions' option-label macro-F1 / accuracy are sklearn's on the argmax labels
     gold = [e.answer for e in exs]
     pred = [int(np.argmax(p)) for p in probs]
-    assert m["macro_f1"] == pytest.approx(f1_score(gold, pred, average="macro"), abs=1e-12)
+    assert m["macro_f1_option_label"] == pytest.approx(f1_score(gold, pred, average="macro"), abs=1e-12)
     assert m["accuracy"] == pytest.approx(np.mean(np.array(gold) == np.array(pred)), abs=1e-12)

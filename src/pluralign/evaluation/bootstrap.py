@@ -20,8 +20,8 @@ reference) are matched on their common cells and every replicate uses the *same*
 and questions for both, so the interval of ``A - B`` is much narrower than the two marginal
 intervals suggest when A and B move together.
 
-Metrics of individual data that are not means over cells (``macro_f1``, ``macro_f1_per_question``,
-``macro_f1_pooled``, ``emd_wvb``) get their interval from :func:`row_metric_intervals`: each
+Metrics of individual data that are not means over cells (``macro_f1``, ``macro_f1_option_label``,
+``macro_f1_per_question``, ``emd_wvb``) get their interval from :func:`row_metric_intervals`: each
 replicate recomputes the metric on the resampled rows (the same group x item scheme; the rows of a
 drawn cell enter with its multiplicity as sample weight), vectorised over replicates through
 weighted confusion counts and answer histograms.
@@ -250,7 +250,7 @@ def paired_difference(
 
 
 # ---------------------------------------------------------------------------------- non-cell metrics
-ROW_LEVEL = ("macro_f1", "macro_f1_per_question", "macro_f1_pooled", "emd_wvb")
+ROW_LEVEL = ("macro_f1", "macro_f1_option_label", "macro_f1_per_question", "emd_wvb")
 
 
 def _row_metrics(W: np.ndarray, pred: np.ndarray, gold: np.ndarray, q: np.ndarray, n_opt: np.ndarray, Q: int, K: int) -> dict:
@@ -271,11 +271,11 @@ def _row_metrics(W: np.ndarray, pred: np.ndarray, gold: np.ndarray, q: np.ndarra
         q_present = present.any(-1)
         per_q = np.where(q_present, np.nansum(np.nan_to_num(f1), -1) / np.maximum(present.sum(-1), 1), np.nan)
         out = {"macro_f1_per_question": np.nanmean(per_q, -1),
-               "macro_f1_pooled": np.nansum(np.nan_to_num(f1), (-1, -2)) / np.maximum(present.sum((-1, -2)), 1)}
+               "macro_f1": np.nansum(np.nan_to_num(f1), (-1, -2)) / np.maximum(present.sum((-1, -2)), 1)}
         # pooled over questions, classes = option index
         tpk, psk, gsk = tp.sum(1), ps.sum(1), gs.sum(1)
         pk = (psk + gsk) > 1e-12
-        out["macro_f1"] = np.where(pk, 2 * tpk / np.where(pk, psk + gsk, 1), 0).sum(-1) / np.maximum(pk.sum(-1), 1)
+        out["macro_f1_option_label"] = np.where(pk, 2 * tpk / np.where(pk, psk + gsk, 1), 0).sum(-1) / np.maximum(pk.sum(-1), 1)
         # WorldValuesBench W1 per question between predicted and true answer histograms on [0, 1]
         hp = ps / np.maximum(ps.sum(-1, keepdims=True), 1e-12)
         hg = gs / np.maximum(gs.sum(-1, keepdims=True), 1e-12)

@@ -1,7 +1,12 @@
-"""Metrics for survey answers: accuracy, macro-F1, Earth Mover's distance, Jensen-Shannon, entropy,
-and the survey-alignment benchmarks' own: OpinionQA representativeness (``opinionqa_rep``),
-GlobalOpinionQA similarity (``goqa_sim``), total variation (``tv``, Meister et al. 2024) and
-WorldValuesBench's W1 (``wvb_w1``).
+"""Metrics for survey answers: accuracy, negative log-likelihood, macro-F1, Earth Mover's distance,
+Jensen-Shannon, entropy, and the survey-alignment benchmarks' own: OpinionQA representativeness
+(``opinionqa_rep``), GlobalOpinionQA similarity (``goqa_sim``), total variation (``tv``, Meister et
+al. 2024), Meister et al.'s Jensen-Shannon divergence (``js_divergence``) and WorldValuesBench's W1
+(``wvb_w1``).
+
+Jensen-Shannon, two names for two quantities: ``jsd`` is the Jensen-Shannon *distance* (the square
+root of the divergence) in base 2, in [0, 1]; ``js_divergence`` is the *divergence* (no square root)
+in nats, in [0, ln 2], as Meister et al.'s code computes what their paper calls "JSD".
 
 Registry: ``METRICS`` maps a name to a function of (predicted, human) distributions so adding a
 distribution metric is one decorated function.
@@ -37,10 +42,14 @@ def register_metric(name: str, *, higher_is_better: bool = False, description: s
 
 
 def _check(p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both as float distributions summing to 1; subnormal entries (below ~2.2e-308) become 0, as
+    halving them in the Jensen-Shannon mixture would underflow to 0 and give an infinite divergence."""
     p = np.asarray(p, dtype=float)
     q = np.asarray(q, dtype=float)
     if p.shape != q.shape or p.ndim != 1:
         raise ValueError(f"distributions differ in shape: {p.shape} vs {q.shape}")
+    tiny = np.finfo(float).tiny
+    p, q = np.where(p < tiny, 0.0, p), np.where(q < tiny, 0.0, q)
     return p / p.sum(), q / q.sum()
 
 
@@ -56,11 +65,23 @@ def emd(p: np.ndarray, q: np.ndarray, ordinal: bool = True) -> float:
     return float(np.abs(np.cumsum(p - q)[:-1]).sum() / (k - 1))
 
 
-@register_metric("jsd", description="Jensen-Shannon distance, base 2")
+@register_metric("jsd", description="Jensen-Shannon distance (square root of the divergence), base 2, in [0, 1]")
 def jsd(p: np.ndarray, q: np.ndarray, ordinal: bool = True) -> float:
-    """Jensen-Shannon *distance* (square root of the divergence), base 2, in [0, 1]."""
+    """Jensen-Shannon *distance*: the square root of the Jensen-Shannon divergence computed with
+    base-2 logarithms (``scipy.spatial.distance.jensenshannon(p, q, base=2)``), in [0, 1]: 0 for
+    equal distributions, 1 for disjoint ones. Not the divergence: see :func:`js_divergence`."""
     p, q = _check(p, q)
     return float(jensenshannon(p, q, base=2))
+
+
+@register_metric("js_divergence", description="Jensen-Shannon divergence, natural log, in [0, ln 2] (Meister et al. 2024's \"JSD\")")
+def js_divergence(p: np.ndarray, q: np.ndarray, ordinal: bool = True) -> float:
+    """Jensen-Shannon *divergence* in nats, ``0.5 KL(p || m) + 0.5 KL(q || m)`` with ``m = (p + q) / 2``,
+    in [0, ln 2]: what Meister et al. (2024) report as "JSD" (nicolemeister/benchmarking-distributional-alignment
+    ``utils.py``: ``calc_jsd = distance.jensenshannon(p, q) ** 2``, scipy's default natural log).
+    Equals ``jsd(p, q) ** 2 * ln 2``."""
+    p, q = _check(p, q)
+    return float(jensenshannon(p, q) ** 2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -88,13 +109,14 @@ def opinionqa_rep(p: np.ndarray, q: np.ndarray, ordinal: bool = True) -> float:
 
 
 @register_metric("goqa_sim", higher_is_better=True,
-                 description="GlobalOpinionQA similarity 1 - Jensen-Shannon distance (scipy, natural log)")
+                 description="GlobalOpinionQA similarity 1 - Jensen-Shannon distance (base 2), in [0, 1]")
 def goqa_sim(p: np.ndarray, q: np.ndarray, ordinal: bool = True) -> float:
     """GlobalOpinionQA similarity (Durmus et al. 2023), ``1 - JSD(P_country, P_model)`` with JSD the
-    Jensen-Shannon *distance* as ``scipy.spatial.distance.jensenshannon`` computes it by default
-    (natural log, so it lies in [1 - sqrt(ln 2), 1]); ``1 - jsd`` is the base-2 variant."""
+    Jensen-Shannon *distance* in base 2, so the similarity lies in [0, 1]: 1 for equal
+    distributions, 0 for disjoint ones (``= 1 - jsd``). Before issue 29 it used scipy's default
+    natural log, which gave disjoint distributions 1 - sqrt(ln 2) = 0.167."""
     p, q = _check(p, q)
-    return float(1.0 - jensenshannon(p, q))
+    return float(1.0 - jensenshannon(p, q, base=2))
 
 
 @register_metric("tv", description="total variation distance 0.5 * sum |p - q| (Meister et al. 2024)")
@@ -118,7 +140,8 @@ def wvb_w1(p: np.ndarray, q: np.ndarray, ordinal: bool = True) -> float:
 
 
 def entropy(p: np.ndarray, normalised: bool = True) -> float:
-    """Shannon entropy; ``normalised`` divides by log K so it lies in [0, 1]."""
+    """Shannon entropy in nats (natural log); ``normalised`` divides by ln K so it lies in [0, 1]
+    (the same as base-K entropy)."""
     p = np.asarray(p, dtype=float)
     p = p / p.sum()
     nz = p[p > 0]
@@ -169,12 +192,28 @@ def expand_ties(preds: Sequence[np.ndarray], *cols: Sequence, tol: float = TIE_T
     return (out_p, out_w, *out_c)
 
 
-def macro_f1(pred: Sequence[int], gold: Sequence[int], sample_weight: Sequence[float] | None = None) -> float:
-    """Macro-F1 over the option labels, all rows pooled (sklearn ``f1_score(gold, pred,
-    average="macro")``; labels = option indices present in gold or pred, as the reference code)."""
+def nll(p: np.ndarray, answer: int, floor: float = 1e-12) -> float:
+    """Negative log-likelihood (natural log) of one respondent's actual ``answer`` under the
+    predicted distribution ``p`` (normalised to sum 1), the probability clipped below at ``floor``
+    so a zero gives ``-ln(1e-12) = 27.6`` instead of infinity."""
+    p = np.asarray(p, dtype=float)
+    tot = p.sum()
+    q = float(p[int(answer)]) / tot if tot > 0 else 0.0
+    return -float(np.log(max(q, floor)))
+
+
+def macro_f1_option_label(pred: Sequence[int], gold: Sequence[int], sample_weight: Sequence[float] | None = None) -> float:
+    """Macro-F1 with the option *number* as the class, all rows of all questions pooled (sklearn
+    ``f1_score(gold, pred, average="macro")``; labels = option indices present in gold or pred).
+    Option 0 of one question and option 0 of another are one class here, whatever they say."""
     if not len(gold):
         return float("nan")
     return float(f1_score(list(gold), list(pred), average="macro", zero_division=0, sample_weight=sample_weight))
+
+
+#: the former name of :func:`macro_f1_option_label`, kept for ``pluralign.analysis.zeroshot``;
+#: the results key ``macro_f1`` is :func:`macro_f1_question_option`, not this
+macro_f1 = macro_f1_option_label
 
 
 def macro_f1_per_question(pred: Sequence[int], gold: Sequence[int], question: Sequence[str],
@@ -190,9 +229,11 @@ def macro_f1_per_question(pred: Sequence[int], gold: Sequence[int], question: Se
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def macro_f1_pooled(pred: Sequence[int], gold: Sequence[int], question: Sequence[str],
-                    sample_weight: Sequence[float] | None = None) -> float:
-    """Macro-F1 over all (question, option) classes pooled together."""
+def macro_f1_question_option(pred: Sequence[int], gold: Sequence[int], question: Sequence[str],
+                             sample_weight: Sequence[float] | None = None) -> float:
+    """Macro-F1 with the (question, option) pair as the class, all rows pooled: sklearn
+    ``f1_score(average="macro")`` over labels ``"{question}:{option}"``, so "Very important" of one
+    question and "Agree strongly" of another are different classes (the results key ``macro_f1``)."""
     g = [f"{q}:{a}" for q, a in zip(question, gold)]
     p = [f"{q}:{a}" for q, a in zip(question, pred)]
     return float(f1_score(g, p, average="macro", zero_division=0, sample_weight=sample_weight)) if g else float("nan")

@@ -10,7 +10,7 @@ from pluralign.io import atomic_write_json, read_json
 
 #: the benchmarks' own metrics (issue 12), shown beside ours in every table
 COLUMNS_BENCH = ["opinionqa_rep", "goqa_sim", "tv", "wvb_w1"]
-COLUMNS_IND = ["accuracy", "macro_f1", "emd", "jsd", *COLUMNS_BENCH, "entropy", "option_mass"]
+COLUMNS_IND = ["accuracy", "nll", "macro_f1", "emd", "jsd", *COLUMNS_BENCH, "entropy", "option_mass"]
 COLUMNS_DIST = ["emd", "jsd", "accuracy", *COLUMNS_BENCH, "entropy", "option_mass"]
 #: metrics compared in the paired-difference table (means over cells, so they have paired intervals)
 COLUMNS_DIFF = ["emd", "jsd", "accuracy", *COLUMNS_BENCH]

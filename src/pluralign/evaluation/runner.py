@@ -71,9 +71,12 @@ def compute_metrics(test: SurveyDataset, probs: Sequence[np.ndarray | None]) -> 
     the hard-label metrics (macro-F1, ``emd_wvb``) split a tied row into one row per tied option of
     weight 1/m. Without ties every definition is the plain argmax one.
 
-    ``macro_f1`` is sklearn's macro-F1 over the option labels with all test rows pooled (the
-    reference definition); ``macro_f1_per_question`` averages it within questions,
-    ``macro_f1_pooled`` uses (question, option) classes. ``emd_wvb`` is WorldValuesBench's
+    ``macro_f1`` is sklearn's macro-F1 with the (question, option) pair as the class, all test rows
+    pooled; ``macro_f1_option_label`` pools the option *numbers* across questions (option 0 of
+    every question one class; the headline before issue 29); ``macro_f1_per_question`` averages
+    the macro-F1 within each question. ``nll`` (individual data, also per group) is the mean
+    negative log-likelihood in nats of the respondent's answer under the predicted distribution,
+    each probability clipped below at 1e-12 (:func:`metrics.nll`). ``emd_wvb`` is WorldValuesBench's
     individual-data EMD (per question, W1 between the predicted and true answer positions scaled
     to [0, 1], then averaged over questions); ``emd`` is ours (per group × question cell).
     ``entropy`` is normalised by log K, ``entropy_nats`` is not.
@@ -95,12 +98,14 @@ def compute_metrics(test: SurveyDataset, probs: Sequence[np.ndarray | None]) -> 
         gold = [e.answer for e in exs]  # type: ignore[union-attr]
         qs = [e.item_id for e in exs]
         credit = [M.mode_credit(p, a) for p, a in zip(ps, gold)]
+        nlls = [M.nll(p, a) for p, a in zip(ps, gold)]
         out["accuracy"] = float(np.mean(credit))
+        out["nll"] = float(np.mean(nlls))
         # hard labels with tied predictions split into weighted rows
         t_pred, t_w, t_gold, t_q = M.expand_ties(ps, gold, qs)
-        out["macro_f1"] = M.macro_f1(t_pred, t_gold, t_w)
+        out["macro_f1"] = M.macro_f1_question_option(t_pred, t_gold, t_q, t_w)
+        out["macro_f1_option_label"] = M.macro_f1_option_label(t_pred, t_gold, t_w)
         out["macro_f1_per_question"] = M.macro_f1_per_question(t_pred, t_gold, t_q, t_w)
-        out["macro_f1_pooled"] = M.macro_f1_pooled(t_pred, t_gold, t_q, t_w)
         out["emd_wvb"] = _emd_wvb(test, gold, qs, t_pred, t_w, t_q)
         # group-level distributions: mean prediction vs empirical answers of the same group and item
         cells: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -122,6 +127,7 @@ def compute_metrics(test: SurveyDataset, probs: Sequence[np.ndarray | None]) -> 
             per_group[g] = {
                 "n": len(js),
                 "accuracy": float(np.mean([credit[j] for j in js])),
+                "nll": float(np.mean([nlls[j] for j in js])),
                 "emd": float(np.mean(ge)),
             }
         out["accuracy_by_group"] = M.mean_std([v["accuracy"] for v in per_group.values()])

@@ -19,23 +19,29 @@ What this loader builds (a :class:`~pluralign.data.preferences.PreferenceDataset
   question out for every region at once;
 * preference pairs, one per record: chosen = the region's most frequent answer (English variant);
   rejected = the most frequent answer that only OTHER regions gave for the same question id (it
-  matches none of this region's answers under BLEnD's matching, below), else a generic hedge
+  matches none of this region's answers under the matching below), else a generic hedge
   (``HEDGE``). ``pair.kind`` says which (``other-region`` / ``hedge``).
 
 Questions BLEnD itself leaves out of scoring are dropped and counted (``meta["dropped"]``): no
 annotation, or ``no-answer + not-applicable >= 3``, or ``idk >= 5`` (``soft_exact_match`` of
 ``evaluation/exact_match.py`` in the BLEnD repository).
 
-Answer matching (:func:`blend_match`) follows BLEnD's soft exact match: the response is
-lower-cased, full-width punctuation mapped to ASCII, a leading ``word:`` prefix dropped, and then
-an answer group counts when one of its variants is a substring of the response (also with
-``-`` <-> space), or when every token of the variant appears among the response's tokens. The
-score is binary (any group matched) and weighted (count of the first matched group / count of the
-most frequent group, groups taken most frequent first). **Deviation:** BLEnD lemmatises tokens
-with a language-specific tool (spaCy for English, jieba, Okt, hazm, ...); here tokens are
-``\\w+`` runs with accents (combining acute) stripped and a light English plural rule (``-ies``,
-``-es``, ``-s``), no external lemmatiser, and variants are lower-cased before the substring test
-(BLEnD lower-cases only the response). Scores can differ from the paper's on inflected answers.
+Answer matching (:func:`blend_match`) follows BLEnD's soft exact match for the clean-up: the
+response is lower-cased, full-width punctuation mapped to ASCII and a leading ``word:`` prefix
+dropped. An answer group then counts when one of its variants occurs in the response **as a whole
+phrase at word boundaries** (:func:`answer_in_response`): both sides are split into words at
+punctuation, spaces, ``-`` and ``'``, lower-cased, combining acute accents dropped, and a word
+matches its plural (``-s``, ``-es``, ``-ies`` <-> ``-y``), so "tea" matches "Teas." and "green tea"
+but not "steak", and "ping-pong" matches "ping pong". The score is binary (any group matched) and
+weighted (count of the first matched group / count of the most frequent group, groups taken most
+frequent first). **Deviations from BLEnD** (issue 29): BLEnD also accepts a variant that is a raw
+substring of the response ("tea" in "steak"), which favours long answers, and a variant whose
+lemmas all appear anywhere in the response in any order; neither is accepted here. BLEnD lemmatises
+with a language-specific tool (spaCy, jieba, Okt, hazm, ...); here the only folding is the plural
+rule above, so answers in languages that attach particles or articles to the word (Korean, Arabic,
+Persian, ...) match only when the response has the bare word. Characters of scripts written without
+spaces (Chinese, Japanese kana, Thai, ...) are one word each, so there a variant matches as a
+character sequence. ``scripts/blend_rematch.py`` recomputes stored reports under both rules.
 
 The data is not shipped (no licence file in the GitHub release; the Hugging Face copy
 ``nayeon212/BLEnD`` is CC BY-SA 4.0). Pass ``blend:/path/to/BLEnD/data``; without a path the
@@ -46,6 +52,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -83,7 +90,7 @@ def region_profile(stem: str) -> Profile:
     return Profile(**fields)
 
 
-# --------------------------------------------------------------------------- matching (BLEnD's soft exact match)
+# --------------------------------------------------------------------------- matching (BLEnD's soft exact match, on whole words)
 _FULLWIDTH = str.maketrans({"：": ":", "、": ",", "，": ",", "。": "."})
 _ACUTE = {ord("\N{COMBINING ACUTE ACCENT}"): None}
 
@@ -105,37 +112,86 @@ def normalise_response(text: str, prompt: str | None = None) -> str:
     return t.strip().strip(".").strip()
 
 
-def _lemma(tok: str) -> str:
-    if len(tok) > 4 and tok.endswith("ies"):
-        return tok[:-3] + "y"
-    if len(tok) > 3 and tok.endswith(("ses", "xes", "zes", "ches", "shes")):
-        return tok[:-2]
-    if len(tok) > 3 and tok.endswith("s") and not tok.endswith(("ss", "us", "is")):
-        return tok[:-1]
-    return tok
+#: scripts written without spaces between words: each character is its own token (no word
+#: boundary can be seen without a segmenter, so an answer in them matches as a character sequence)
+_UNSPACED = ((0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x3040, 0x30FF), (0x3400, 0x4DBF),
+             (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3134F))
 
 
-def match_tokens(text: str) -> list[str]:
+def _unspaced(ch: str) -> bool:
+    o = ord(ch)
+    return any(lo <= o <= hi for lo, hi in _UNSPACED)
+
+
+def _word_char(ch: str) -> bool:
+    return ch == "_" or unicodedata.category(ch)[0] in "LNM"  # letters, digits, combining marks
+
+
+@lru_cache(maxsize=1 << 16)
+def match_tokens(text: str) -> tuple[str, ...]:
+    """The words of ``text`` for matching: NFD, combining acute accents dropped, lower-cased, split
+    at every character that is not a letter, digit, combining mark or ``_`` (so punctuation, ``-``
+    and ``'`` separate words); characters of scripts written without spaces (CJK, kana, Thai, Lao,
+    Khmer, Myanmar) are one token each."""
     t = unicodedata.normalize("NFD", str(text)).translate(_ACUTE).lower()
-    return [_lemma(w) for w in re.findall(r"\w+", t)]
+    out: list[str] = []
+    cur: list[str] = []
+    for ch in t:
+        if _word_char(ch) and not _unspaced(ch):
+            cur.append(ch)
+            continue
+        if cur:
+            out.append("".join(cur))
+            cur = []
+        if _unspaced(ch) and _word_char(ch):
+            out.append(ch)
+    if cur:
+        out.append("".join(cur))
+    return tuple(out)
+
+
+@lru_cache(maxsize=1 << 16)
+def _forms(tok: str) -> frozenset[str]:
+    """``tok`` and its singular readings when it looks like an English plural: ``-s`` (not
+    ``-ss``), ``-es`` and ``-ies`` -> ``-y``, each only when at least 3 letters (2 before ``-y``)
+    remain, so "teas" -> "tea", "dishes" -> "dish", "cherries" -> "cherry", "bus" stays "bus"."""
+    f = {tok}
+    if tok.endswith("s") and not tok.endswith("ss") and len(tok) >= 4:
+        f.add(tok[:-1])
+        if tok.endswith("es") and len(tok) >= 5:
+            f.add(tok[:-2])
+        if tok.endswith("ies") and len(tok) >= 5:
+            f.add(tok[:-3] + "y")
+    return frozenset(f)
+
+
+def _same_word(a: str, b: str) -> bool:
+    """Equal, or one is a plural of the other (:func:`_forms`)."""
+    return a == b or a in _forms(b) or b in _forms(a)
+
+
+def phrase_in(want: Sequence[str], have: Sequence[str]) -> bool:
+    """Whether the token sequence ``want`` occurs contiguously in ``have`` (word by word,
+    :func:`_same_word`)."""
+    n = len(want)
+    if not n or n > len(have):
+        return False
+    return any(all(_same_word(w, h) for w, h in zip(want, have[i:i + n])) for i in range(len(have) - n + 1))
 
 
 def answer_in_response(answer: str, response: str) -> bool:
-    """One answer variant against a normalised response (BLEnD's ``lemma_check``)."""
-    a = str(answer).strip().lower()
-    if not a:
-        return False
-    if a in response or a.replace("-", " ") in response or a.replace(" ", "-") in response:
-        return True
-    want = match_tokens(a)
-    have = set(match_tokens(response))
-    return bool(want) and all(w in have for w in want)
+    """One answer variant against a (normalised) response: the variant's words occur in the
+    response as a whole phrase at word boundaries, after lower-casing, dropping punctuation and
+    acute accents and folding a plural ending (:func:`match_tokens`, :func:`_same_word`). "tea"
+    matches "Teas." and "green tea", not "steak"; "ping-pong" matches "ping pong"."""
+    return phrase_in(match_tokens(str(answer)), match_tokens(str(response)))
 
 
 def blend_match(response: str, answers: Sequence[Sequence[str]], counts: Sequence[int] | None = None, *,
                 prompt: str | None = None) -> tuple[float, float]:
     """``(binary, weighted)`` BLEnD scores of ``response`` against answer groups (most frequent
-    first): 1 / count-of-matched-group over count-of-top-group when a group matches, else 0 / 0."""
+    first): 1 / count-of-matched-group over count-of-top-group when a variant of a group occurs in
+    the response as a whole phrase (:func:`answer_in_response`), else 0 / 0."""
     r = normalise_response(response, prompt)
     if not r or not answers:
         return 0.0, 0.0
@@ -311,5 +367,5 @@ def load_blend(
     return PreferenceDataset("blend", records, pairs, str(root), "self", meta)
 
 
-__all__ = ["load_blend", "blend_match", "normalise_response", "answer_in_response", "region_profile", "neutral_question",
-           "INSTRUCTION", "HEDGE", "REGIONS"]
+__all__ = ["load_blend", "blend_match", "normalise_response", "answer_in_response", "match_tokens", "phrase_in", "region_profile",
+           "neutral_question", "INSTRUCTION", "HEDGE", "REGIONS"]
