@@ -40,5 +40,13 @@ def main() -> None:
     print(f"wrote {MAP}: {len(table['rows'])} countries")
 
 
+    # every wave's coordinates per country (for --map-before: side information from before the evaluation data's wave)
+    from pluralign.data.culture import WAVES, build_wave_table
+
+    waves = build_wave_table(Path(args.data) / "inglehart_welzel_map" / "cultural_map_country_year.csv")
+    atomic_write_json(WAVES, waves)
+    print(f"wrote {WAVES} ({len(waves['rows'])} country-years)")
+
+
 if __name__ == "__main__":
     main()

@@ -14,7 +14,8 @@ The config (JSON) gives ``root`` (output folder), ``common`` (flags of every tra
 ``eval_common`` (flags of every evaluation), ``sets`` (named lists of held-out countries) and
 ``jobs``: each with ``name``, ``set`` (or ``split``/``test_units`` for other splits), ``seed``,
 ``train`` (extra training flags; absent for evaluation-only jobs) and ``eval`` (extra eval flags).
-After the jobs, ``scripts/study_report.py`` writes the tables (``--report`` runs only that).
+After the jobs, the config's ``report`` script (default ``scripts/study_report.py``) writes the
+tables (``--report`` runs only that).
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ def expand(cfg: dict) -> list[dict]:
                 out = root / name
                 sel = dict(cfg.get("selection", {}))
                 sel.update(j.get("selection", {}))
-                if st:
-                    sel.update(split="country", test_units=cfg["sets"][st])
+                if st:  # a named set of held-out countries (one-way country split unless the selection says two-way)
+                    sel.setdefault("split", "country")
+                    sel.update(test_units=cfg["sets"][st])
                 train_cmd = None
                 if "train" in j:
                     targs = {**cfg.get("common", {}), **sel, **j["train"], "seed": seed, "out": str(out)}
@@ -71,7 +73,8 @@ def expand(cfg: dict) -> list[dict]:
                     eval_cmd = ["pluralign", "eval", "--model", str(targs.get("model", "smollm2-135m")),
                                 "--adapter", str(out / "adapter"), *_flags(eargs), "--no-progress"]
                 else:
-                    esel = {k: v for k, v in sel.items() if k in ("data", "split", "test_units", "questions", "countries")}
+                    esel = {k: v for k, v in sel.items() if k in ("data", "split", "test_units", "questions", "countries", "test_questions",
+                                                                   "question_test_frac", "val_frac", "map_before")}
                     eval_cmd = ["pluralign", "eval", *_flags({**esel, **eargs, "seed": seed}), "--no-progress"]
                 jobs.append({"name": name, "group": j["name"], "set": st, "seed": seed, "out": out,
                              "train": train_cmd, "eval": eval_cmd})
@@ -170,7 +173,8 @@ def main() -> None:
             todo = waiting
         if args.dry_run:
             return
-    subprocess.run([sys.executable, str(REPO / "scripts" / "study_report.py"), args.config], check=False, cwd=REPO)
+    report = cfg.get("report", "scripts/study_report.py")
+    subprocess.run([sys.executable, str(REPO / report), args.config], check=False, cwd=REPO)
 
 
 if __name__ == "__main__":

@@ -296,18 +296,22 @@ def main() -> None:
                  "prompt and, for CuMA, in the router. Accuracy: the predicted mode is the respondent's answer (tie-aware); "
                  "NLL: negative log-probability of the respondent's answer (nats); EMD: per (country, item) cell, the mean "
                  "prediction vs the held-out respondents' answers. References are model-free: `uniform`, and `train_mean`, the "
-                 "training respondents' answer shares of the same item.\n")
+                 "country-equal mean of the training countries' answer shares of the same item (each country counts once, "
+                 "whatever its number of respondents). Every reference value is the mean over the same seeds as the job's "
+                 "(each seed draws its own respondent split).\n")
         L.append("| job | seeds | accuracy | macro-F1 | NLL | EMD (cells) | uniform acc. | train_mean acc. | train_mean NLL | train_mean EMD |")
         L.append("|---|---|---|---|---|---|---|---|---|---|")
         for g in probe:
             rs = [r for r in done.values() if r["job"]["group"] == g]
-            ref = rs[0]["res"].get("references", {})
+            def refm(name, metric):  # a reference's metric over the same seeds as the job's rows
+                return [r["res"].get("references", {}).get(name, {}).get("metrics", {}).get(metric) for r in rs]
+
             L.append(f"| {g} | {len(rs)} | {ms([r['res']['metrics'].get('accuracy') for r in rs], 3)} | "
                      f"{ms([r['res']['metrics'].get('macro_f1') for r in rs], 3)} | {ms([_nll(r['answers']) for r in rs], 3)} | "
-                     f"{ms([r['emd'] for r in rs])} | {fmt(ref.get('uniform', {}).get('metrics', {}).get('accuracy'), 3)} | "
-                     f"{fmt(ref.get('train_mean', {}).get('metrics', {}).get('accuracy'), 3)} | "
+                     f"{ms([r['emd'] for r in rs])} | {ms(refm('uniform', 'accuracy'), 3)} | "
+                     f"{ms(refm('train_mean', 'accuracy'), 3)} | "
                      f"{ms([_nll(_probe_ref(r)) for r in rs], 3)} | "
-                     f"{fmt(ref.get('train_mean', {}).get('metrics', {}).get('emd'))} |")
+                     f"{ms(refm('train_mean', 'emd'))} |")
         cu = {r["job"]["seed"]: r for r in done.values() if r["job"]["group"] == "probe-cuma-v2"}
         lo = {r["job"]["seed"]: r for r in done.values() if r["job"]["group"] == "probe-lora-v2"}
         pairs = sorted(set(cu) & set(lo))

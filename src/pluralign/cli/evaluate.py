@@ -21,12 +21,19 @@ Examples:
   pluralign eval --model Qwen/Qwen2.5-0.5B-Instruct --data wvs-shares --test-units USA,CHN
   pluralign eval --adapter runs/cuma/adapter      # a trained adapter, scored on its run's held-out part
 
+Two-way split (--split country,question): countries and questions are held out at once, and every method is scored on three cells, unseen_questions (training countries x test questions), unseen_countries (test countries x training questions) and unseen_both, each beside its references: uniform, the training countries' mean, the cultural-map neighbours and kernel (unseen countries), and the text-similarity reference (unseen questions: the same country's answers to the most similar training questions). With --val-frac, the references' settings (map k, kernel bandwidth, text k) are chosen on the validation rows, never on a test row.
+
+  pluralign eval --data wvs-shares --split country,question --test-units ETH,BRA,AUS,BOL --val-frac 0.15 --method persona
+
 An adapter trained by `pluralign train` knows its run: by default its data selection, held-out split and prompt format (method, labels, chat template) are rebuilt from what the run recorded, so no row it was trained on is scored. A selection whose test rows were trained on, other option labels, or another method than the run's is refused.
 """
 
 #: eval arguments a training run's split record sets (argument -> record key)
-SELECTION = {"data": "data", "split": "by", "test_frac": "test_frac", "seed": "seed", "test_units": "test_units", "countries": "countries", "questions": "questions"}
-PROMPT_FORMAT = {"method": "eval_method", "labels": "labels", "chat_template": "chat_template", "enrich_profile": "enrich_profile"}
+SELECTION = {"data": "data", "split": "by", "test_frac": "test_frac", "seed": "seed", "test_units": "test_units", "countries": "countries",
+             "questions": "questions", "test_questions": "test_questions", "question_test_frac": "question_test_frac", "val_frac": "val_frac"}
+PROMPT_FORMAT = {"method": "eval_method", "labels": "labels", "chat_template": "chat_template", "enrich_profile": "enrich_profile",
+                 "map_before": "map_before"}
+LIST_ARGS = ("test_units", "countries", "questions", "test_questions")
 
 
 def register(app: typer.Typer) -> None:
@@ -39,9 +46,12 @@ def eval_cmd(
     data: str = typer.Option("wvs-shares", help="Dataset: a loader name (wvs-shares, wvs-probe, ...), name:path, or a path."),
     strict: bool = typer.Option(False, "--strict", help="Fail on the first unusable cell of the data (default: skip it and count it per reason, reported as dataset.dropped); for loaders that skip cells."),
     method: str = typer.Option("vanilla,persona", help="Comma-separated prompting methods: vanilla, persona, fewshot."),
-    split: str = typer.Option("auto", help="Hold-out unit: respondent, question, country, profile, none; auto = respondent for individual data, country for group data."),
-    test_units: Optional[str] = typer.Option(None, help="Comma-separated units for the test part (e.g. USA,CHN,DEU for --split country); default: a hashed --test-frac."),
-    test_frac: float = typer.Option(0.2, help="Fraction of units held out for testing when --test-units is not given."),
+    split: str = typer.Option("auto", help="Hold-out unit: respondent, question, country, profile, country,question (two-way: three cells), none; auto = respondent for individual data, country for group data."),
+    test_units: Optional[str] = typer.Option(None, help="Comma-separated units for the test part (e.g. USA,CHN,DEU for --split country or country,question); default: a hashed --test-frac."),
+    test_frac: float = typer.Option(0.2, help="Fraction of units held out for testing when --test-units is not given (two-way split: of countries)."),
+    test_questions: Optional[str] = typer.Option(None, help="Two-way split: comma-separated test question ids (default: a hashed --question-test-frac)."),
+    question_test_frac: Optional[float] = typer.Option(None, help="Two-way split: fraction of questions held out (default: --test-frac)."),
+    val_frac: float = typer.Option(0.0, help="Fraction of units kept for validation (both axes of the two-way split): the references' settings are chosen there. Default with --adapter: as the adapter's run."),
     countries: Optional[str] = typer.Option(None, help="Restrict the dataset to these countries (ISO3 codes or names) before splitting."),
     questions: Optional[str] = typer.Option(None, help="Restrict to these question ids (comma-separated)."),
     max_items: Optional[int] = typer.Option(None, help="Keep N test questions spread evenly over the questionnaire (quick runs)."),
@@ -57,7 +67,10 @@ def eval_cmd(
     soft_prompt: Optional[Path] = typer.Option(None, help="A soft prompt (pluralign softprompt) to prepend."),
     seed: int = typer.Option(0, help="Seed of the split and of demonstration sampling."),
     enrich_profile: bool = typer.Option(False, "--enrich-profile/--no-enrich-profile", help="Country profiles also carry their Inglehart-Welzel cultural-map position and zone (in the persona text); default with --adapter: as the adapter's run."),
-    map_k: int = typer.Option(3, help="Training countries averaged by the cultural-map nearest-neighbour reference (culture_map_knn)."),
+    map_k: Optional[int] = typer.Option(None, help="Training countries averaged by the cultural-map nearest-neighbour reference (culture_map_knn). Default: chosen on the validation countries (--val-frac), else 3."),
+    text_k: Optional[int] = typer.Option(None, help="Training questions averaged by the text-similarity reference of unseen questions (text_knn). Default: chosen on the validation questions, else 5."),
+    text_encoder: str = typer.Option("minilm-l6", help="Question-text encoder of the text-similarity reference: a sentence encoder (minilm-l6, hub id, folder) or tfidf."),
+    map_before: Optional[int] = typer.Option(None, help="Cultural-map wave of --enrich-profile and the map references: each country's latest coordinates from a survey year before this one (e.g. 2017 for WVS-7 data). Default with --adapter: as the adapter's run; else the latest."),
     readout: str = typer.Option("logprob", help="How the answer distribution is read, comma-separated for several: logprob (option-label probabilities), verbalized (the model writes a JSON of percentages per option; unparseable replies are counted and not scored), sampled (--samples answers at temperature 1, histogram)."),
     samples: int = typer.Option(8, help="Answers sampled per prompt for --readout sampled."),
     bootstrap: int = typer.Option(1000, help="Bootstrap replicates (seeded with --seed) for the intervals over groups and questions; 0 = no intervals."),
@@ -76,7 +89,8 @@ def eval_cmd(
         labels=labels, chat_template=chat_template, batch_size=batch_size, dtype=dtype, device=device,
         adapter=adapter, split_from=split_from, soft_prompt=soft_prompt, seed=seed, out=out, plot=plot, progress=progress,
         enrich_profile=enrich_profile, map_k=map_k, readout=readout, samples=samples, bootstrap=bootstrap,
-        reference_data=reference_data,
+        reference_data=reference_data, test_questions=test_questions, question_test_frac=question_test_frac, val_frac=val_frac,
+        text_k=text_k, text_encoder=text_encoder, map_before=map_before,
     )
 
 
@@ -112,6 +126,9 @@ def _normalise_record(rec, file, extra: dict | None = None) -> dict:
             "test_units": [str(x) for x in rec.get("test_units") or []],
             "countries": [str(x) for x in rec.get("countries") or []],
             "questions": [str(x) for x in rec.get("questions") or []],
+            "test_questions": [str(x) for x in rec.get("test_questions") or []],
+            "question_test_frac": None if rec.get("question_test_frac") is None else float(rec["question_test_frac"]),
+            "val_frac": float(rec.get("val_frac") or 0.0),
         }
     except (KeyError, TypeError, ValueError) as e:
         raise PluralignError(f"malformed split record ({e})", file=file) from None
@@ -122,6 +139,7 @@ def _normalise_record(rec, file, extra: dict | None = None) -> dict:
     out["labels"] = rec.get("labels", tc.get("labels"))
     out["chat_template"] = rec.get("chat_template", tc.get("chat_template"))
     out["enrich_profile"] = bool(rec.get("enrich_profile", tc.get("enrich_profile", False)))
+    out["map_before"] = rec.get("map_before", tc.get("map_before"))
     out["file"] = str(file)
     return out
 
@@ -155,7 +173,7 @@ def _adapter_record(adapter) -> dict | None:
 
 def _arg_value(name: str, v):
     """A record value in the form of the CLI argument ``name``."""
-    if name in ("test_units", "countries", "questions"):
+    if name in LIST_ARGS:
         return [str(x) for x in v] or None  # a list, never re-joined: a unit may contain a comma
     return v
 
@@ -170,7 +188,7 @@ def _apply_record(a: dict, rec: dict, explicit: set, fields: dict) -> list[str]:
         want = _arg_value(arg, rec[key])
         if arg in explicit:
             have = a[arg]
-            if arg in ("test_units", "countries", "questions"):
+            if arg in LIST_ARGS:
                 have = _csv(have)
             if have != want:
                 differ.append(arg)
@@ -191,7 +209,9 @@ def _trained_rows_in(test, rec: dict, loaded: dict) -> int:
     ds = loaded.get(rec["data"]) or load_dataset(rec["data"])
     if rec["countries"] or rec["questions"]:
         ds = ds.filter(countries=rec["countries"] or None, questions=rec["questions"] or None)
-    sp = split_dataset(ds, rec["by"], test_frac=rec["test_frac"], seed=rec["seed"], test_units=rec["test_units"] or None)
+    sp = split_dataset(ds, rec["by"], test_frac=rec["test_frac"], seed=rec["seed"], test_units=rec["test_units"] or None,
+                       val_frac=rec.get("val_frac", 0.0), test_questions=rec.get("test_questions") or None,
+                       question_test_frac=rec.get("question_test_frac"))
     both = ds.kind == "individual" and test.kind == "individual"
     trained = {_row_key(e, both) for e in sp.train.examples}
     return sum(_row_key(e, both) in trained for e in test.examples)
@@ -291,8 +311,52 @@ def reference_dataset(test, spec: str):
     return out, info
 
 
+def _reference_settings(a: dict, sp, train, explicit: set):
+    """The references' settings: --map-k / --text-k as given, else chosen on the validation rows
+    (two-way split: its validation cells; one-way: the whole validation part), else the defaults."""
+    from pluralign.evaluation.references import ReferenceSettings, tune_references
+
+    s = ReferenceSettings(map_k=a["map_k"] if a.get("map_k") is not None else 3, text_k=a["text_k"] if a.get("text_k") is not None else 5,
+                          text_encoder=a.get("text_encoder") or "minilm-l6", map_before=a.get("map_before"))
+    val_cells = sp.val_cells() or ({"all": sp.val} if sp.val is not None else {})
+    if not val_cells or a.get("reference_data"):
+        return s
+    tuned = tune_references(train, val_cells, s)
+    if a.get("map_k") is not None:  # explicit flags win over the validation choice
+        tuned.map_k = a["map_k"]
+    if a.get("text_k") is not None:
+        tuned.text_k = a["text_k"]
+    return tuned
+
+
+def readout_agreement(results: list[dict], ordinal: dict | None = None) -> list[dict]:
+    """For each method and cell scored with both the logprob and the sampled read-out: the mean EMD
+    between the two predicted distributions over the rows both answered, and the logprob
+    read-out's option mass (how much of the next-token distribution is on the labels)."""
+    import numpy as np
+
+    from pluralign.evaluation import metrics as M
+
+    out = []
+    by = {}
+    for r in results:
+        by[(r.get("method"), r.get("cell"), (r.get("readout") or {}).get("name", "logprob"))] = r
+    for (m, cell, ro), r in by.items():
+        s = by.get((m, cell, "sampled"))
+        if ro != "logprob" or s is None or not r.get("predictions") or not s.get("predictions"):
+            continue
+        vals = [M.emd(np.asarray(a["probs"]), np.asarray(b["probs"]), (ordinal or {}).get(a["item_id"], True))
+                for a, b in zip(r["predictions"], s["predictions"]) if a["probs"] is not None and b["probs"] is not None]
+        if vals:
+            out.append({"method": m, "cell": cell, "emd": float(np.mean(vals)), "n": len(vals),
+                        "option_mass": float(r["metrics"].get("option_mass", float("nan")))})
+    return out
+
+
 def _run(**a) -> None:
     quiet_libraries()
+    import dataclasses
+
     from pluralign.data import load_dataset, split_dataset
     from pluralign.data.splits import resolve_auto_split
     from pluralign.evaluation.methods import METHODS
@@ -319,6 +383,10 @@ def _run(**a) -> None:
             + (f" (explicit: {', '.join('--' + o.replace('_', '-') for o in overridden)})" if overridden else ""),
             err=True,
         )
+        if a["split"] != "country,question":  # a one-way split asked for: the record's two-way settings do not apply
+            for k in ("test_questions", "question_test_frac"):
+                if k not in explicit:
+                    a[k] = None
     if fmt_rec is not None:
         _apply_record(a, fmt_rec, explicit, PROMPT_FORMAT)
     methods = _csv(a["method"]) or ["vanilla"]
@@ -334,12 +402,17 @@ def _run(**a) -> None:
     if a.get("enrich_profile"):
         from pluralign.data.culture import enrich_dataset
 
-        ds = enrich_dataset(ds)
+        ds = enrich_dataset(ds, before=a.get("map_before"))
     by = a["split"] if a["split"] != "auto" else resolve_auto_split(ds.kind)
-    sp = split_dataset(ds, by, test_frac=a["test_frac"], seed=a["seed"], test_units=_csv(a["test_units"]))
+    sp = split_dataset(ds, by, test_frac=a["test_frac"], seed=a["seed"], test_units=_csv(a["test_units"]),
+                       val_frac=a.get("val_frac") or 0.0, test_questions=_csv(a.get("test_questions")),
+                       question_test_frac=a.get("question_test_frac"))
     test = sp.test
     if a["max_items"]:
         test = test.filter(questions=spread_items(test, a["max_items"]))
+    # the test part by cell (two-way split), each scored and reported on its own
+    cells = {c: (t.filter(questions=[q for q in t.items if q in test.items]) if a["max_items"] else t)
+             for c, t in sp.test_cells().items() if not a["max_items"] or set(t.items) & set(test.items)}
     trained_in_test = None
     if a["adapter"] and run_rec is not None:
         _check_prompt_format(a, methods, test, run_rec, explicit)
@@ -362,7 +435,14 @@ def _run(**a) -> None:
         "record": sel_rec["file"] if sel_rec is not None else None,
         "explicit": sorted(explicit & (set(SELECTION) | set(PROMPT_FORMAT))),
         "trained_rows_in_test": trained_in_test,  # None: not checked (no adapter, or it records no split)
+        "test_questions": _csv(a.get("test_questions")) or [], "question_test_frac": a.get("question_test_frac"),
+        "val_frac": a.get("val_frac") or 0.0, "map_before": a.get("map_before"),
     }
+    if sp.country_part is not None:
+        split_info["test_countries"] = sp.units("country", "test")
+        split_info["test_question_list"] = sp.units("question", "test")
+        split_info["val_countries"] = sp.units("country", "val")
+        split_info["val_questions"] = sp.units("question", "val")
     typer.echo(
         f"data {ds.name} ({ds.kind}): {len(ds)} examples; split by {by}: train {len(sp.train)}, test {len(test)} "
         f"({len(test.items)} items, {len(test.groups())} groups)",
@@ -377,6 +457,7 @@ def _run(**a) -> None:
             f"{len(test.items)} test items matched ({ref_info['matched_by_id']} by id, {ref_info['matched_by_text']} by text)",
             err=True,
         )
+    ref_settings = _reference_settings(a, sp, train, explicit)
     typer.echo(f"loading {a['model']} ...", err=True)
     model, tok = load_backbone(a["model"], dtype=a["dtype"], device=a["device"])
     profile_kwargs = None
@@ -394,29 +475,45 @@ def _run(**a) -> None:
     from pluralign.io import StagedOutput
 
     stage = StagedOutput(out)  # files go to a staging folder, swapped in whole at the end: old set or new set, never a mix
+    parts = cells or {None: test}
     try:
         for m in methods:
             for ro in readouts:
                 cfg = EvalConfig(
                     method=m, k_shot=a["k_shot"], batch_size=a["batch_size"], scoring=a["scoring"], labels=a["labels"],
-                    chat_template=None if a["chat_template"] else False, seed=a["seed"], map_k=a.get("map_k", 3),
-                    readout=ro, samples=a.get("samples", 8), bootstrap=a.get("bootstrap", 1000),
+                    chat_template=None if a["chat_template"] else False, seed=a["seed"], map_k=ref_settings.map_k,
+                    map_bandwidth=ref_settings.map_bandwidth, text_k=ref_settings.text_k, text_encoder=ref_settings.text_encoder,
+                    map_before=ref_settings.map_before, readout=ro, samples=a.get("samples", 8), bootstrap=a.get("bootstrap", 1000),
                 )
-                res = evaluate(
-                    model, tok, test, cfg, train=train, model_name=a["model"], split=dict(split_info, method=m),
-                    profile_kwargs=profile_kwargs, progress=a["progress"],
-                    adapter=str(a["adapter"]) if a["adapter"] else None,
-                )
-                if a["soft_prompt"]:
-                    res["soft_prompt"] = str(a["soft_prompt"])
-                res.setdefault("dataset", {})["dropped"] = dict(full.meta.get("dropped") or {})  # unusable cells the loader skipped
-                path = out / save_results(res, stage.path / (f"eval-{ds.name}-{m}.json" if ro == "logprob" else f"eval-{ds.name}-{m}-{ro}.json")).name
-                typer.echo(f"{m}{'' if ro == 'logprob' else ' (' + ro + ')'}: wrote {path}" + _readout_note(res), err=True)
-                results.append(res)
-                paths.append(str(path))
-        header, rows = summary_rows(results)
-        dheader, drows, dwarn = difference_rows(results)
-        summary = {"results": paths, "table": {"header": header, "rows": rows}, "differences": {"header": dheader, "rows": drows}}
+                for cell, part in parts.items():
+                    res = evaluate(
+                        model, tok, part, cfg, train=train, model_name=a["model"], split=dict(split_info, method=m),
+                        profile_kwargs=profile_kwargs, progress=a["progress"],
+                        adapter=str(a["adapter"]) if a["adapter"] else None, references=ref_settings, cell=cell,
+                    )
+                    if a["soft_prompt"]:
+                        res["soft_prompt"] = str(a["soft_prompt"])
+                    res.setdefault("dataset", {})["dropped"] = dict(full.meta.get("dropped") or {})  # unusable cells the loader skipped
+                    name = f"eval-{ds.name}-{m}" + ("" if ro == "logprob" else f"-{ro}") + (f"@{cell}" if cell else "") + ".json"
+                    path = out / save_results(res, stage.path / name).name
+                    typer.echo(f"{m}{'' if ro == 'logprob' else ' (' + ro + ')'}{' [' + cell + ']' if cell else ''}: wrote {path}"
+                               + _readout_note(res), err=True)
+                    results.append(res)
+                    paths.append(str(path))
+        agreement = readout_agreement(results, {q: it.ordinal for q, it in ds.items.items()})
+        tables = {}
+        for cell in parts:
+            rs = [r for r in results if r.get("cell") == cell]
+            refs = tuple(rs[0]["references"]) if rs else ("train_mean",)
+            h, rws = summary_rows(rs)
+            dh, drw, dw = difference_rows(rs, references=refs if (cell or rs[0]["dataset"]["kind"] == "individual") else ("train_mean",))
+            tables[cell] = (h, rws, dh, drw, dw)
+        header, rows, dheader, drows, dwarn = tables[next(iter(parts))]
+        summary = {"results": paths, "table": {"header": header, "rows": rows}, "differences": {"header": dheader, "rows": drows},
+                   "reference_settings": dataclasses.asdict(ref_settings), "readout_agreement": agreement}
+        if cells:
+            summary["cells"] = {c: {"table": {"header": t[0], "rows": t[1]}, "differences": {"header": t[2], "rows": t[3]}}
+                                for c, t in tables.items()}
         save_results(summary, stage.path / "summary.json")
         if a["plot"]:
             typer.echo(f"plot: {out / write_plot(results, stage.path / 'summary.png').name}", err=True)
@@ -424,8 +521,18 @@ def _run(**a) -> None:
     except BaseException:  # an error or Ctrl-C: the staging folder goes, the earlier set stays
         stage.abort()
         raise
-    typer.echo(markdown_table(header, rows))
-    if drows:
-        typer.echo("")
-        typer.echo(markdown_table(dheader, drows))
+    for cell, (header, rows, dheader, drows, _) in tables.items():
+        if cell:
+            typer.echo(f"\n### {cell}\n")
+        typer.echo(markdown_table(header, rows))
+        if drows:
+            typer.echo("")
+            typer.echo(markdown_table(dheader, drows))
+    if any(t[3] for t in tables.values()):
         typer.echo(difference_note(results), err=True)
+    if ref_settings.chosen_on == "validation":
+        typer.echo(f"reference settings chosen on validation rows: map k {ref_settings.map_k}, kernel bandwidth "
+                   f"{ref_settings.map_bandwidth}, text k {ref_settings.text_k}", err=True)
+    for row in agreement:
+        typer.echo(f"read-outs of {row['method']}{' [' + row['cell'] + ']' if row['cell'] else ''}: EMD(sampled, logprob) "
+                   f"{row['emd']:.3f} over {row['n']} rows; option mass {row['option_mass']:.3f}", err=True)

@@ -119,7 +119,10 @@ class FewShot(PromptMethod):
         return f"{ex.profile.key()}#{rid}"
 
     def _demos(self, ex: Example) -> list[Example]:
-        pool = [d for d in self._by_group.get(ex.group, []) if getattr(d, "respondent_id", None) != getattr(ex, "respondent_id", 0)]
+        rid = getattr(ex, "respondent_id", None)
+        # never the scored row's own answer: not the same respondent, and for group data not the same (group, item) cell
+        pool = [d for d in self._by_group.get(ex.group, [])
+                if (getattr(d, "respondent_id", None) != rid if rid is not None else d.item_id != ex.item_id)]
         if not pool:
             raise PluralignError(
                 f"fewshot: no training examples for group {ex.group!r}; split by respondent or question, not by country",

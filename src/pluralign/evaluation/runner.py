@@ -38,6 +38,10 @@ class EvalConfig:
     max_length: int | None = None
     keep_predictions: bool = True
     map_k: int = 3  # training countries averaged by the cultural-map nearest-neighbour reference
+    map_bandwidth: float = 0.5  # map-distance bandwidth of the cultural-map kernel reference
+    text_k: int = 5  # training questions averaged by the text-similarity reference (unseen questions)
+    text_encoder: str = "minilm-l6"  # question-text encoder of the text-similarity reference (or 'tfidf')
+    map_before: int | None = None  # map wave: coordinates from before this survey year (None: latest)
     # read-outs (pluralign.evaluation.readouts) and bootstrap intervals (pluralign.evaluation.bootstrap)
     readout: str = "logprob"  # logprob | verbalized | sampled
     samples: int = 8  # answers sampled per prompt (sampled read-out)
@@ -174,50 +178,23 @@ def _emd_wvb(test: SurveyDataset, gold, qs, t_pred, t_w, t_q) -> float:
 
 
 def reference_predictions(
-    test: SurveyDataset, train: SurveyDataset | None, *, map_k: int = 3
+    test: SurveyDataset, train: SurveyDataset | None, *, map_k: int = 3, settings=None
 ) -> dict[str, list[np.ndarray | None]]:
-    """Model-free reference predictors.
+    """Model-free reference predictors (:mod:`pluralign.evaluation.references`): uniform, the
+    training groups' mean, the cultural-map neighbours and kernel, the text-similarity reference
+    for unseen questions, and the pooled / per-country answer shares of individual data."""
+    from pluralign.evaluation.references import ReferenceSettings
+    from pluralign.evaluation.references import reference_predictions as _refs
 
-    * ``uniform``;
-    * ``train_mean``: per item, the mean of the training groups' answer distributions (what a
-      model that collapsed to the mean would say); ``None`` for items absent from training;
-    * ``culture_map_knn`` (group data whose countries the Inglehart–Welzel map covers): per item,
-      the mean answer of the ``map_k`` training countries nearest to the test country on the map
-      (:func:`pluralign.data.culture.nearest_groups`). It is the bar that shows whether a model
-      learned more than where a country sits culturally."""
-    refs: dict[str, list[np.ndarray | None]] = {
-        "uniform": [np.full(test.items[e.item_id].n_options, 1.0 / test.items[e.item_id].n_options) for e in test.examples]
-    }
-    if train is not None and len(train) and train is not test:
-        mean = mean_distributions(train)
-        refs["train_mean"] = [mean.get(e.item_id) for e in test.examples]
-        knn = culture_map_knn(test, train, k=map_k)
-        if knn is not None:
-            refs["culture_map_knn"] = knn
-    return refs
+    return _refs(test, train, settings or ReferenceSettings(map_k=map_k))
 
 
 def culture_map_knn(test: SurveyDataset, train: SurveyDataset, *, k: int = 3) -> list[np.ndarray | None] | None:
     """The cultural-map nearest-neighbour predictions for group data (None when it does not apply:
     individual data, or groups without a country the map covers)."""
-    if test.kind == "individual" or train.kind == "individual" or k < 1:
-        return None
-    from pluralign.data.culture import lookup, nearest_groups
+    from pluralign.evaluation.references import culture_map_knn as _knn
 
-    country = {}
-    for e in list(test.examples) + list(train.examples):
-        country.setdefault(e.group, e.profile.country)
-    if any(lookup(country[g]) is None for g in {e.group for e in test.examples}):
-        return None
-    by_item: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
-    for e in train.examples:
-        by_item[e.item_id][country[e.group]] = np.asarray(e.probs, dtype=float)
-    out: list[np.ndarray | None] = []
-    for e in test.examples:
-        cands = by_item.get(e.item_id, {})
-        nn = nearest_groups(country[e.group], list(cands), k)
-        out.append(np.mean([cands[c] / cands[c].sum() for c in nn], axis=0) if nn else None)
-    return out
+    return _knn(test, train, k=k)
 
 
 # ---------------------------------------------------------------------------------- prompts
@@ -334,9 +311,18 @@ def evaluate(
     profile_kwargs: Callable[[list[Profile]], dict] | None = None,
     progress: bool = True,
     adapter: str | None = None,
+    references=None,
+    cell: str | None = None,
 ) -> dict:
-    """Evaluate and return the results dict (schema ``pluralign.eval/1``)."""
+    """Evaluate and return the results dict (schema ``pluralign.eval/1``). ``references``: the
+    :class:`~pluralign.evaluation.references.ReferenceSettings` (e.g. chosen on validation rows by
+    ``tune_references``; default: from ``cfg``); ``cell``: the two-way split's cell of ``test``."""
     cfg = cfg or EvalConfig()
+    if references is None:
+        from pluralign.evaluation.references import ReferenceSettings
+
+        references = ReferenceSettings(map_k=cfg.map_k, map_bandwidth=cfg.map_bandwidth, text_k=cfg.text_k,
+                                       text_encoder=cfg.text_encoder, map_before=cfg.map_before)
     preds = predict(model, tok, test, cfg, train=train, profile_kwargs=profile_kwargs, progress=progress)
     overall, per_group = compute_metrics(test, preds.probs)
     overall["option_mass"] = float(np.mean(preds.mass))
@@ -345,7 +331,7 @@ def evaluate(
     boot = dict(n_boot=cfg.bootstrap, seed=cfg.seed, level=cfg.confidence, unit=cfg.bootstrap_unit)
     intervals, cells = add_benchmark(test, preds.probs, overall, per_group, **boot)
     refs = {}
-    for name, ps in reference_predictions(test, train, map_k=cfg.map_k).items():
+    for name, ps in reference_predictions(test, train, settings=references).items():
         m, g = compute_metrics(test, ps)
         refs[name] = {"metrics": m, "per_group": g}
         refs[name]["intervals"], refs[name]["cells"] = add_benchmark(test, ps, m, g, **boot)
@@ -357,6 +343,8 @@ def evaluate(
         "adapter": adapter,
         "dataset": {"name": test.name, "source": test.source, "kind": test.kind, "n_items": len(test.items), "groups": test.groups()},
         "split": split or {},
+        "cell": cell,
+        "reference_settings": asdict(references),
         "method": cfg.method,
         "config": asdict(cfg),
         "timing": {"seconds": preds.seconds, "prompts": preds.n_prompts, "prompts_per_second": preds.n_prompts / max(preds.seconds, 1e-9)},

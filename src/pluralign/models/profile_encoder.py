@@ -178,17 +178,18 @@ class CultureMapEncoder(_CachedEncoder):
     survival–self-expression coordinates, a one-hot of the 8 zones and an on-map flag (all zero
     when the map does not cover the country)."""
 
-    def __init__(self) -> None:
+    def __init__(self, before: int | None = None) -> None:
         super().__init__()
         from pluralign.data.culture import feature_dim
 
-        self.name = "culture-map"
+        self.before = before  # coordinates from the latest survey year before this one (None: latest)
+        self.name = "culture-map" if before is None else f"culture-map:before={before}"
         self.dim = feature_dim()
 
     def _embed(self, profiles: list) -> torch.Tensor:
         from pluralign.data.culture import culture_features
 
-        return torch.tensor([culture_features(p.country) for p in profiles], dtype=torch.float32)
+        return torch.tensor([culture_features(p.country, self.before) for p in profiles], dtype=torch.float32)
 
 
 class BackboneProfileEncoder(_CachedEncoder):
@@ -260,7 +261,8 @@ def needs_backbone(spec: str) -> bool:
 
 def make_profile_encoder(spec: str = DEFAULT_ENCODER, *, backbone: tuple | None = None, device: str | None = None):
     """An encoder from a spec: a sentence-encoder name / hub id / folder, ``backbone[:LAYER]``
-    (needs ``backbone=(model, tokenizer)``), ``culture-map``, or several joined by ``+``."""
+    (needs ``backbone=(model, tokenizer)``), ``culture-map`` (or ``culture-map:before=YEAR``: an
+    earlier wave's coordinates), or several joined by ``+``."""
     parts = [p.strip() for p in str(spec).split("+") if p.strip()]
     if not parts:
         raise PluralignError("empty profile encoder spec", field="profile_encoder")
@@ -269,6 +271,11 @@ def make_profile_encoder(spec: str = DEFAULT_ENCODER, *, backbone: tuple | None 
         head, _, arg = part.partition(":")
         if part == "culture-map":
             encs.append(CultureMapEncoder())
+        elif head == "culture-map":  # culture-map:before=YEAR (an earlier wave's coordinates)
+            key, _, year = arg.partition("=")
+            if key != "before" or not year.isdigit():
+                raise PluralignError(f"culture-map takes ':before=YEAR', got {part!r}", field="profile_encoder")
+            encs.append(CultureMapEncoder(before=int(year)))
         elif head == "backbone":
             if backbone is None:
                 raise PluralignError("the 'backbone' profile encoder needs the backbone model and tokenizer", field="profile_encoder")

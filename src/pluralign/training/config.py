@@ -30,9 +30,12 @@ class TrainConfig:
     data: str = _f("wvs-probe", "Dataset: a loader name (wvs-probe, wvs-shares, ...) or a path; preference / prompt data (prism:DIR, community-alignment:CSV, blend[:DIR]) for text SFT, DPO and GRPO.")
     strict: bool = _f(False, "Fail on the first unusable cell of the data (default: skip it and count it per reason in train_summary.json's dataset.dropped).")
     # ---------------------------------------------------------------- split
-    split: str = _f("auto", "Hold-out unit: respondent, question, country, profile; auto = respondent for individual data, country for group data (held-out countries; the same rule as `pluralign eval --split auto`).")
-    test_frac: float = _f(0.2, "Fraction of units held out for testing (never trained on).")
-    test_units: list = _f([], "Explicit units of the test part (overrides test_frac).")
+    split: str = _f("auto", "Hold-out unit: respondent, question, country, profile, or country,question (two-way: countries and questions held out at once; training sees only training countries x training questions; evaluation reports the cells unseen_questions, unseen_countries, unseen_both); auto = respondent for individual data, country for group data (held-out countries; the same rule as `pluralign eval --split auto`).")
+    test_frac: float = _f(0.2, "Fraction of units held out for testing (never trained on); with the two-way split, of countries.")
+    test_units: list = _f([], "Explicit units of the test part (overrides test_frac); with the two-way split, the test countries.")
+    test_questions: list = _f([], "Two-way split: explicit test questions (overrides question_test_frac).")
+    question_test_frac: float | None = _f(None, "Two-way split: fraction of questions held out for testing (None: test_frac).")
+    val_frac: float = _f(0.0, "Fraction of units kept for validation (never trained on, never tested; where settings such as a reference's k are chosen); with the two-way split, on both axes.")
     countries: list = _f([], "Restrict the dataset to these countries before splitting.")
     questions: list = _f([], "Restrict the dataset to these question ids before splitting.")
     max_examples: int | None = _f(None, "Use at most this many training examples (a deterministic shuffle, then the first N).")
@@ -43,6 +46,7 @@ class TrainConfig:
     chat_template: bool = _f(True, "Use the model's chat template (as `pluralign eval` does by default).")
     max_length: int | None = _f(None, "Truncate prompts to their last N tokens (None: no truncation).")
     soft_label_norm: str = _f("vocab", "Distributional loss: 'vocab' = cross-entropy of the full next-token distribution against the human distribution placed on the label tokens (also pushes mass onto the labels); 'options' = cross-entropy after renormalising over the option labels (what evaluation reads).")
+    option_mass_weight: float = _f(0.0, "Weight of the option-mass term -log(next-token mass on the option labels) added to the loss, so the model keeps SAYING one of the labels. With soft_label_norm 'options', weight 1 gives exactly the 'vocab' loss; 0 trains only the labels' relative logits.")
     # ---------------------------------------------------------------- adapter
     rank: int | None = _f(None, "LoRA rank per expert (None: the adapter default).")
     alpha: float | None = _f(None, "LoRA alpha (None: the adapter default).")
@@ -55,6 +59,7 @@ class TrainConfig:
     profile_encoder: str = _f("minilm-l6", "Profile encoder of profile-routed methods: a sentence encoder (short name, hub id or folder; its embedding size sets the router's input), 'backbone' or 'backbone:LAYER' (the LLM's own mean-pooled hidden state of the profile text), 'culture-map' (numeric cultural-map features), or several joined by '+' (e.g. minilm-l6+culture-map). Recorded in the adapter; evaluation and a DPO stage from --init-adapter reuse it.")
     init_adapter: str | None = _f(None, "Start from this trained adapter folder (e.g. the SFT adapter before DPO).")
     enrich_profile: bool = _f(False, "Profile enrichment: a country profile also carries its Inglehart-Welzel cultural-map position and zone (table shipped in the package, pluralign.data.culture), in the persona text and, with the culture-map encoder, in the router.")
+    map_before: int | None = _f(None, "Cultural-map wave: use each country's latest map coordinates from a survey year BEFORE this one (e.g. 2017 for WVS-7 data, so the side information does not come from the evaluation data's own wave); None: the latest coordinates. Applies to profile enrichment, the culture-map encoder and the map reference.")
     top_layers: int | None = _f(None, "Adapt only the top N decoder layers (peft layers_to_transform; the same for MoE-LoRA). None: every layer.")
     trunk_cache_dir: str = _f("auto", "Where cached trunk states are also kept on disk and reused by later runs on the same backbone and prompts ('auto': $PLURALIGN_CACHE/trunk; '' or 'none': memory only).")
     cache_trunk: bool = _f(True, "With top_layers: run the frozen layers below the first adapted one once per row and cache their output across epochs (exact; checked against the full forward before training).")
@@ -109,6 +114,12 @@ class TrainConfig:
             raise PluralignError(f"unknown task {self.task!r} (individual | distributional)", field="task")
         if self.stage not in STAGES:
             raise PluralignError(f"unknown stage {self.stage!r} (sft | dpo | grpo)", field="stage")
+        if not (0 <= self.option_mass_weight < float("inf")):
+            raise PluralignError(f"option_mass_weight must be a finite number >= 0, got {self.option_mass_weight}", field="option_mass_weight")
+        if self.val_frac < 0 or self.val_frac >= 1:
+            raise PluralignError(f"val_frac must be in [0, 1), got {self.val_frac}", field="val_frac")
+        if self.split != "country,question" and (self.test_questions or self.question_test_frac is not None):
+            raise PluralignError("test_questions / question_test_frac need the two-way split (split 'country,question')", field="split")
         if self.soft_label_norm not in SOFT_NORMS:
             raise PluralignError(f"unknown soft-label normalisation {self.soft_label_norm!r} (vocab | options)", field="soft_label_norm")
         for name in ("steps", "batch_size", "grad_accum"):

@@ -49,6 +49,16 @@ def option_logprobs(logits: torch.Tensor, option_ids: torch.Tensor, option_mask:
     return lp.masked_fill(~option_mask, 0.0)
 
 
+def option_mass_nll(logits: torch.Tensor, option_ids: torch.Tensor, option_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of ``-log m``, ``m`` the next-token probability mass on the row's option label
+    tokens (the option-mass term). For any target ``t`` summing to 1,
+    ``CE_options(t) + option_mass_nll = CE_vocab(t)``: the 'vocab' loss is the 'options' loss plus this
+    term with weight 1."""
+    lse_all = torch.logsumexp(logits, dim=-1)
+    g = logits.gather(1, option_ids).masked_fill(~option_mask, float("-inf"))
+    return (lse_all - torch.logsumexp(g, dim=-1)).mean()
+
+
 def soft_cross_entropy(logprobs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over rows of ``-sum_k target_k log p_k``; with one-hot targets this is the ordinary
     cross-entropy on the answer token (identical to a causal-LM loss with labels ``-100`` except

@@ -74,13 +74,20 @@ def method_uses_profile(cfg) -> bool:
     return bool(getattr(conf, "uses_profile", False))
 
 
+def with_map_wave(spec: str, before: int | None) -> str:
+    """``spec`` with each plain ``culture-map`` part pinned to the wave before ``before``."""
+    if before is None:
+        return spec
+    return "+".join(f"culture-map:before={before}" if p.strip() == "culture-map" else p.strip() for p in str(spec).split("+"))
+
+
 def encoder_spec(cfg) -> str:
     """The profile-encoder spec of a run: the one recorded in ``--init-adapter`` when starting from
     one (a DPO stage must embed profiles as its SFT stage did), else ``cfg.profile_encoder``."""
     from pluralign.models.profile_encoder import DEFAULT_ENCODER
 
     if not cfg.init_adapter:
-        return cfg.profile_encoder
+        return with_map_wave(cfg.profile_encoder, getattr(cfg, "map_before", None))
     meta = _adapters().read_adapter_config(cfg.init_adapter)
     rec = (meta.get("profile_encoder") or {}).get("name") or meta.get("config", {}).get("profile_encoder")
     if rec is None:

@@ -53,9 +53,11 @@ def load_split(cfg: TrainConfig):
     if getattr(cfg, "enrich_profile", False):
         from pluralign.data.culture import enrich_dataset
 
-        ds = enrich_dataset(ds)
+        ds = enrich_dataset(ds, before=getattr(cfg, "map_before", None))
     by = resolve_split_by(cfg, ds.kind)
-    sp = split_dataset(ds, by, test_frac=cfg.test_frac, seed=cfg.seed, test_units=cfg.test_units or None)
+    sp = split_dataset(ds, by, test_frac=cfg.test_frac, seed=cfg.seed, test_units=cfg.test_units or None,
+                       val_frac=getattr(cfg, "val_frac", 0.0), test_questions=getattr(cfg, "test_questions", None) or None,
+                       question_test_frac=getattr(cfg, "question_test_frac", None))
     return ds, sp
 
 
@@ -63,7 +65,8 @@ def split_record(cfg: TrainConfig, ds, sp) -> dict:
     from pluralign.data.splits import unit_of
     from pluralign.training.data import eval_method_for
 
-    units = sorted({unit_of(e, sp.by) for e in sp.test.examples})
+    units = sorted({unit_of(e, sp.by) for e in sp.test.examples}) if sp.country_part is None else \
+        [f"country:{c}" for c in sp.units("country", "test")] + [f"question:{q}" for q in sp.units("question", "test")]
     rec = {
         "data": cfg.data,
         "by": sp.by,
@@ -80,14 +83,22 @@ def split_record(cfg: TrainConfig, ds, sp) -> dict:
         "labels": cfg.labels,
         "chat_template": cfg.chat_template,
         "enrich_profile": bool(getattr(cfg, "enrich_profile", False)),
+        "test_questions": list(getattr(cfg, "test_questions", []) or []),
+        "question_test_frac": getattr(cfg, "question_test_frac", None),
+        "val_frac": float(getattr(cfg, "val_frac", 0.0)),
+        "map_before": getattr(cfg, "map_before", None),
     }
+    if sp.country_part is not None:
+        rec["val_unit_list"] = [f"country:{c}" for c in sp.units("country", "val")] + \
+            [f"question:{q}" for q in sp.units("question", "val")]
     if sp.by != "respondent":  # respondent ids stay out of run folders (licensed microdata)
         rec["test_unit_list"] = units
     return rec
 
 
 #: split-record fields an --init-adapter run (DPO after SFT) must share with the new run
-SPLIT_IDENTITY = ("data", "by", "test_frac", "seed", "test_units", "countries", "questions")
+SPLIT_IDENTITY = ("data", "by", "test_frac", "seed", "test_units", "countries", "questions", "test_questions",
+                  "question_test_frac", "val_frac")
 
 
 def check_init_adapter_split(cfg: TrainConfig, rec: dict) -> None:
@@ -106,6 +117,8 @@ def check_init_adapter_split(cfg: TrainConfig, rec: dict) -> None:
         a, b = old.get(k), rec.get(k)
         if k == "test_frac":
             a, b = (float(a) if a is not None else None), float(b)
+        elif k == "val_frac":  # runs before the two-way split recorded none: 0
+            a, b = float(a or 0.0), float(b or 0.0)
         elif isinstance(b, list):
             a = list(a or [])
         if a != b:
@@ -220,7 +233,8 @@ def build_trainer(
         if any(r.ref is None for r in rows):
             reference_logprobs(model, rows, collator, batch_size=cfg.batch_size, device=torch.device(device), bf16=bf16)
         return DPOConditionalTrainer(data_collator=DPOCollator(collator), beta=cfg.dpo_beta, **common)
-    return ConditionalTrainer(data_collator=collator, soft_label_norm=cfg.soft_label_norm, **common)
+    return ConditionalTrainer(data_collator=collator, soft_label_norm=cfg.soft_label_norm,
+                              option_mass_weight=cfg.option_mass_weight, **common)
 
 
 def build_model(cfg: TrainConfig):

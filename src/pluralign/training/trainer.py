@@ -32,7 +32,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from pluralign.training.losses import answer_logits, option_logprobs, soft_cross_entropy
+from pluralign.training.losses import answer_logits, option_logprobs, option_mass_nll, soft_cross_entropy
 
 TRAINABLE_FILE = "trainable.safetensors"
 #: run totals (loss sum, seconds) carried across resumptions
@@ -112,9 +112,10 @@ class ConditionalTrainer(Trainer):
     returned by the model (MoE load balancing, already scaled) is added to the loss.
     """
 
-    def __init__(self, *args, soft_label_norm: str = "vocab", **kwargs):
+    def __init__(self, *args, soft_label_norm: str = "vocab", option_mass_weight: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.soft_label_norm = soft_label_norm
+        self.option_mass_weight = float(option_mass_weight)
         self.model_accepts_loss_kwargs = False  # our loss is a per-batch mean: Trainer divides by GA steps
         self._acc: dict[str, list[float]] = defaultdict(list)
         # log records go to stderr (stdout is for results), and the start of training is announced
@@ -186,6 +187,10 @@ class ConditionalTrainer(Trainer):
         lp = option_logprobs(logits, inputs["option_ids"], inputs["option_mask"], self.soft_label_norm)
         loss = soft_cross_entropy(lp, inputs["target_probs"])
         self.record("ce", loss)
+        if self.option_mass_weight:  # keep the next-token mass on the labels (the model says its answer)
+            mass_nll = option_mass_nll(logits, inputs["option_ids"], inputs["option_mask"])
+            self.record("option_mass", torch.exp(-mass_nll.detach()))
+            loss = loss + self.option_mass_weight * mass_nll
         if aux is not None and torch.is_tensor(aux):
             self.record("aux_loss", aux)
             loss = loss + aux.to(loss.dtype)
