@@ -49,13 +49,17 @@ def make_engine(tiny_model_dir):
 
 
 class Server:
-    """uvicorn serving ``app`` on 127.0.0.1 (an ephemeral port) in a daemon thread."""
+    """uvicorn serving ``app`` on 127.0.0.1 (an ephemeral port) in a daemon thread, with the
+    options ``pluralign serve`` gives it (:func:`pluralign.serve.server.uvicorn_options`)."""
 
     def __init__(self, app):
         import uvicorn
 
+        from pluralign.serve.server import uvicorn_options
+
         self.app = app
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", lifespan="on"))
+        opts = uvicorn_options(app.state.config)
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", lifespan="on", **opts))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):

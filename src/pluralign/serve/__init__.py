@@ -6,8 +6,11 @@ prompt), plus ``/v1/survey`` (option distributions from the scorer of ``pluralig
     engine = load_engine("smollm2-135m", adapter="runs/cuma/adapter", max_batch=16, batch_window_ms=10)
     app = create_app(engine, ServeConfig(api_key="secret"))   # run with uvicorn; `pluralign serve` does this
 
-:mod:`pluralign.serve.engine` batches requests (continuous batching, one worker thread owns the model),
-:mod:`pluralign.serve.app` is the FastAPI app, :mod:`pluralign.serve.protocol` checks request bodies.
+:mod:`pluralign.serve.engine` batches requests (continuous batching with chunked prefill, one worker
+thread owns the model, an LRU of profile embeddings), :mod:`pluralign.serve.app` is the FastAPI app
+(Host, Origin and Content-Type checks), :mod:`pluralign.serve.protocol` checks request bodies (every
+string: Unicode, length, control characters), :mod:`pluralign.serve.server` gives uvicorn its
+timeouts (``uvicorn.run(app, **uvicorn_options(cfg))``).
 """
 
 from __future__ import annotations
