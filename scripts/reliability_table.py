@@ -31,6 +31,11 @@ CLASSES = {
     "test_train_resume": "kill / interrupt and resume a training run",
     "test_eval_sets": "interrupted evaluation, NaN in outputs, file modes",
     "test_softprompt_resume": "kill and resume a soft-prompt search",
+    # issue 27
+    "test_questionnaire_yaml": "YAML questionnaire: alias bombs, YAML 1.1 scalars, repeated keys, depth and size limits",
+    "test_adapter_files": "damaged adapters and checkpoints (eval, serve, train --init-adapter, --resume)",
+    "test_option_errors": "CLI: usage errors, lists naming nothing, soft-prompt constants and DE variants, cache folders",
+    "test_setup_pins": "set-up: pinned versions (constraints.txt), SPDX licence",
 }
 MATRIX = {
     "count": "CLI: zero or negative counts",
@@ -114,6 +119,25 @@ interrupted run is never lost.
 * **Evaluation sets** (`test_eval_sets.py`): SIGINT after the first of two methods leaves the old
   set untouched (results are staged and swapped in whole); a staging folder left by SIGKILL is
   cleared by the next run; a Ctrl-C that lands after the results are written exits 0; no output holds NaN (written as `null`); files follow the umask.
+* **YAML questionnaires** (`test_questionnaire_yaml.py`, issue 27): kilobyte alias bombs and
+  recursive aliases are refused after a bounded count of expanded values (memory measured);
+  scalars follow YAML 1.2 (`Yes`, `No`, `NO`, `on` stay text; `01`, `1.10` keep their digits as
+  labels); repeated keys in any mapping, two groups named alike in results, options or shares that
+  differ only in case are refused; nesting, value length, number length, file size and value count
+  have limits; 60 hypothesis mutations of a valid file end in a dataset or one error line.
+* **Damaged adapters** (`test_adapter_files.py`, issue 27): 34 kinds of damage (truncated, padded,
+  garbled or bit-flipped weights, NaN / inf tensors, malformed adapter_config.json fields) in
+  `eval --adapter`, `serve --adapter`, `train --stage dpo --init-adapter` and `load_adapter`: one
+  line naming the file and the field or tensor, exit 2, no output. Adapters record their weights'
+  size and SHA-256. A truncated optimizer / scheduler state on `--resume` is an expected failure
+  until `training/trainer.py` checks it (`torch_file_problem`).
+* **Options** (`test_option_errors.py`, issue 27): a mistyped option of every command and a
+  non-number for every numeric option of every command (typer usage errors: one `error:` line,
+  no panel); lists that name nothing (`--countries ,`); soft-prompt constants and DE strategies;
+  cache folders under a file; word-association runs shorter than the logging interval.
+* **Set-up** (`test_setup_pins.py`, issue 27): constraints.txt pins the installed versions of the
+  packages that matter and every declared dependency, every install line of the Makefile uses it,
+  and setuptools reads the SPDX licence without a warning.
 
 """
 

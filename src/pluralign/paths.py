@@ -14,7 +14,13 @@ def cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pluralign"
     )
     p = Path(root)
-    p.mkdir(parents=True, exist_ok=True)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # under a regular file, read-only, ...
+        from pluralign.errors import PluralignError
+
+        why = "it or a folder above it is a file" if isinstance(e, (FileExistsError, NotADirectoryError)) else (e.strerror or str(e))
+        raise PluralignError(f"cannot use this cache folder ({why}); set PLURALIGN_CACHE to a writable folder", file=p) from None
     return p
 
 

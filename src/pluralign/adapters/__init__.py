@@ -10,7 +10,15 @@ peft baselines (LoRA, DoRA, P-tuning v2) and full fine-tuning, behind one API.
 
 from __future__ import annotations
 
-from pluralign.adapters.checkpoint import load_adapter, load_adapter_for_eval, read_adapter_config, save_adapter
+from pluralign.adapters.checkpoint import (
+    load_adapter,
+    load_adapter_for_eval,
+    read_adapter_config,
+    read_adapter_weights,
+    save_adapter,
+    torch_file_problem,
+    weights_problem,
+)
 from pluralign.adapters.config import (
     ADAPTER_METHODS,
     METHODS,
@@ -51,6 +59,6 @@ def build_adapted_model(model, method: str, config=None) -> AdaptedModel:
 __all__ = [
     "ADAPTER_METHODS", "METHODS", "AdaptedModel", "FullSettings", "LoRASettings", "MoELoRAConfig", "MoELoRALinear",
     "MoERouter", "PrefixSettings", "adapter_config", "build_adapted_model", "config_help", "gate_probs",
-    "get_method", "load_adapter", "load_adapter_for_eval", "read_adapter_config", "register_method",
-    "save_adapter", "uses_profile",
+    "get_method", "load_adapter", "load_adapter_for_eval", "read_adapter_config", "read_adapter_weights", "register_method",
+    "save_adapter", "torch_file_problem", "uses_profile", "weights_problem",
 ]

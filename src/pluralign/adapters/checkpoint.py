@@ -1,9 +1,22 @@
 """Save / load adapters: ``adapter_model.safetensors`` (trainable weights only) and
-``adapter_config.json`` (method, config, base model, backbone shape, profile encoder)."""
+``adapter_config.json`` (method, config, base model, backbone shape, profile encoder, and the
+weights' size and SHA-256).
+
+Every reader of an adapter goes through :func:`read_adapter_config` (the config checked field by
+field, the weights file's header and length checked against each other: a truncated file is found
+before any model loads) and :func:`load_adapter` (the checksum, and every tensor finite), so a
+damaged adapter is one :class:`PluralignError` naming the file (and field or tensor) in ``eval
+--adapter``, ``serve``, ``train --init-adapter`` and the analyses alike.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import math
 import os
+import struct
 import shutil
 import tempfile
 from pathlib import Path
@@ -58,6 +71,10 @@ def save_adapter(model, path, *, base_model: str, extra: dict | None = None) -> 
     state = adapter_state_dict(model)
     if not state:
         raise PluralignError("the model has no trainable parameters to save", field="model")
+    bad = next((k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if bad is not None:
+        raise PluralignError(f"tensor {bad} holds NaN or inf values: the adapter is not saved (the training diverged?)",
+                             file=path, field=bad)
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -77,6 +94,7 @@ def save_adapter(model, path, *, base_model: str, extra: dict | None = None) -> 
     old = None
     try:
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT, "method": method})
+        meta["weights"] = {"bytes": (tmp / WEIGHTS).stat().st_size, "sha256": _sha256(tmp / WEIGHTS)}
         atomic_write_json(tmp / CONFIG, meta)
         mask = _umask()  # mkdtemp (and safetensors) create 0700 / 0600: follow the umask like a plain open()
         os.chmod(tmp / WEIGHTS, 0o666 & ~mask)
@@ -96,26 +114,189 @@ def save_adapter(model, path, *, base_model: str, extra: dict | None = None) -> 
     return path
 
 
-def read_adapter_config(path) -> dict:
+def _sha256(f: Path) -> str:
+    h = hashlib.sha256()
+    with open(f, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _field_ok(default, value, name: str) -> bool:
+    """Whether ``value`` (read from JSON) fits a config field whose default is ``default``."""
+    if name == "layers_to_transform":
+        return value is None or (isinstance(value, list) and all(_is_int(x) and x >= 0 for x in value))
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if _is_int(default):
+        return _is_int(value)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, tuple):
+        return isinstance(value, str) or (isinstance(value, list) and all(isinstance(x, str) for x in value))
+    return value is None or isinstance(value, (str, int, float, bool, list))
+
+
+def _check_meta(meta, file: Path) -> dict:
+    """The fields of an adapter_config.json that loading reads, each of the right type."""
+    if not isinstance(meta, dict):
+        raise PluralignError(f"an adapter config must be a JSON object, got a {type(meta).__name__}", file=file)
+    if meta.get("format") != FORMAT:
+        raise PluralignError(f"not a pluralign adapter (format {meta.get('format')!r})", file=file, field="format")
+    method = meta.get("method")
+    if not isinstance(method, str):
+        raise PluralignError(f"'method' must be a method name, got {method!r}", file=file, field="method")
+    try:
+        m = get_method(method)
+    except PluralignError as e:
+        raise PluralignError(e.message, file=file, field="method") from None
+    cfg = meta.get("config")
+    if not isinstance(cfg, dict):
+        raise PluralignError(f"'config' must be an object of {method} settings, got {type(cfg).__name__}", file=file, field="config")
+    defaults = m.config_factory()
+    fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults)}
+    for k, v in cfg.items():
+        if k not in fields:
+            raise PluralignError(f"unknown {method} setting (known: {', '.join(fields)})", file=file, field=f"config.{k}")
+        if not _field_ok(fields[k], v, k):
+            raise PluralignError(f"{v!r} is not a valid value (the default is {fields[k]!r})", file=file, field=f"config.{k}")
+    for key, kind in (("backbone", dict), ("extra", dict), ("profile_encoder", dict), ("base_model", str), ("weights", dict)):
+        if meta.get(key) is not None and not isinstance(meta[key], kind):
+            raise PluralignError(f"'{key}' must be {'an object' if kind is dict else 'a string'}, got {type(meta[key]).__name__}",
+                                 file=file, field=key)
+    if any(isinstance(v, (dict, list)) for v in (meta.get("backbone") or {}).values()):
+        raise PluralignError("'backbone' must map config names to single values", file=file, field="backbone")
+    enc = meta.get("profile_encoder")
+    if enc is not None and (not isinstance(enc.get("name"), str) or not _is_int(enc.get("dim")) or enc["dim"] < 1):
+        raise PluralignError("'profile_encoder' must hold a 'name' (string) and a 'dim' (a positive whole number)",
+                             file=file, field="profile_encoder")
+    w = meta.get("weights")
+    if w is not None and (not _is_int(w.get("bytes")) or not isinstance(w.get("sha256"), str)):
+        raise PluralignError("'weights' must hold 'bytes' and 'sha256'", file=file, field="weights")
+    return meta
+
+
+def weights_problem(f: str | Path) -> str | None:
+    """Why the safetensors file ``f`` cannot be read whole (None when its header is sound and the
+    file is as long as the header says). Reads the header only: cheap for any size."""
+    f = Path(f)
+    try:
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return f"truncated ({size} bytes, not even a header)"
+            n = struct.unpack("<Q", head)[0]
+            if n > min(size - 8, 100 * 2**20):
+                return f"truncated or not a safetensors file (header of {n} bytes in a file of {size})"
+            header = json.loads(fh.read(n).decode("utf-8"))
+    except OSError as e:
+        return f"cannot read ({e.strerror or e})"
+    except (ValueError, UnicodeDecodeError):
+        return "corrupted header (not a safetensors file?)"
+    if not isinstance(header, dict):
+        return "corrupted header (not a safetensors file?)"
+    end = 0
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        offs = v.get("data_offsets") if isinstance(v, dict) else None
+        if not (isinstance(offs, list) and len(offs) == 2 and all(_is_int(o) for o in offs) and 0 <= offs[0] <= offs[1]):
+            return f"corrupted header (tensor {k})"
+        end = max(end, offs[1])
+    if 8 + n + end != size:
+        return f"truncated or padded: the header describes {8 + n + end} bytes, the file has {size}"
+    return None
+
+
+def torch_file_problem(f: str | Path) -> str | None:
+    """Why a ``torch.save`` file (a checkpoint's optimizer.pt / scheduler.pt / rng_state.pth) cannot
+    be loaded whole (None when it can): a truncated file lacks the zip directory at its end, or
+    a member reaches past the end. Reads the zip directory only, never the tensors."""
+    import zipfile
+
+    f = Path(f)
+    try:
+        size = f.stat().st_size
+        with zipfile.ZipFile(f) as z:
+            infos = z.infolist()
+    except OSError as e:
+        return f"cannot read ({e.strerror or e})"
+    except (zipfile.BadZipFile, ValueError, EOFError):
+        return "truncated or not a torch.save file"
+    if not infos:
+        return "empty archive"
+    end = max(i.header_offset + i.compress_size for i in infos)
+    if end > size:
+        return f"truncated ({size} bytes; its directory describes {end})"
+    return None
+
+
+def read_adapter_config(path, *, check_weights: bool = False) -> dict:
+    """The checked adapter_config.json of the adapter folder ``path`` (its weights file must
+    exist). ``check_weights``: also read the weights file's header and check that the file is whole
+    (its length against the header and the recorded byte count) -- cheap, for checks before a model
+    loads; :func:`load_adapter` always does it and more."""
     from pluralign.io import read_json
 
     path = Path(path)
-    if not (path / CONFIG).exists():
+    if not path.is_dir():
+        raise PluralignError("adapter folder not found" if not path.exists() else "not an adapter folder (a file)", file=path)
+    if not (path / CONFIG).is_file():
         raise PluralignError(f"not an adapter folder (no {CONFIG})", file=path)
-    meta = read_json(path / CONFIG)
-    if meta.get("format") != FORMAT:
-        raise PluralignError(f"not a pluralign adapter (format {meta.get('format')!r})", file=path / CONFIG, field="format")
-    if not (path / WEIGHTS).exists():
+    meta = _check_meta(read_json(path / CONFIG), path / CONFIG)
+    if not (path / WEIGHTS).is_file():
         raise PluralignError(f"adapter weights missing ({WEIGHTS})", file=path)
+    if check_weights:
+        _check_weights_file(path, meta)
     return meta
+
+
+def _check_weights_file(path: Path, meta: dict) -> None:
+    """The weights file whole: its header against its length, and its length against the record."""
+    f = path / WEIGHTS
+    why = weights_problem(f)
+    if why is None and meta.get("weights") and f.stat().st_size != meta["weights"]["bytes"]:
+        why = f"{f.stat().st_size} bytes, the adapter config records {meta['weights']['bytes']}"
+    if why:
+        raise PluralignError(f"damaged adapter weights: {why}", file=f)
+
+
+def read_adapter_weights(path, meta: dict | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of the adapter folder ``path``: whole (the recorded SHA-256 matches) and finite
+    (a NaN or inf is refused naming the tensor); one :class:`PluralignError` otherwise."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta = read_adapter_config(path) if meta is None else meta
+    f = path / WEIGHTS
+    _check_weights_file(path, meta)
+    rec = (meta.get("weights") or {}).get("sha256")
+    if rec is not None and _sha256(f) != rec:
+        raise PluralignError("damaged adapter weights: their SHA-256 differs from the one recorded at saving (corrupted or "
+                             f"replaced; to use edited weights on purpose, delete 'weights' from {CONFIG})", file=f)
+    try:
+        state = load_file(str(f))
+    except Exception as e:  # safetensors raises its own SafetensorError (and OSError, ValueError) on a damaged file
+        msg = " ".join(str(e).split()) or type(e).__name__
+        raise PluralignError(f"damaged adapter weights ({msg[:200]})", file=f) from None
+    for k, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+            raise PluralignError(f"tensor {k} holds {n_nan} NaN and {n_inf} inf values: the adapter cannot be used", file=f, field=k)
+    return state
 
 
 def load_adapter(base_model: nn.Module, path):
     """Rebuild the adapter of ``path`` on ``base_model`` (a fresh backbone, modified in place) and
     load its weights. Raises :class:`PluralignError` when the checkpoint was made for another
     backbone or does not match its recorded config."""
-    from safetensors.torch import load_file
-
     from pluralign.adapters import build_adapted_model
 
     path = Path(path)
@@ -129,10 +310,14 @@ def load_adapter(base_model: nn.Module, path):
             file=path / CONFIG, field="backbone",
         )
     method = meta["method"]
-    get_method(method)
-    cfg = config_from_dict(method, meta["config"])
+    try:
+        cfg = config_from_dict(method, meta["config"])
+    except PluralignError as e:
+        raise PluralignError(e.message, file=path / CONFIG, field=f"config.{e.field}" if e.field else "config") from None
+    except (TypeError, ValueError) as e:
+        raise PluralignError(f"invalid settings ({e})", file=path / CONFIG, field="config") from None
+    state = read_adapter_weights(path, meta)  # before the backbone is modified
     model = build_adapted_model(base_model, method, cfg)
-    state = load_file(str(path / WEIGHTS))
     params = dict(model.named_parameters())
     expected = adapter_state_dict(model).keys()
     missing = [k for k in expected if k not in state]

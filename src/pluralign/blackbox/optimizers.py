@@ -44,6 +44,35 @@ class OptimizerConfig:
     nsga2_eta_mutation: float = helpfield(20.0, "NSGA-II polynomial mutation distribution index.")
 
 
+#: the parts of a DE strategy name DE/<selection>/<n_diffs>/<crossover> that pymoo implements
+DE_SELECTIONS = ("rand", "best", "target-to-best")
+DE_DIFFS = (1, 2)
+DE_CROSSOVERS = ("bin", "exp", "hypercube", "line")
+
+
+def parse_de_variant(variant) -> tuple[str, int, str]:
+    """``(selection, n_diffs, crossover)`` of a DE strategy such as ``DE/rand/1/bin``; one
+    :class:`PluralignError` naming the bad part otherwise (pymoo would accept any name and fail
+    only when the first generation is bred)."""
+    want = f"DE/<{'|'.join(DE_SELECTIONS)}>/<{'|'.join(map(str, DE_DIFFS))}>/<{'|'.join(DE_CROSSOVERS)}>"
+    parts = variant.split("/") if isinstance(variant, str) else []
+    if len(parts) != 4 or parts[0] != "DE":
+        raise PluralignError(f"unknown DE variant {variant!r} (use {want}, e.g. DE/rand/1/bin)", field="de_variant")
+    _, sel, n, cx = parts
+    if sel not in DE_SELECTIONS:
+        raise PluralignError(f"unknown DE selection {sel!r} in {variant!r} (valid: {', '.join(DE_SELECTIONS)})", field="de_variant")
+    if n not in [str(d) for d in DE_DIFFS]:
+        raise PluralignError(f"DE difference count {n!r} in {variant!r} must be 1 or 2", field="de_variant")
+    if cx not in DE_CROSSOVERS:
+        raise PluralignError(f"unknown DE crossover {cx!r} in {variant!r} (valid: {', '.join(DE_CROSSOVERS)})", field="de_variant")
+    return sel, int(n), cx
+
+
+def de_min_pop(variant) -> int:
+    """The smallest population DE/<sel>/<n>/... can breed from: the target plus 1 + 2n distinct parents."""
+    return 2 + 2 * parse_de_variant(variant)[1]
+
+
 #: cmaes with cma_diagonal=None uses the full covariance up to this many dimensions
 CMA_FULL_MAX_DIM = 1000
 #: cma_sigma=None: the initial step as a fraction of the mean bound width, full space / random subspace
@@ -170,6 +199,10 @@ class DifferentialEvolution(_PymooOptimizer):
     def _build(self):
         from pymoo.algorithms.soo.nonconvex.de import DE
 
+        parse_de_variant(self.cfg.de_variant)
+        if self.pop_size < de_min_pop(self.cfg.de_variant):
+            raise PluralignError(f"{self.cfg.de_variant} needs a population of at least {de_min_pop(self.cfg.de_variant)}, "
+                                 f"got {self.pop_size}", field="pop")
         try:
             return DE(pop_size=self.pop_size, sampling=self.x0, variant=self.cfg.de_variant, F=self.cfg.de_F,
                       CR=self.cfg.de_CR, prob_mut=self.cfg.de_prob_mut)
@@ -257,4 +290,5 @@ class SepCMAES(CMAES):
         return True
 
 
-__all__ = ["CMA_FULL_MAX_DIM", "OPTIMIZERS", "Optimizer", "OptimizerConfig", "make_optimizer", "non_dominated", "register_optimizer"]
+__all__ = ["CMA_FULL_MAX_DIM", "OPTIMIZERS", "Optimizer", "OptimizerConfig", "de_min_pop", "make_optimizer", "non_dominated",
+           "parse_de_variant", "register_optimizer"]

@@ -149,6 +149,10 @@ def load_soft_prompt(path: str | Path) -> tuple[torch.Tensor, dict]:
             meta = json.loads(mf.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise PluralignError(f"invalid JSON ({e.msg})", file=mf, row=e.lineno) from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise PluralignError(f"cannot read ({type(e).__name__})", file=mf) from None
+        if not isinstance(meta, dict):
+            raise PluralignError(f"must be a JSON object, got a {type(meta).__name__}", file=mf)
         if meta.get("hidden_size") not in (None, t.shape[1]) or meta.get("tokens") not in (None, t.shape[0]):
             raise PluralignError(
                 f"metadata says {meta.get('tokens')}x{meta.get('hidden_size')} but the tensor is {t.shape[0]}x{t.shape[1]}", file=mf,

@@ -36,7 +36,19 @@ class VSMConfig:
         unknown = set(self.constants) - set(DIMENSIONS)
         if unknown:
             raise PluralignError(f"unknown dimension(s) {sorted(unknown)} in VSM constants (known: {', '.join(DIMENSIONS)})", field="constants")
-        self.constants = {d: float(self.constants.get(d, 50.0)) for d in DIMENSIONS}
+        import math
+
+        consts = {}
+        for d in DIMENSIONS:
+            v = self.constants.get(d, 50.0)
+            try:
+                f = float(v)
+            except (TypeError, ValueError, OverflowError):
+                raise PluralignError(f"the VSM constant of {d} must be a number, got {v!r}", field="constants") from None
+            if isinstance(v, bool) or not math.isfinite(f):
+                raise PluralignError(f"the VSM constant of {d} must be a finite number, got {v!r}", field="constants")
+            consts[d] = f
+        self.constants = consts
         if self.reduction not in ("mean", "sum"):
             raise PluralignError(f"reduction must be 'mean' or 'sum', got {self.reduction!r}", field="reduction")
 

@@ -125,12 +125,68 @@ class Text(Rule):
 
 
 class TextList(Rule):
+    """Comma-separated names (or a list of them, from a config file or a run record). A value
+    given but naming nothing (``,``, ``""``, ``[""]``) is refused: it must never read as "all"."""
+
     optional = True
 
     def check(self, v):
-        if isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, (str, int)) for x in v)):
+        if isinstance(v, str):
+            names = [x for x in v.split(",") if x.strip()]
+        elif isinstance(v, list) and all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v):
+            if not v:
+                return None  # an empty list in a config file or record: not set
+            names = [x for x in v if str(x).strip()]
+        else:
+            return f"must be a comma-separated string or a list of names, got {v!r}"
+        if not names:
+            return f"names nothing ({v!r}); give at least one name, or leave the option out"
+        return None
+
+
+class AdapterDir(Rule):
+    """An adapter folder of ``pluralign train``: its config checked field by field and its weights
+    file whole (header and length) before any model loads. The error names the file."""
+
+    optional = True
+
+    def check(self, v):
+        if not isinstance(v, (str, Path)) or not str(v).strip():
+            return f"must be an adapter folder, got {v!r}"
+        from pluralign.adapters.checkpoint import read_adapter_config
+
+        read_adapter_config(v, check_weights=True)  # raises a PluralignError naming the file and field
+        return None
+
+
+class CacheDir(Rule):
+    """A cache folder (``auto`` / ``none`` / ``''``: the default or none) that can be created and written."""
+
+    optional = True
+
+    def check(self, v):
+        if not isinstance(v, (str, Path)):
+            return f"must be a folder, 'auto' or 'none', got {v!r}"
+        if str(v) in ("auto", "none", ""):
             return None
-        return f"must be a comma-separated string or a list of names, got {v!r}"
+        from pluralign.io import check_writable_dir
+
+        try:
+            check_writable_dir(v)
+        except PluralignError as e:
+            return f"{v}: {e.message.replace('output folder', 'folder')}"
+        return None
+
+
+class DEVariant(Rule):
+    def check(self, v):
+        from pluralign.blackbox.optimizers import parse_de_variant
+
+        try:
+            parse_de_variant(v)
+        except PluralignError as e:
+            return e.message
+        return None
 
 
 class Device(Rule):
@@ -242,6 +298,18 @@ RULES: dict[str, dict[str, Rule]] = {
 }
 
 
+# Rules added for issue 27 (set here, apart from the table above): lists that name nothing are
+# refused in every command that takes them; adapters are checked before the model loads; the DE
+# strategy and a trunk cache folder before any work.
+for _cmd in ("eval", "generate-eval"):
+    for _name in ("countries", "questions", "test_units"):
+        RULES[_cmd].setdefault(_name, TextList())
+for _cmd, _name in (("eval", "adapter"), ("generate-eval", "adapter"), ("train", "init_adapter")):
+    RULES[_cmd][_name] = AdapterDir()
+RULES["train"].setdefault("trunk_cache_dir", CacheDir())
+RULES["softprompt"].setdefault("de_variant", DEVariant())
+
+
 def validate(command: str, a: dict, *, skip: tuple[str, ...] = ()) -> None:
     """Check the arguments ``a`` of ``command`` against :data:`RULES`; raise one
     :class:`PluralignError` naming the flag. Outputs are checked last (writable, right kind).
@@ -326,8 +394,13 @@ def default_save_steps(a: dict) -> int:
 
 
 def _softprompt_cross(a: dict) -> None:
-    if a.get("optimizer") == "de" and isinstance(a.get("pop"), int) and a["pop"] < 4 and not a.get("baseline"):
-        raise PluralignError(f"differential evolution needs a population of at least 4, got {a['pop']}", field="--pop")
+    if a.get("optimizer") == "de" and isinstance(a.get("pop"), int) and not a.get("baseline"):
+        from pluralign.blackbox.optimizers import de_min_pop
+
+        need = de_min_pop(a.get("de_variant") or "DE/rand/1/bin")
+        if a["pop"] < need:
+            raise PluralignError(f"differential evolution ({a.get('de_variant') or 'DE/rand/1/bin'}) needs a population of at "
+                                 f"least {need}, got {a['pop']}", field="--pop")
     if a.get("optimizer") == "nsga2" and not a.get("baseline") and not a.get("knowledge"):
         raise PluralignError("nsga2 optimises the VSM loss and the BLEnD knowledge accuracy: give --knowledge N "
                              "(N questions for the search, up to N more held out for the before / after check)", field="--knowledge")

@@ -9,11 +9,66 @@ import os
 import sys
 
 import typer
+from typer.core import TyperGroup
 
 from pluralign.errors import PluralignError
 
+try:  # typer >= 0.2x vendors its own copy of click
+    from typer._click import exceptions as _cx
+    from typer.exceptions import Abort as _Abort
+except ImportError:  # pragma: no cover - a typer that runs on click itself
+    from click import exceptions as _cx
+
+    _Abort = _cx.Abort
+
+
+class _NeverRaised(Exception):
+    pass
+
+
+_NoArgsIsHelp = getattr(_cx, "NoArgsIsHelpError", _NeverRaised)
+
+
+def usage_error_line(e) -> str:
+    """A click usage error (mistyped option, value of the wrong type, missing option) as one
+    ``error:`` line naming the option and where to read the usage."""
+    msg = " ".join(e.format_message().split())
+    ctx = getattr(e, "ctx", None)
+    if isinstance(e, _cx.UsageError) and ctx is not None and ctx.command_path:
+        msg += f" (usage: {ctx.command_path} --help)"
+    return f"error: {msg}"
+
+
+class _Group(TyperGroup):
+    """The root command: a usage error is one ``error:`` line on stderr and exit status 2 (not
+    typer's boxed panel), like every other bad input."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NoArgsIsHelp as e:  # `pluralign` / `pluralign wordassoc` alone: the help
+            from typer import core as typer_core
+
+            if not (getattr(typer_core, "HAS_RICH", False) and getattr(self, "rich_markup_mode", None) is not None):
+                e.show()  # rich has printed the help already
+            sys.exit(e.exit_code)
+        except _cx.ClickException as e:
+            if os.environ.get("PLURALIGN_DEBUG"):
+                raise
+            typer.echo(usage_error_line(e), err=True)
+            sys.exit(e.exit_code)
+        except _Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        # non-standalone click returns the exit code of a typer.Exit, else the command's value (None)
+        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
+
+
 app = typer.Typer(
     name="pluralign",
+    cls=_Group,
     help="Pluralistic cultural alignment of language models: evaluate a model on survey answers of "
     "demographic groups, align it (CuMA, LoRA baselines, soft prompts, word associations) and compare.",
     no_args_is_help=True,

@@ -115,20 +115,35 @@ def _pareto_with_heldout(res, kev, heldout, model, tok, a, ct, out: Path, hidden
 
 
 def _parse_constants(s: str | None) -> dict[str, float]:
+    """``--constants 'PDI=50,IDV=40'``: each dimension at most once, each value a finite number."""
+    import math
+
     from pluralign.data.loaders.hofstede import DIMENSIONS
 
     out = {d: 50.0 for d in DIMENSIONS}
-    for part in (s or "").split(","):
-        if not part.strip():
-            continue
-        k, _, v = part.partition("=")
+    if s is None:
+        return out
+    parts = [p for p in s.split(",") if p.strip()]
+    if not parts:
+        raise PluralignError("names no constant (give e.g. PDI=50,IDV=40, or leave it out for 50 each)", field="--constants")
+    seen = set()
+    for part in parts:
+        k, eq, v = part.partition("=")
         k = k.strip().upper()
+        if not eq:
+            raise PluralignError(f"{part.strip()!r} is not DIMENSION=NUMBER (e.g. PDI=50)", field="--constants")
         if k not in DIMENSIONS:
-            raise PluralignError(f"unknown dimension {k!r} (known: {', '.join(DIMENSIONS)})", field="constants")
+            raise PluralignError(f"unknown dimension {k!r} (known: {', '.join(DIMENSIONS)})", field="--constants")
+        if k in seen:
+            raise PluralignError(f"{k} is given twice", field="--constants")
+        seen.add(k)
         try:
-            out[k] = float(v)
+            x = float(v)
         except ValueError:
-            raise PluralignError(f"not a number: {v!r}", field="constants") from None
+            raise PluralignError(f"{k}: not a number: {v.strip()!r}", field="--constants") from None
+        if not math.isfinite(x):
+            raise PluralignError(f"{k}: must be a finite number, got {v.strip()!r}", field="--constants")
+        out[k] = x
     return out
 
 

@@ -117,7 +117,9 @@ def _train(**a) -> None:
                       n_candidates=a["n_candidates"], max_steps=a["sft_steps"], batch_size=a["batch_size"], learning_rate=a["sft_lr"],
                       seed=a["seed"], lora=lora)
         r = train_sft(model, tok, train, st, progress=a["progress"])
-        typer.echo(f"SFT: loss {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f} ({len(r['losses'])} logs); adapter {r['adapter']}", err=True)
+        ls = r["losses"]
+        loss = f"loss {ls[0]:.3f} -> {ls[-1]:.3f} ({len(ls)} logs)" if ls else "no loss logged"
+        typer.echo(f"SFT: {loss}; adapter {r['adapter']}", err=True)
         sft_adapter = Path(r["adapter"])
     else:
         sft_adapter = a["adapter"]

@@ -111,6 +111,12 @@ def _save_adapter(model, tok, target: Path, meta: dict) -> Path:
     return target
 
 
+def _every(n: int, max_steps: int) -> int:
+    """A logging / saving interval no longer than the run (``max_steps`` > 0), so that a short run
+    still logs its loss and leaves a checkpoint."""
+    return max(1, min(int(n), int(max_steps))) if max_steps and max_steps > 0 else max(1, int(n))
+
+
 def _cpu_flags() -> dict:
     import torch
 
@@ -151,8 +157,8 @@ def train_sft(model, tok, data: SwowData, stage: SFTStage | None = None, *, call
         output_dir=str(out), max_steps=stage.max_steps, num_train_epochs=stage.epochs,
         per_device_train_batch_size=stage.batch_size, gradient_accumulation_steps=stage.grad_accum,
         learning_rate=stage.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, stage.max_steps // 20) if stage.max_steps > 0 else 0,
-        logging_steps=stage.logging_steps, save_steps=stage.save_steps, save_total_limit=2, seed=stage.seed,
-        max_length=stage.max_length, report_to="none", disable_tqdm=not progress, dataloader_num_workers=0,
+        logging_steps=_every(stage.logging_steps, stage.max_steps), save_steps=_every(stage.save_steps, stage.max_steps),
+        save_total_limit=2, seed=stage.seed, max_length=stage.max_length, report_to="none", disable_tqdm=not progress, dataloader_num_workers=0,
         completion_only_loss=True, **_cpu_flags(),
     )
     _ensure_pad(tok)
@@ -248,8 +254,8 @@ def train_rl(
     flags = _cpu_flags()
     args = TrainingArguments(
         output_dir=str(out), max_steps=stage.max_steps, per_device_train_batch_size=stage.batch_size // stage.num_generations,
-        learning_rate=stage.learning_rate, lr_scheduler_type="linear", warmup_steps=0, logging_steps=stage.logging_steps,
-        save_strategy="steps", save_steps=stage.save_steps, save_total_limit=2, seed=stage.seed, data_seed=stage.seed,
+        learning_rate=stage.learning_rate, lr_scheduler_type="linear", warmup_steps=0,
+        logging_steps=_every(stage.logging_steps, stage.max_steps), save_strategy="steps", save_steps=_every(stage.save_steps, stage.max_steps), save_total_limit=2, seed=stage.seed, data_seed=stage.seed,
         report_to=[], disable_tqdm=not progress, dataloader_num_workers=0, remove_unused_columns=False,
         bf16=flags["bf16"], use_cpu=flags["use_cpu"],
     )
@@ -275,15 +281,46 @@ def load_with_adapter(model, adapter: str | Path, *, trainable: bool = False):
     """Apply a saved word-association adapter to ``model`` (a PeftModel)."""
     from peft import PeftModel
 
+    import torch
+
+    from pluralign.adapters.checkpoint import weights_problem
+    from pluralign.io import read_json
+
     p = Path(adapter)
-    if not (p / "adapter_config.json").exists():
+    if not p.is_dir():
+        raise PluralignError("adapter folder not found" if not p.exists() else "not an adapter folder (a file)", file=p)
+    if not (p / "adapter_config.json").is_file():
         raise PluralignError("not an adapter folder (no adapter_config.json)", file=p)
-    return PeftModel.from_pretrained(model, str(p), is_trainable=trainable)
+    cfg = read_json(p / "adapter_config.json")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("peft_type"), str):
+        raise PluralignError("not a peft adapter config (a JSON object with 'peft_type')", file=p / "adapter_config.json")
+    weights = p / "adapter_model.safetensors"
+    if weights.is_file():
+        why = weights_problem(weights)
+        if why:
+            raise PluralignError(f"damaged adapter weights: {why}", file=weights)
+    try:
+        model = PeftModel.from_pretrained(model, str(p), is_trainable=trainable)
+    except PluralignError:
+        raise
+    except Exception as e:  # peft / safetensors raise many kinds on a damaged folder
+        msg = " ".join(str(e).split())[:200] or type(e).__name__
+        raise PluralignError(f"cannot load the adapter ({type(e).__name__}: {msg})", file=p) from None
+    for n, t in model.named_parameters():
+        if "lora_" in n and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise PluralignError(f"tensor {n} holds NaN or inf values: the adapter cannot be used", file=weights, field=n)
+    return model
 
 
 def read_meta(adapter: str | Path) -> dict:
     p = Path(adapter) / "pluralign_wordassoc.json"
-    return json.loads(p.read_text()) if p.exists() else {}
+    if not p.exists():
+        return {}
+    try:
+        meta = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise PluralignError(f"unreadable adapter record ({type(e).__name__})", file=p) from None
+    return meta if isinstance(meta, dict) else {}
 
 
 __all__ = ["LoraSettings", "SFTStage", "RLStage", "train_sft", "train_rl", "sft_records", "rl_records", "load_with_adapter"]
