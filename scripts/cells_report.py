@@ -134,6 +134,8 @@ def build(root: Path) -> dict:
                                              "cells": res.get("cells")}
             if r["readout"] == "logprob":
                 for name, ref in res["references"].items():
+                    if not ref["metrics"].get("n"):  # e.g. train_mean on questions no training row answered
+                        continue
                     refs[name].setdefault(r["seed"], {"emd": ref["metrics"]["emd"], "accuracy": ref["metrics"]["accuracy"],
                                                       "per_group": {g: v["emd"] for g, v in ref["per_group"].items()},
                                                       "cells": ref.get("cells"), "settings": res.get("reference_settings")})

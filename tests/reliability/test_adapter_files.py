@@ -230,8 +230,6 @@ def test_torch_file_problem_finds_truncated_optimizer_and_scheduler_states(tmp_p
 
 
 @pytest.mark.parametrize("which", ["optimizer.pt", "scheduler.pt"])
-@pytest.mark.xfail(reason="needs training/trainer.py: checkpoint_problem() must check optimizer.pt / scheduler.pt with "
-                          "pluralign.adapters.torch_file_problem (issue 27, class 12)", strict=False)
 def test_truncated_state_in_the_only_checkpoint_is_one_error_on_resume(tmp_path, tiny_model_dir, which):
     run = tmp_path / "run"
     res = invoke(train_args(tiny_model_dir, run, steps=4, save_steps=2))

@@ -16,7 +16,7 @@ from pluralign.errors import PluralignError
 
 LABELS = ("auto", "digits", "letters")
 DTYPES = ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16")
-SPLITS = ("auto", "respondent", "question", "country", "profile", "none")
+SPLITS = ("auto", "respondent", "question", "country", "profile", "country,question", "none")
 
 
 def flag(name: str) -> str:
@@ -216,6 +216,12 @@ def _train_methods():
     return METHODS
 
 
+def _schedulers():
+    from transformers.trainer_utils import SchedulerType
+
+    return sorted(t.value for t in SchedulerType)
+
+
 def _eval_methods():
     from pluralign.evaluation.methods import METHODS
 
@@ -235,6 +241,9 @@ DTYPE = Choice(DTYPES)
 RULES: dict[str, dict[str, Rule]] = {
     "eval": {
         "method": Choice(_eval_methods, csv=True), "split": Choice(SPLITS), "test_frac": Float(0, 1, open_lo=True, open_hi=True),
+        "test_questions": TextList(), "question_test_frac": Float(0, 1, open_lo=True, open_hi=True, optional=True),
+        "val_frac": Float(0, 1, open_hi=True), "map_before": Int(1900, 2100, optional=True), "map_k": Int(1, optional=True),
+        "text_k": Int(1, optional=True),
         "max_items": Int(1, optional=True), "k_shot": Int(0), "scoring": Choice(("next-token", "loglik")),
         "labels": Choice(LABELS), "batch_size": Int(1), "dtype": DTYPE, "device": DEVICE, "seed": SEED, "out": OutDir(),
     },
@@ -242,10 +251,12 @@ RULES: dict[str, dict[str, Rule]] = {
         "method": Choice(_train_methods), "task": Choice(("individual", "distributional")), "stage": Choice(("sft", "dpo", "grpo")),
         "model": Text(), "data": Text(), "split": Choice(SPLITS[:-1]),
         "test_frac": Float(0, 1, open_lo=True, open_hi=True), "test_units": TextList(), "countries": TextList(),
+        "test_questions": TextList(), "question_test_frac": Float(0, 1, open_lo=True, open_hi=True, optional=True),
+        "val_frac": Float(0, 1, open_hi=True), "option_mass_weight": Float(0), "map_before": Int(1900, 2100, optional=True),
         "questions": TextList(), "max_examples": Int(1, optional=True), "steps": Int(1), "epochs": Float(0, open_lo=True, optional=True),
         "top_layers": Int(1, optional=True), "cache_trunk": Bool(), "enrich_profile": Bool(), "batch_size": Int(1),
         "grad_accum": Int(1), "lr": Float(0, open_lo=True), "warmup_ratio": Float(0, 1, open_hi=True),
-        "scheduler": Text(), "weight_decay": Float(0), "rank": Int(1, optional=True), "alpha": Float(0, open_lo=True, optional=True),
+        "scheduler": Choice(_schedulers), "weight_decay": Float(0), "rank": Int(1, optional=True), "alpha": Float(0, open_lo=True, optional=True),
         "experts": Int(1, optional=True), "top_k": Int(1, optional=True), "target_modules": TextList(),
         "profile_prompt": Bool(), "demographic_routing": Bool(), "balance_loss": Bool(), "soft_routing": Bool(),
         "soft_label_norm": Choice(("vocab", "options")), "profile_encoder": Text(), "init_adapter": Text(optional=True),

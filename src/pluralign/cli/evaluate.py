@@ -12,7 +12,7 @@ from pluralign.errors import PluralignError
 
 EVAL_HELP = """Evaluate a causal LM on survey-style value questions, conditioned on demographic profiles.
 
-For each method the model reads each item once (batched, left-padded), the probabilities of the option labels are read from the next-token logits and renormalised over the options; the results are compared with the human answers of the same group (accuracy, macro-F1, Earth Mover's distance, Jensen-Shannon distance, entropy). Two model-free references are always reported: uniform, and the mean answer distribution of the training groups (a model that collapses to the mean).
+For each method the model reads each item once (batched, left-padded), the probabilities of the option labels are read from the next-token logits and renormalised over the options; the results are compared with the human answers of the same group (accuracy, macro-F1, Earth Mover's distance, Jensen-Shannon distance, entropy; NLL for respondents), with the next-token mass the model puts on the option labels (option_mass: how much it SAYS one of them). Model-free references are always reported beside the model: uniform; the mean answer distribution of the training groups (a model that collapses to the mean); for respondents the pooled and per-country training answer shares; for countries on the Inglehart-Welzel map the map's nearest training countries and a distance kernel; for questions no training row answered, the text-similarity reference.
 
 Examples:
 
@@ -506,7 +506,8 @@ def _run(**a) -> None:
             rs = [r for r in results if r.get("cell") == cell]
             refs = tuple(rs[0]["references"]) if rs else ("train_mean",)
             h, rws = summary_rows(rs)
-            dh, drw, dw = difference_rows(rs, references=refs if (cell or rs[0]["dataset"]["kind"] == "individual") else ("train_mean",))
+            dh, drw, dw = difference_rows(rs, references=refs if (cell or rs[0]["dataset"]["kind"] == "individual") else ("train_mean",),
+                                          n_boot=a.get("bootstrap", 1000))  # --bootstrap 0: no paired intervals either
             tables[cell] = (h, rws, dh, drw, dw)
         header, rows, dheader, drows, dwarn = tables[next(iter(parts))]
         summary = {"results": paths, "table": {"header": header, "rows": rows}, "differences": {"header": dheader, "rows": drows},

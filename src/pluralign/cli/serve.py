@@ -107,7 +107,7 @@ def check_args(a: dict) -> dict:
     if a.get("adapter") is not None:
         from pluralign.adapters import read_adapter_config
 
-        meta = read_adapter_config(a["adapter"])
+        meta = read_adapter_config(a["adapter"], check_weights=True)  # a damaged adapter fails before the model loads
         if meta.get("method") == "ptuning-v2":
             raise PluralignError("prefix-tuning (ptuning-v2) adapters keep their own KV prefix and cannot be served batched",
                                  file=a["adapter"], field="--adapter")

@@ -233,9 +233,7 @@ def reference_predictions(test: SurveyDataset, train: SurveyDataset | None, sett
     if train is None or not len(train) or train is test:
         return refs
     mean = mean_distributions(train)
-    tm = [mean.get(e.item_id) for e in test.examples]
-    if any(p is not None for p in tm):
-        refs["train_mean"] = tm
+    refs["train_mean"] = [mean.get(e.item_id) for e in test.examples]  # None (not scored) for questions no training row answered
     ind = individual_shares(test, train)
     if ind:
         refs.update(ind)

@@ -71,6 +71,12 @@ def checkpoint_problem(path: str | Path) -> str | None:
         int(state["global_step"])
     except (OSError, ValueError, KeyError, TypeError):
         return f"unreadable {TRAINER_STATE_FILE}"
+    from pluralign.adapters.checkpoint import torch_file_problem
+
+    for f in ("optimizer.pt", "scheduler.pt"):  # a truncated state would fail deep inside the Trainer's resume
+        why = torch_file_problem(path / f)
+        if why:
+            return f"{f}: {why}"
     return None
 
 
