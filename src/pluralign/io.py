@@ -312,9 +312,9 @@ def recover_staged(final: str | Path, owned=is_eval_set_file) -> None:
 
 class StagedOutput:
     """Write a result set into a staging folder (``path``), then :meth:`commit` it: the files of
-    the old set in ``final`` (those ``owned`` says belong to a set) are replaced by the new ones
-    as a whole, other entries of ``final`` are kept. An interrupted run leaves the old set, a
-    committed one the new set; never a mix.
+    ``final`` that the new set writes again are replaced by the new ones as a whole; every other
+    entry of ``final`` (earlier results of other methods or datasets, notes) is kept. An
+    interrupted run leaves the old files, a committed one the new set; never a mix.
 
     The staging folder is a sibling of ``final``, swapped in by two renames; where the parent
     cannot be written it lies inside ``final`` and the set's files are moved one by one (with
@@ -342,10 +342,11 @@ class StagedOutput:
     def commit(self) -> Path:
         with deferred_signals():
             fsync_tree(self.path)
+            new = {e.name for e in self.path.iterdir()}
             if self.inside:
                 old = Path(tempfile.mkdtemp(prefix=f".old-{os.getpid()}-", dir=self.final))
                 for e in list(self.final.iterdir()):
-                    if self.owned(e.name) and e.is_file():
+                    if self.owned(e.name) and e.is_file() and e.name in new:
                         os.replace(e, old / e.name)
                 for e in list(self.path.iterdir()):
                     os.replace(e, self.final / e.name)
@@ -354,8 +355,8 @@ class StagedOutput:
             else:
                 (self.path / STAGED_MARK).write_bytes(b"")
                 if self.final.exists():
-                    for e in list(self.final.iterdir()):
-                        if not self.owned(e.name) and not (self.path / e.name).exists():
+                    for e in list(self.final.iterdir()):  # every entry the new set does not replace is kept
+                        if e.name not in new and not e.name.startswith(f".{self.final.name}.staging-"):
                             os.replace(e, self.path / e.name)
                 replace_dir(self.path, self.final)
                 (self.final / STAGED_MARK).unlink(missing_ok=True)
@@ -370,3 +371,68 @@ class StagedOutput:
         if not self.done and self.path.exists() and not (self.path / STAGED_MARK).exists():
             shutil.rmtree(self.path, ignore_errors=True)
             self.done = True
+
+
+# ------------------------------------------------------------------------------ output folders
+#: files that show which kind of run a folder holds
+_KIND_SIGNS = {"train": ("train_config.json", "checkpoints"), "eval": ("summary.json",),
+               "softprompt": ("prompt.safetensors", "baseline.json", "pareto.json")}
+_LOCKS: dict[str, int] = {}
+
+
+def output_kind(path: str | Path) -> str | None:
+    """The kind of pluralign run whose outputs ``path`` holds (``train``, ``eval``,
+    ``softprompt``), from its files; None for an empty or unknown folder."""
+    p = Path(path)
+    if not p.is_dir():
+        return None
+    for k, signs in _KIND_SIGNS.items():
+        if any((p / s).exists() for s in signs):
+            return k
+    if any(e.name.startswith("eval-") and e.name.endswith(".json") for e in p.iterdir()):
+        return "eval"
+    return None
+
+
+def claim_output(path: str | Path, kind: str, *, field: str = "out") -> Path:
+    """Make ``path`` the output folder of one run of ``kind`` (``eval``, ``train``, ``softprompt``),
+    or refuse with one clear error: the working folder or a folder above it (``.``, ``..``,
+    ``''``); a folder holding another kind of run (:func:`output_kind`); a folder another process
+    is writing. The last is an advisory lock (``flock``) on the folder itself, held until this
+    process exits (the kernel drops it when a process dies, so no stale lock is ever left and no
+    file is added). Returns the folder."""
+    import fcntl
+
+    from pluralign.errors import PluralignError
+
+    if str(path).strip() == "":
+        raise PluralignError("an output folder is needed, got ''", field=field)
+    p = Path(path)
+    here, full = Path.cwd().resolve(), p.resolve()
+    if full == here or full in here.parents:
+        raise PluralignError("the output folder must be a folder of its own, not the working folder or one above it "
+                             "(its files would be swapped out)", file=path, field=field)
+    other = output_kind(p)
+    if other is not None and other != kind:
+        raise PluralignError(f"this folder holds the outputs of a `pluralign {other}` run; give this {kind} run another --out",
+                             file=path, field=field)
+    p.mkdir(parents=True, exist_ok=True)
+    key = str(full)
+    if key in _LOCKS:
+        return p
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise PluralignError("another pluralign run is writing this folder; wait for it or give another --out",
+                             file=path, field=field) from None
+    _LOCKS[key] = fd
+    return p
+
+
+def release_output(path: str | Path) -> None:
+    """Drop this process's lock on an output folder (also dropped at exit)."""
+    fd = _LOCKS.pop(str(Path(path).resolve()), None)
+    if fd is not None:
+        os.close(fd)

@@ -51,7 +51,8 @@ def test_interrupted_multi_method_eval_leaves_the_old_set(earlier, tiny_model_di
     assert tree_digest(out) == before  # the first method's new file is not beside the old second one
     assert [d.name for d in tmp_path.iterdir()] == ["set"]  # its staging folder is gone too
     # what a SIGKILL leaves (a staging folder of a dead process) is cleared by the next run,
-    # which replaces the whole set (one method only now)
+    # which replaces the files it writes again (one method only now) and keeps the earlier
+    # results of the other method (issue 27: earlier results are never deleted)
     dead = subprocess.Popen(["true"])
     dead.wait()
     stale = tmp_path / f".set.staging-{dead.pid}-abc"
@@ -59,7 +60,9 @@ def test_interrupted_multi_method_eval_leaves_the_old_set(earlier, tiny_model_di
     (stale / "eval-wvs-shares-vanilla.json").write_text("{}")
     res = invoke(eval_args(tiny_model_dir, out, methods="vanilla", extra=["--seed", "1"]))
     assert res.exit_code == 0, res.output
-    assert sorted(f.name for f in out.iterdir()) == ["eval-wvs-shares-vanilla.json", "notes.txt", "summary.json"]
+    assert sorted(f.name for f in out.iterdir() if not f.name.startswith(".pluralign")) == [
+        "eval-wvs-shares-persona.json", "eval-wvs-shares-vanilla.json", "notes.txt", "summary.json"]
+    assert read_json(out / "eval-wvs-shares-persona.json") == read_json(earlier / "eval-wvs-shares-persona.json")
     assert [d.name for d in tmp_path.iterdir()] == ["set"]
     assert read_json(out / "summary.json")["results"] == [str(out / "eval-wvs-shares-vanilla.json")]
 

@@ -371,6 +371,9 @@ def _run(**a) -> None:
     if a["scoring"] not in ("next-token", "loglik"):
         raise PluralignError(f"unknown scoring {a['scoring']!r} (next-token | loglik)", field="scoring")
     readouts = _check_readout_flags(a)
+    from pluralign.io import claim_output
+
+    claim_output(a["out"], "eval", field="--out")  # one folder, one kind of run, one writer at a time
     # the run the adapter comes from (what it was trained on) and the run whose split is evaluated
     run_rec = _adapter_record(a["adapter"]) if a["adapter"] else None
     sel_rec = _split_json(a["split_from"]) if a.get("split_from") else run_rec
@@ -474,7 +477,7 @@ def _run(**a) -> None:
     out: Path = a["out"]
     from pluralign.io import StagedOutput
 
-    stage = StagedOutput(out)  # files go to a staging folder, swapped in whole at the end: old set or new set, never a mix
+    stage = StagedOutput(out)  # files go to a staging folder, swapped in at the end: old files or the new set, never a mix
     parts = cells or {None: test}
     try:
         for m in methods:

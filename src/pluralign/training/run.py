@@ -134,10 +134,12 @@ def _check_out(cfg: TrainConfig, out: Path) -> str | None:
     say on stderr which one), or raise :class:`RunFinished` when the run already ended."""
     import sys
 
+    from pluralign.io import claim_output
     from pluralign.training.trainer import RunFinished, checkpoint_step, find_resumable
 
     ckdir = out / "checkpoints"
     prev_cfg = out / "train_config.json"
+    claim_output(out, "train", field="--out")  # not an eval's or another kind's folder; one writer at a time
     last, skipped = find_resumable(ckdir)
     if not cfg.resume:
         if (out / "adapter").exists() or last is not None:
