@@ -26,8 +26,13 @@ def cache_dir() -> Path:
 
 def shared_data_dir() -> Path | None:
     """The development data folder: ``$PLURALIGN_DATA``, else ``../shared/data`` seen from the
-    current directory or from the repository root. ``None`` when absent (a fresh user machine)."""
+    current directory or from the repository root. ``None`` when absent (a fresh user machine); a
+    ``$PLURALIGN_DATA`` that names no folder is an error, never a silent fallback."""
     env = os.environ.get("PLURALIGN_DATA")
+    if env and not Path(env).is_dir():  # a mistyped variable never falls back to another folder silently
+        from pluralign.errors import PluralignError
+
+        raise PluralignError("PLURALIGN_DATA names no folder; fix it or unset it", file=env, field="PLURALIGN_DATA")
     candidates = [Path(env)] if env else []
     repo_root = Path(__file__).resolve().parents[2]
     candidates += [Path.cwd().parent / "shared" / "data", repo_root.parent / "shared" / "data"]

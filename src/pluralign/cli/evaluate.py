@@ -303,11 +303,25 @@ def reference_dataset(test, spec: str):
         )
     import dataclasses
 
+    from pluralign.data.countries import country_name
+
+    def _country(e):
+        c = e.profile.country or e.group
+        return country_name(c) or c
+
+    # the test groups' own answers never reach a reference or a demonstration (by group name or country)
+    test_groups = {e.group for e in test.examples} | {_country(e) for e in test.examples}
+    kept = [e for e in ref.examples if e.item_id in rename and e.group not in test_groups and _country(e) not in test_groups]
+    n_test_group_rows = sum(1 for e in ref.examples if e.item_id in rename) - len(kept)
     items = {rename[q]: dataclasses.replace(it, id=rename[q]) for q, it in ref.items.items() if q in rename}
-    exs = [dataclasses.replace(e, item_id=rename[e.item_id]) for e in ref.examples if e.item_id in rename]
+    exs = [dataclasses.replace(e, item_id=rename[e.item_id]) for e in kept]
+    if not exs:
+        raise PluralignError("after leaving out the test groups' own answers, nothing of it is left to compute references from",
+                             file=spec, field="reference_data")
     out = type(ref)(name=ref.name, kind=ref.kind, items=items, examples=exs, source=ref.source, meta=ref.meta)
     info = {"data": spec, "name": ref.name, "kind": ref.kind, "examples": len(exs), "groups": len(out.groups()),
-            "matched_items": len(set(rename.values())), "matched_by_id": n_id, "matched_by_text": n_text}
+            "matched_items": len(set(rename.values())), "matched_by_id": n_id, "matched_by_text": n_text,
+            "test_group_rows_left_out": n_test_group_rows}
     return out, info
 
 
