@@ -63,3 +63,29 @@ def test_a_mistyped_data_folder_is_an_error_not_a_fallback(monkeypatch, tmp_path
     monkeypatch.setenv("PLURALIGN_DATA", str(tmp_path / "nope"))
     with pytest.raises(PluralignError, match="PLURALIGN_DATA"):
         shared_data_dir()
+
+
+def test_an_adapter_on_new_data_replays_only_its_prompt_format(tiny_model_dir, tmp_path):
+    """`eval --adapter RUN/adapter --data new.yaml --split none` (issue 27, class 9): the run's test
+    units are not replayed onto the new data; the trained-rows check still runs."""
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", "--method", "lora", "--task", "distributional", "--model", str(tiny_model_dir),
+                                 "--data", "wvs-shares", "--countries", "USA,DEU,THA", "--questions", QS, "--split", "country",
+                                 "--test-units", "THA", "--steps", "1", "--batch-size", "4", "--save-steps", "0",
+                                 "--no-progress", "--out", str(run)])
+    assert r.exit_code == 0, r.output
+    survey = tmp_path / "new.yaml"
+    survey.write_text(
+        "items:\n"
+        "  - {id: fam, text: \"How important is family in your life?\", options: [Very important, Rather important, Not very important, Not at all important]}\n"
+        "groups:\n"
+        "  - {id: FRA, profile: {country: France}, distributions: {fam: [0.8, 0.15, 0.04, 0.01]}}\n"
+        "  - {id: ITA, profile: {country: Italy}, distributions: {fam: [0.85, 0.1, 0.04, 0.01]}}\n")
+    out = tmp_path / "ev"
+    r = CliRunner().invoke(app, ["eval", "--model", str(tiny_model_dir), "--adapter", str(run / "adapter"), "--data", str(survey),
+                                 "--split", "none", "--reference-data", "wvs-shares", "--bootstrap", "0", "--no-plot",
+                                 "--no-progress", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(next(out.glob("eval-*.json")).read_text())
+    assert sorted(res["dataset"]["groups"]) == ["France", "Italy"] and res["method"] == "persona"
+    assert res["split"]["trained_rows_in_test"] == 0 and "train_mean" in res["references"]

@@ -392,6 +392,12 @@ def _run(**a) -> None:
     run_rec = _adapter_record(a["adapter"]) if a["adapter"] else None
     sel_rec = _split_json(a["split_from"]) if a.get("split_from") else run_rec
     fmt_rec = run_rec or sel_rec
+    if sel_rec is not None and not a.get("split_from") and "data" in explicit and str(a["data"]) != str(sel_rec["data"]):
+        # an adapter on NEW data (the zero-shot use): only its prompt format is replayed, not its run's split;
+        # the trained-rows check below still runs, and --reference-data supplies the references
+        typer.echo(f"note: --data {a['data']} is not the data of the adapter's run ({sel_rec['data']}): its prompt format "
+                   "is replayed, its split is not", err=True)
+        sel_rec = None
     overridden: list[str] = []
     if sel_rec is not None:
         overridden = _apply_record(a, sel_rec, explicit, SELECTION)
