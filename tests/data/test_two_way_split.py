@@ -71,3 +71,19 @@ def test_bad_two_way_requests_are_one_clear_error():
         split_dataset(ds, "country", test_questions=["Q1"])
     with pytest.raises(PluralignError, match="no country in the train part"):
         split_dataset(ds, "country,question", test_units=COUNTRIES)
+
+
+@pytest.mark.parametrize("by", ["country", "country,question"])
+def test_a_handful_of_units_still_gets_a_test_and_a_training_part(by):
+    """Issue 27, class 10: with 5 countries and test_frac 0.2 the hashed threshold may put no
+    country in test; the round(frac x n) lowest hashes are taken instead (at least 1, at most n-1)."""
+    five = COUNTRIES[:5]
+    items = dict(list(ITEMS.items())[:10])
+    exs = [GroupExample(group_id=c, profile=Profile(country=c), item_id=q, probs=(0.2, 0.3, 0.5)) for c in five for q in items]
+    ds = SurveyDataset(name="five", kind="distributional", items=items, examples=exs, source="five.json")
+    for seed in range(40):
+        sp = split_dataset(ds, by, test_frac=0.2, seed=seed)
+        test_c = {e.group for e in sp.test.examples} - {e.group for e in sp.train.examples}
+        assert len(sp.train) and len(sp.test) and 1 <= len({e.group for e in sp.train.examples}) <= 4
+        if by == "country":
+            assert len(test_c) >= 1

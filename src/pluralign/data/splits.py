@@ -155,14 +155,9 @@ def split_dataset(
         missing = explicit - known
         if missing:
             raise PluralignError(f"unknown {by}(s) for the test part: {', '.join(sorted(missing))}", file=ds.source, field=by)
+    assign = _assign(sorted({unit_of(e, by) for e in ds.examples}), seed, test_frac, val_frac, explicit)
     for e in ds.examples:
-        u = unit_of(e, by)
-        f = unit_fraction(seed, u)
-        if explicit is not None:
-            part = "test" if u in explicit else ("val" if f < val_frac else "train")
-        else:
-            part = "test" if f < test_frac else ("val" if f < test_frac + val_frac else "train")
-        parts[part].append(e)
+        parts[assign[unit_of(e, by)]].append(e)
     for p in ("train", "test"):
         if not parts[p]:
             raise PluralignError(f"the {p} part of the {by} split is empty (dataset too small?)", file=ds.source, field="split")
@@ -177,7 +172,10 @@ def split_dataset(
 
 def _assign(units, seed: int, test_frac: float, val_frac: float, explicit: set | None) -> dict[str, str]:
     """train / val / test of each unit: explicit test units (the rest: val below ``val_frac``) or
-    the hashed fractions, exactly as the one-way split assigns them."""
+    the hashed fractions (a unit whose hash position is below ``test_frac`` is a test unit). When
+    the hashed fractions leave the test or the training part empty (a handful of units), the
+    ``round(frac x n)`` units with the lowest hash positions are taken instead, at least 1 and at
+    most n - 1 (a larger dataset never gets there, so its split is unchanged)."""
     out = {}
     for u in units:
         f = unit_fraction(seed, u)
@@ -185,6 +183,12 @@ def _assign(units, seed: int, test_frac: float, val_frac: float, explicit: set |
             out[u] = "test" if u in explicit else ("val" if f < val_frac else "train")
         else:
             out[u] = "test" if f < test_frac else ("val" if f < test_frac + val_frac else "train")
+    n = len(out)
+    if explicit is None and n >= 2 and ("test" not in out.values() or "train" not in out.values()):
+        ranked = sorted(out, key=lambda u: (unit_fraction(seed, u), u))
+        n_test = min(max(1, round(test_frac * n)), n - 1)
+        n_val = min(round(val_frac * n), n - 1 - n_test)
+        out = {u: "test" if i < n_test else ("val" if i < n_test + n_val else "train") for i, u in enumerate(ranked)}
     return out
 
 
