@@ -1,4 +1,6 @@
-"""Tables and plots of the three-cell study (configs/study/three-cells.json; issue 26).
+"""Tables and plots of the three-cell study (configs/study/three-cells.json; issue 26), and of
+any study whose jobs evaluate on one-way country or question splits (configs/study/map-free.json:
+their test part is reported as the cell it is).
 
     python scripts/cells_report.py configs/study/three-cells.json [--out docs/results/cells]
 
@@ -43,8 +45,12 @@ CELL_TITLE = {"unseen_questions": "unseen questions x training countries", "unse
 
 def _load(root: Path) -> list[dict]:
     out = []
-    for f in sorted(root.glob("*/eval/eval-*@*.json")):
+    for f in sorted(root.glob("*/eval/eval-*.json")):
         r = json.loads(f.read_text())
+        if not r.get("cell"):  # a one-way split: its test part is one of the cells
+            r["cell"] = {"country": "unseen_countries", "question": "unseen_questions"}.get((r.get("split") or {}).get("by"))
+            if r["cell"] is None:
+                continue
         job = f.parents[1].name
         ro = (r.get("readout") or {}).get("name", "logprob")
         group = job.rsplit("-s", 1)[0]
@@ -97,11 +103,14 @@ def _latest_map_refs(res: dict) -> dict[str, dict]:
     ds = load_dataset(sp_info["data"])
     if sp_info.get("countries") or sp_info.get("questions"):
         ds = ds.filter(countries=sp_info.get("countries") or None, questions=sp_info.get("questions") or None)
-    sp = split_dataset(ds, "country,question", test_frac=sp_info.get("test_frac", 0.2), seed=res["config"]["seed"],
+    two_way = sp_info.get("by") == "country,question"
+    sp = split_dataset(ds, sp_info.get("by"), test_frac=sp_info.get("test_frac", 0.2), seed=res["config"]["seed"],
                        test_units=sp_info.get("test_units") or None, val_frac=sp_info.get("val_frac") or 0.0,
-                       test_questions=sp_info.get("test_questions") or None, question_test_frac=sp_info.get("question_test_frac"))
-    s = tune_references(sp.train, sp.val_cells(), ReferenceSettings(text_encoder="tfidf", map_before=None))
-    part = sp.test_cells()[res["cell"]]
+                       test_questions=(sp_info.get("test_questions") or None) if two_way else None,
+                       question_test_frac=sp_info.get("question_test_frac") if two_way else None)
+    val = sp.val_cells() or ({"all": sp.val} if sp.val is not None else {"loo": sp.train})
+    s = tune_references(sp.train, val, ReferenceSettings(text_encoder="tfidf", map_before=None))
+    part = sp.test_cells()[res["cell"]] if two_way else sp.test
     out = {}
     for name, preds in reference_predictions(part, sp.train, s).items():
         if name.startswith("culture_map"):

@@ -147,3 +147,15 @@ def test_individual_references_are_pooled_and_per_country_shares():
     assert np.allclose(refs["country_shares"][0], (np.array([0, 0, 15]) + refs["pooled_shares"][0]) / 16)
     assert refs["country_shares"][0].argmax() == 2 and min(refs["country_shares"][0]) > 0
     assert np.allclose(refs["train_mean"][0], [0.5, 0, 0.5])  # the country-equal mean, for contrast
+
+
+def test_leave_one_country_out_never_uses_the_country_itself():
+    sp = split_dataset(_ds(), "country", test_units=["Japan", "Brazil"], seed=0)
+    s = tune_references(sp.train, {"loo": sp.train}, ReferenceSettings(text_encoder="tfidf"))
+    assert s.chosen_on == "validation" and s.validation["map_rows"] == len(sp.train)
+    # with itself allowed as a neighbour, k = 1 would be a perfect (zero) EMD: it is not
+    assert s.validation["map_k"]["1"] > 0.0
+    # the choice reads only the training part: the test countries' answers can be anything
+    poisoned = sp.test.subset([dataclasses.replace(e, probs=(1.0, 0.0, 0.0, 0.0)) for e in sp.test.examples])
+    sp2 = dataclasses.replace(sp, test=poisoned)
+    assert tune_references(sp2.train, {"loo": sp2.train}, ReferenceSettings(text_encoder="tfidf")).validation == s.validation

@@ -67,7 +67,7 @@ def eval_cmd(
     soft_prompt: Optional[Path] = typer.Option(None, help="A soft prompt (pluralign softprompt) to prepend."),
     seed: int = typer.Option(0, help="Seed of the split and of demonstration sampling."),
     enrich_profile: bool = typer.Option(False, "--enrich-profile/--no-enrich-profile", help="Country profiles also carry their Inglehart-Welzel cultural-map position and zone (in the persona text); default with --adapter: as the adapter's run."),
-    map_k: Optional[int] = typer.Option(None, help="Training countries averaged by the cultural-map nearest-neighbour reference (culture_map_knn). Default: chosen on the validation countries (--val-frac), else 3."),
+    map_k: Optional[int] = typer.Option(None, help="Training countries averaged by the cultural-map nearest-neighbour reference (culture_map_knn). Default: chosen on the validation countries (--val-frac), or leave-one-training-country-out on a country split without them, else 3."),
     text_k: Optional[int] = typer.Option(None, help="Training questions averaged by the text-similarity reference of unseen questions (text_knn). Default: chosen on the validation questions, else 5."),
     text_encoder: str = typer.Option("minilm-l6", help="Question-text encoder of the text-similarity reference: a sentence encoder (minilm-l6, hub id, folder) or tfidf."),
     map_before: Optional[int] = typer.Option(None, help="Cultural-map wave of --enrich-profile and the map references: each country's latest coordinates from a survey year before this one (e.g. 2017 for WVS-7 data). Default with --adapter: as the adapter's run; else the latest."),
@@ -327,12 +327,15 @@ def reference_dataset(test, spec: str):
 
 def _reference_settings(a: dict, sp, train, explicit: set):
     """The references' settings: --map-k / --text-k as given, else chosen on the validation rows
-    (two-way split: its validation cells; one-way: the whole validation part), else the defaults."""
+    (two-way split: its validation cells; one-way: the whole validation part; a country split
+    without validation countries: leave-one-training-country-out), else the defaults."""
     from pluralign.evaluation.references import ReferenceSettings, tune_references
 
     s = ReferenceSettings(map_k=a["map_k"] if a.get("map_k") is not None else 3, text_k=a["text_k"] if a.get("text_k") is not None else 5,
                           text_encoder=a.get("text_encoder") or "minilm-l6", map_before=a.get("map_before"))
     val_cells = sp.val_cells() or ({"all": sp.val} if sp.val is not None else {})
+    if not val_cells and sp.by == "country" and train is not None and train.kind != "individual" and len(train):
+        val_cells = {"loo": train}  # no validation countries: leave one training country out at a time
     if not val_cells or a.get("reference_data"):
         return s
     tuned = tune_references(train, val_cells, s)

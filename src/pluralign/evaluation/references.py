@@ -264,16 +264,26 @@ def tune_references(train: SurveyDataset, val_cells: dict[str, SurveyDataset], s
                     *, index: TextIndex | None = None) -> ReferenceSettings:
     """Choose the map ``k``, the kernel bandwidth and the text ``k`` by mean EMD on validation rows
     only: the map settings on the validation countries' rows (``unseen_countries``, or the whole
-    validation part of a one-way country split under the key ``all``), the text ``k`` on the
-    validation questions' rows (``unseen_questions``). Ties go to the smaller value. Group data only;
-    settings without validation rows stay as given."""
+    validation part of a one-way country split under the key ``all``; or, under the key ``loo``,
+    the training rows themselves, each training country predicted from the OTHER training
+    countries: leave-one-country-out, for splits without validation countries), the text ``k`` on
+    the validation questions' rows (``unseen_questions``). Ties go to the smaller value. Group data
+    only; settings without validation rows stay as given."""
     s = replace(settings or ReferenceSettings(), validation={})
     vc = val_cells.get("unseen_countries") or val_cells.get("all")
+    loo = vc is None and "loo" in val_cells
+    if loo:  # no validation countries: leave one training country out at a time
+        vc = val_cells["loo"]
     if vc is not None and vc.kind != "individual" and len(vc):
         w = _map_weights(vc, train, s.map_before)
         if w is not None:
-            ks = {k: _mean_emd(vc, culture_map_knn(vc, train, k=k, before=s.map_before, _w=w)) for k in MAP_K_GRID}
-            hs = {h: _mean_emd(vc, culture_map_kernel(vc, train, bandwidth=h, before=s.map_before, _w=w)) for h in BANDWIDTH_GRID}
+            def score(pred_fn):
+                return _mean_emd(vc, pred_fn())
+
+            if loo:  # each training country predicted from the others only (its own row is never a neighbour)
+                w = {g: [(c, d) for c, d in nb if c != g] for g, nb in w.items()}
+            ks = {k: score(lambda k=k: culture_map_knn(vc, train, k=k, before=s.map_before, _w=w)) for k in MAP_K_GRID}
+            hs = {h: score(lambda h=h: culture_map_kernel(vc, train, bandwidth=h, before=s.map_before, _w=w)) for h in BANDWIDTH_GRID}
             s.map_k = min(ks, key=lambda k: (ks[k], k))
             s.map_bandwidth = min(hs, key=lambda h: (hs[h], h))
             s.validation["map_k"] = {str(k): v for k, v in ks.items()}
