@@ -68,9 +68,14 @@ def test_eval_bad_input_is_one_line_and_keeps_earlier_results(tiny_model_dir, tm
     assert (out / "eval-wvs-shares-vanilla.json").read_bytes() == before
 
 
-def test_eval_model_without_chat_template_uses_plain_format(tmp_path, tiny_model_dir):
+def test_eval_model_without_chat_template_uses_plain_format(tmp_path, tiny_model_dir, monkeypatch):
+    """Every prompt the scorer reads is build_chat_prompt's plain format ("System: ...\n\nUser: ...
+    \n\nAssistant: "), the persona in the system turn, not the template's turns."""
     import shutil
 
+    from pluralign.evaluation.scoring import OptionScorer
+
+    assert list(tiny_model_dir.glob("chat_template.*"))  # the model itself has a template (its turns: "<s>system")
     d = tmp_path / "plain"
     shutil.copytree(tiny_model_dir, d)
     cfg = json.loads((d / "tokenizer_config.json").read_text())
@@ -78,5 +83,21 @@ def test_eval_model_without_chat_template_uses_plain_format(tmp_path, tiny_model
     (d / "tokenizer_config.json").write_text(json.dumps(cfg))
     for f in d.glob("chat_template.*"):
         f.unlink()
+    scored: list[str] = []
+    real = OptionScorer._encode_prompt
+
+    def spy(self, text, limit=None):
+        scored.append(text)
+        return real(self, text, limit)
+
+    monkeypatch.setattr(OptionScorer, "_encode_prompt", spy)
     r = _eval(d, tmp_path / "out", "--method", "persona")
     assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "out" / "eval-wvs-shares-persona.json").read_text())
+    assert res["metrics"]["n"] == len(res["predictions"]) > 0
+    assert len(set(scored)) == res["timing"]["prompts"] > 0  # one per (country, item), each scored as below
+    for p in scored:
+        system, _, rest = p.partition("\n\nUser: ")
+        assert system.startswith("System: ") and rest and p.endswith("\n\nAssistant: "), repr(p)
+        assert ("China" in system) != ("United States" in system), system  # the persona in the system turn
+        assert "<s>" not in p and "</s>" not in p, repr(p)

@@ -126,3 +126,14 @@ def test_train_reads_a_questionnaire(tiny_model_dir, tmp_path):
     ])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "run" / "adapter").exists()
+    run = tmp_path / "run"
+    summary = json.loads((run / "train_summary.json").read_text())
+    # trained on the questionnaire's own rows: France's three items ('own' exists nowhere else), Italy held out
+    assert summary["dataset"]["name"] == "mysurvey" and summary["task"] == "distributional"
+    assert summary["rows"] == 3 and summary["profiles"] == 1 and summary["steps"] == 1
+    assert summary["split"]["train"] == 3 and summary["split"]["test"] == 3
+    split = json.loads((run / "split.json").read_text())
+    assert split["data"] == str(survey) and split["test_unit_list"] == ["Italy"]
+    meta = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    assert meta["method"] == "lora" and meta["n_parameters"] == summary["trainable_parameters"] > 0
+    assert list((run / "adapter").glob("*.safetensors"))

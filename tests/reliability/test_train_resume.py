@@ -129,16 +129,27 @@ def test_incomplete_checkpoints_are_passed_over(reference, tiny_model_dir, tmp_p
     assert _same_weights(run, reference)
 
 
-def test_only_incomplete_checkpoints_resume_says_so_and_a_fresh_start_works(tiny_model_dir, tmp_path):
+def test_only_incomplete_checkpoints_resume_says_so_and_a_fresh_start_works(reference, tiny_model_dir, tmp_path):
+    """A run killed in its first checkpoint write by older versions (checkpoint-2 written in place,
+    left empty), with the run's own configuration: --resume says there is nothing complete to
+    resume and names the incomplete folder; a fresh start is allowed."""
     run = tmp_path / "run"
-    run.mkdir()
+    _copy_run(reference, run)  # train_config.json of these very flags: the configuration check passes
+    shutil.rmtree(run / "adapter")
+    (run / "train_summary.json").unlink()
+    shutil.rmtree(run / "checkpoints")
     (run / "checkpoints" / "checkpoint-2").mkdir(parents=True)  # SIGKILL during an in-place write (old code)
+    res = invoke(train_args(tiny_model_dir, run, extra=["--resume"]))
+    line = assert_one_error(res, contains="nothing to resume")
+    assert "no complete checkpoint" in line and "checkpoint-2" in line and "start afresh" in line, line
+    assert not (run / "adapter").exists() and not (run / "train_summary.json").exists()
     (run / "train_config.json").write_text("{}")
     res = invoke(train_args(tiny_model_dir, run, extra=["--resume"]))
     # the config differs first ({} vs the flags): still one clear line
-    assert_one_error(res)
+    assert_one_error(res, contains="different configuration")
     res = invoke(train_args(tiny_model_dir, run, steps=2, save_steps=0))
     assert res.exit_code == 0, res.output  # nothing resumable there: a fresh start is allowed
+    assert _summary(run)["steps"] == 2 and _summary(run)["resumed_from"] is None and (run / "adapter").is_dir()
 
 
 def test_a_checkpoint_at_the_last_step_without_adapter_is_restored_not_trained_on(reference, tiny_model_dir, tmp_path):

@@ -78,6 +78,43 @@ def test_fast_path_gradients_equal_the_full_path(tiny_tokenizer):
         assert torch.allclose(grads[0][n], grads[1][n], atol=1e-6), n
 
 
+def test_the_cached_trunk_forward_leaves_the_shared_model_whole(tiny_tokenizer):
+    """``start_layer`` runs a view of the backbone: the model's own decoder keeps all its layers
+    while a fast forward runs, so a full forward started meanwhile (here from a hook on the top
+    layer, as another thread or a nested call would) computes the full model's logits."""
+    from pluralign.training.fastpath import attach_trunk
+    from pluralign.training.losses import answer_logits
+
+    model = _adapted("cuma")
+    parent, attr, layers = model.decoder_layers()
+    rows = encode_dataset(tiny_tokenizer, group_ds())
+    table = {r.profile.key(): e for r, e in zip(rows, HashEncoder().encode([r.profile for r in rows]))}
+    attach_trunk(model, rows, start=2, progress=False)
+    fast = ConditionalCollator(tiny_tokenizer.pad_token_id, hard_labels=False, profile_table=table, start_layer=2)(rows)
+    full = ConditionalCollator(tiny_tokenizer.pad_token_id, hard_labels=False, profile_table=table)(rows)
+    extra = {"profile_embeds": full["profile_embeds"]}
+    seen: dict = {}
+
+    def nested_full_forward(module, args):
+        if seen:
+            return
+        seen["layers"] = getattr(parent, attr)
+        seen["logits"], _ = answer_logits(model, full, extra)
+
+    with torch.no_grad():
+        expected, _ = answer_logits(model, full, extra)
+        handle = layers[3].register_forward_pre_hook(nested_full_forward)
+        try:
+            lf, _ = answer_logits(model, fast, extra)
+        finally:
+            handle.remove()
+    assert seen["layers"] is layers and len(layers) == 4
+    assert torch.allclose(seen["logits"], expected, atol=1e-6), (seen["logits"] - expected).abs().max()
+    assert torch.allclose(lf, expected, atol=1e-5), (lf - expected).abs().max()
+    assert getattr(parent, attr) is layers
+    assert [n for n, _ in model.named_parameters()] == [n for n, _ in _adapted("cuma").named_parameters()]
+
+
 def test_trunk_disk_cache_is_reused(tmp_path, tiny_tokenizer):
     from pluralign.training.fastpath import attach_trunk
 

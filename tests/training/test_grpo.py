@@ -14,8 +14,9 @@ from conftest import make_tiny_model
 
 from pluralign.data.profile import Profile
 from pluralign.errors import PluralignError
+from pluralign.models.generation import decode, generate_ids
 from pluralign.training import TrainConfig
-from pluralign.training.grpo import GRPOSettings, PromptRow, build_grpo_trainer, generate_ids, resolve_reward
+from pluralign.training.grpo import GRPOSettings, PromptRow, build_grpo_trainer, resolve_reward
 from pluralign.training.run import make_training_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -220,7 +221,7 @@ def test_bad_rewards_are_clear_errors(tmp_path, tiny_tokenizer, monkeypatch):
 
 
 def test_judge_reward_compares_with_the_reference_policys_answer(tmp_path, tiny_tokenizer):
-    from pluralign.training.grpo import JudgeReward, decode
+    from pluralign.training.grpo import JudgeReward
 
     class StubJudge:
         def __init__(self):

@@ -9,6 +9,7 @@ without routers). ``out.loss`` stays the language-model loss only: train on ``ou
 from __future__ import annotations
 
 import contextlib
+import copy
 from typing import Any
 
 import torch
@@ -130,15 +131,37 @@ class AdaptedModel(nn.Module):
             )
         return first
 
-    @contextlib.contextmanager
-    def _layers_from(self, start: int):
-        """Temporarily make the decoder run only layers ``start..`` (parameter names are unchanged)."""
-        parent, attr, layers = self.decoder_layers()
-        setattr(parent, attr, nn.ModuleList(list(layers)[start:]))
-        try:
-            yield
-        finally:
-            setattr(parent, attr, layers)
+    def _decoder_path(self) -> str:
+        """Dotted name, under ``self.model``, of the decoder-layer ModuleList."""
+        hit = self.__dict__.get("_layers_path")
+        if hit is None:
+            _, _, layers = self.decoder_layers()
+            hit = next(name for name, mod in self.model.named_modules() if mod is layers)
+            self.__dict__["_layers_path"] = hit
+        return hit
+
+    def _from_layer(self, start: int) -> nn.Module:
+        """The backbone as it runs only decoder layers ``start..``, for one call: shallow copies of
+        the modules on the path from ``self.model`` down to the decoder, the last holding a new
+        ModuleList of layers ``start..``. Layers, weights, buffers and hooks are the model's own
+        (parameter names and gradients unchanged); the shared model is never modified, so a call
+        made meanwhile (another thread, a hook running the full model) sees every layer."""
+        _, _, layers = self.decoder_layers()
+        names = self._decoder_path().split(".")
+        chain = [self.model]
+        for name in names[:-1]:
+            chain.append(chain[-1]._modules[name])
+        child: nn.Module = nn.ModuleList(list(layers)[start:])
+        for mod, name in zip(reversed(chain), reversed(names)):
+            if "forward" in vars(mod):  # a forward bound to the module itself (e.g. accelerate's device hooks)
+                raise PluralignError(
+                    f"{type(mod).__name__} has a per-instance forward; the cached-trunk fast path cannot run only the "
+                    "top layers of this model: train with --no-cache-trunk", field="cache_trunk",
+                )
+            view = copy.copy(mod)
+            view.__dict__["_modules"] = {**mod._modules, name: child}
+            child = view
+        return child
 
     @torch.no_grad()
     def trunk_states(self, input_ids, attention_mask, position_ids, start: int) -> torch.Tensor:
@@ -198,12 +221,9 @@ class AdaptedModel(nn.Module):
         if start_layer:
             if inputs_embeds is None:
                 raise PluralignError("start_layer needs inputs_embeds (the cached trunk states)", field="start_layer")
-            with self._layers_from(start_layer):
-                return self.forward(
-                    attention_mask=attention_mask, position_ids=position_ids, past_key_values=past_key_values,
-                    inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep,
-                    profile_embeds=profile_embeds, **kwargs,
-                )
+            backbone, input_ids = self._from_layer(start_layer), None  # from the cached states only
+        else:
+            backbone = self.model
         named = dict(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
             past_key_values=past_key_values, inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache,
@@ -211,13 +231,13 @@ class AdaptedModel(nn.Module):
         )
         kwargs.update({k: v for k, v in named.items() if v is not None})
         if not self.is_moe:
-            out = self.model(**kwargs)
+            out = backbone(**kwargs)
             _set_aux(out, torch.zeros((), device=self.device))
             return out
         ctx = self._context(profile_embeds, attention_mask, collect_aux=self.training and torch.is_grad_enabled())
         try:
             with routing(ctx):
-                out = self.model(**kwargs)
+                out = backbone(**kwargs)
             _set_aux(out, collect_aux_loss(ctx, self.device))
         finally:  # a checkpoint recomputation in backward re-routes but must not collect again
             ctx.collect_aux = False

@@ -41,6 +41,7 @@ import torch
 from pluralign._fields import helpfield
 from pluralign.data.preferences import PromptRecord
 from pluralign.errors import PluralignError
+from pluralign.models.generation import decode, encode_prompt, generate_ids, prompt_text
 
 JUDGE_SYSTEM = "You are an impartial judge comparing two responses. Answer with a single letter: A or B."
 JUDGE_TEMPLATE = (
@@ -275,9 +276,6 @@ class GenEvalConfig:
 
 
 def _generate(model, tok, records, cfg: GenEvalConfig, *, role: str, profile_kwargs=None) -> list[str]:
-    from pluralign.training.grpo import decode, generate_ids
-    from pluralign.training.text import encode_prompt, prompt_text
-
     torch.manual_seed(cfg.seed)
     prompts = [encode_prompt(tok, prompt_text(tok, r, role=role, profile_prompt=cfg.profile_prompt, chat_template=cfg.chat_template),
                              cfg.max_length) for r in records]

@@ -23,7 +23,9 @@ tokenizer's chat template (the text between a system and a user message) or the 
 at least a quarter of the budget stays for the tail. For continuation scoring, prompt + option are
 truncated jointly: the option's tokens are all kept and the prompt part is truncated to
 ``max_length`` − (option tokens) by the same rule, so every row's prompt part is exactly the
-prompt as truncated with that budget.
+prompt as truncated with that budget. Tokens and the cut are
+:class:`pluralign.models.generation.PromptEncoder`'s (the base of :class:`OptionScorer`), so training
+and ``generate-eval`` tokenise and cut a prompt exactly as scoring does.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import numpy as np
 import torch
 
 from pluralign.errors import PluralignError
+from pluralign.models.generation import PromptEncoder
 
 
 @dataclass
@@ -63,17 +66,16 @@ def option_labels(k: int, style: str = "auto") -> list[str]:
     return letter_labels(k)
 
 
-class OptionScorer:
-    """Scores prompts with a causal LM. ``batch_size`` rows per forward pass (sorted by length)."""
+class OptionScorer(PromptEncoder):
+    """Scores prompts with a causal LM. ``batch_size`` rows per forward pass (sorted by length).
+    Prompt tokens and their truncation come from :class:`~pluralign.models.generation.PromptEncoder`
+    (shared with training and generation)."""
 
     def __init__(self, model, tokenizer, *, batch_size: int = 16, max_length: int | None = None, forward_kwargs=None,
                  keep_head: float = 0.5):
+        super().__init__(tokenizer, max_length=max_length, keep_head=keep_head)
         self.model = model
-        self.tok = tokenizer
         self.batch_size = batch_size
-        self.max_length = max_length
-        self.keep_head = keep_head  # head share of max_length when no system turn is found
-        self._sys_sep: str | None | bool = False  # False = not probed yet
         self.forward_kwargs = forward_kwargs or {}
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
@@ -83,91 +85,6 @@ class OptionScorer:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-    # ----------------------------------------------------------------- tokens
-    def _encode(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False)["input_ids"]
-
-    def _add_special(self, text: str) -> bool:
-        # a chat-templated prompt carries its own BOS; a plain one gets the tokenizer's default
-        return not (self.tok.bos_token and text.startswith(self.tok.bos_token))
-
-    def _tokenize_prompt(self, text: str) -> list[int]:
-        """The prompt's tokens, not truncated."""
-        return self.tok(text, add_special_tokens=self._add_special(text))["input_ids"]
-
-    def _encode_prompt(self, text: str, limit: int | None = None) -> list[int]:
-        """The prompt's tokens, truncated to ``limit`` (default ``max_length``) by cutting the middle
-        (see the module docstring): the head with the system prompt / profile is kept."""
-        return self._truncate(self._tokenize_prompt(text), text, self.max_length if limit is None else limit)
-
-    def _truncate(self, ids: list[int], text: str, limit: int | None) -> list[int]:
-        """``ids`` (the tokens of ``text``, or of a prefix of it) cut to ``limit`` tokens: the first
-        ``head`` tokens and the last ``limit - head``."""
-        if not limit or len(ids) <= limit:
-            return ids
-        head = self.head_tokens(text, limit)
-        return ids[:head] + ids[len(ids) - (limit - head) :]
-
-    def head_tokens(self, text: str, limit: int) -> int:
-        """How many leading tokens of ``text`` truncation to ``limit`` keeps."""
-        cap = limit - max(1, limit // 4)
-        end = self._system_turn_end(text)
-        if end is None:
-            return max(0, min(cap, int(round(self.keep_head * limit))))
-        return max(0, min(cap, self._tokens_before(text, end)))
-
-    def _tokens_before(self, text: str, end: int) -> int:
-        """Number of tokens of ``text`` that start before character ``end`` (a token straddling it counts)."""
-        add = self._add_special(text)
-        try:
-            offs = self.tok(text, add_special_tokens=add, return_offsets_mapping=True)["offset_mapping"]
-        except (NotImplementedError, TypeError, ValueError, KeyError):
-            return len(self.tok(text[:end], add_special_tokens=add)["input_ids"])
-        n = 0
-        for i, (a, b) in enumerate(offs):
-            if a >= end and b > a:
-                return i
-            n = i + 1
-        return n
-
-    _PLAIN_SEP = "\n\nUser: "
-
-    def _system_turn_end(self, text: str) -> int | None:
-        """Character offset where the system turn and the next turn's header end, or None."""
-        bos = self.tok.bos_token or ""
-        body = text[len(bos):] if bos and text.startswith(bos) else text
-        if body.startswith("System: "):  # the plain fallback format of build_chat_prompt
-            i = text.find(self._PLAIN_SEP)
-            return i + len(self._PLAIN_SEP) if i >= 0 else None
-        sep = self._system_separator()
-        if sep:
-            i = text.find(sep)
-            if i >= 0:
-                return i + len(sep)
-        return None
-
-    def _system_separator(self) -> str | None:
-        """What the chat template writes between a system message's content and a user message's
-        content (probed once with two marker messages); None without a usable template."""
-        if self._sys_sep is not False:
-            return self._sys_sep  # type: ignore[return-value]
-        sep = None
-        if getattr(self.tok, "chat_template", None):
-            s_mark, u_mark = "\u2063pluralign-system\u2063", "\u2063pluralign-user\u2063"
-            try:
-                r = self.tok.apply_chat_template(
-                    [{"role": "system", "content": s_mark}, {"role": "user", "content": u_mark}], tokenize=False,
-                    add_generation_prompt=False,
-                )
-                a, b = r.find(s_mark), r.find(u_mark)
-                if 0 <= a < b:
-                    cand = r[a + len(s_mark) : b]
-                    sep = cand if cand.strip() else None
-            except Exception:  # templates that reject a system role
-                sep = None
-        self._sys_sep = sep
-        return sep
 
     def label_token_ids(self, prompt: str, labels: Sequence[str]) -> list[int]:
         """Token id of each label as the model would write it right after ``prompt``: the first

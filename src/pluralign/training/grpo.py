@@ -11,7 +11,8 @@ generate and be scored without its profile; wrapping it would mean overriding mo
 The objective is the one TRL implements (Shao et al. 2024, DeepSeekMath; TRL's loss options):
 
 * per prompt, ``num_generations`` completions are sampled (``temperature``, ``top_p``,
-  ``top_k``) from the current policy; each sequence carries its own ``profile_embeds`` row, in
+  ``top_k``) from the current policy (:func:`pluralign.models.generation.generate_ids`, shared
+  with ``generate-eval``); each sequence carries its own ``profile_embeds`` row, in
   ``generate`` (the adapter's routing context holds the profile for every decode step) and in the
   loss forward: the router sees each sample's profile both times;
 * rewards: the weighted sum of the reward functions (:func:`resolve_reward`: ``blend-match`` /
@@ -57,6 +58,7 @@ import torch
 
 from pluralign._fields import helpfield
 from pluralign.errors import PluralignError
+from pluralign.models.generation import decode, generate_ids
 from pluralign.training.trainer import ConditionalTrainer
 
 LOSS_TYPES = ("grpo", "dapo", "bnpo", "dr_grpo")
@@ -115,49 +117,6 @@ class PromptRow:
 class PromptCollator:
     def __call__(self, rows):
         return {"rows": list(rows)}
-
-
-# --------------------------------------------------------------------------- generation (shared with generate-eval)
-@torch.no_grad()
-def generate_ids(model, tok, prompts: Sequence[Sequence[int]], *, profile_embeds: torch.Tensor | None = None,
-                 max_new_tokens: int = 32, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
-                 top_k: int = 0, batch_size: int | None = None) -> list[list[int]]:
-    """Completion token ids per prompt (left-padded batches; cut after the first EOS, which is
-    kept). ``profile_embeds`` ``[N, D]``: one row per prompt, handed to the adapted model's
-    ``generate`` (routing every decode step); None for unrouted models. Sampling is plain
-    temperature / top-p / top-k sampling (the checkpoint's generation defaults are not used)."""
-    from transformers import GenerationConfig
-
-    eos = tok.eos_token_id
-    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-    device = next(model.parameters()).device
-    out: list[list[int]] = []
-    bs = batch_size or len(prompts) or 1
-    for s in range(0, len(prompts), bs):
-        chunk = [list(p) for p in prompts[s : s + bs]]
-        P = max(len(p) for p in chunk)
-        ids = torch.full((len(chunk), P), int(pad), dtype=torch.long)
-        att = torch.zeros((len(chunk), P), dtype=torch.long)
-        for i, p in enumerate(chunk):
-            ids[i, P - len(p) :] = torch.tensor(p, dtype=torch.long)
-            att[i, P - len(p) :] = 1
-        # a fresh generation config: a checkpoint's own defaults (repetition penalty, top-k, min-p, ...)
-        # would make the sampling distribution differ from the policy whose log-probs GRPO trains
-        gc = GenerationConfig(max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos, use_cache=True, do_sample=do_sample,
-                              **(dict(temperature=temperature, top_p=top_p, top_k=top_k) if do_sample else {}))
-        kw: dict = dict(input_ids=ids.to(device), attention_mask=att.to(device), generation_config=gc)
-        if profile_embeds is not None:
-            kw["profile_embeds"] = profile_embeds[s : s + bs].to(device)
-        seq = model.generate(**kw)[:, P:].tolist()
-        for row in seq:
-            if eos is not None and eos in row:
-                row = row[: row.index(eos) + 1]
-            out.append(row)
-    return out
-
-
-def decode(tok, ids: Sequence[int]) -> str:
-    return tok.decode([t for t in ids if t != tok.eos_token_id], skip_special_tokens=True).strip()
 
 
 # --------------------------------------------------------------------------- rewards
@@ -489,5 +448,5 @@ def settings_from_config(cfg) -> GRPOSettings:
     ).validate()
 
 
-__all__ = ["GRPOSettings", "PromptRow", "GRPOConditionalTrainer", "build_grpo_trainer", "generate_ids", "decode",
+__all__ = ["GRPOSettings", "PromptRow", "GRPOConditionalTrainer", "build_grpo_trainer",
            "resolve_reward", "JudgeReward", "REWARDS", "blend_match_reward", "blend_weighted_reward", "settings_from_config"]

@@ -25,7 +25,9 @@ these rows are ``prompt tokens + completion tokens``:
 
 The prompt is the record's conversation with, when ``profile_prompt``, a system turn describing
 the profile (:func:`pluralign.data.preferences.profile_system`), rendered with the model's chat
-template; what is trained is what ``pluralign generate-eval`` generates from.
+template (:func:`pluralign.models.generation.prompt_text`, tokens by
+:func:`~pluralign.models.generation.encode_prompt`); what is trained is what ``pluralign
+generate-eval`` generates from.
 """
 
 from __future__ import annotations
@@ -36,34 +38,15 @@ from typing import Sequence
 
 import torch
 
-from pluralign.data.preferences import PreferencePair, PromptRecord, profile_system
+from pluralign.data.preferences import PreferencePair, PromptRecord
 from pluralign.data.profile import Profile
 from pluralign.errors import PluralignError
-from pluralign.models.chat import build_chat_prompt
+from pluralign.models.generation import encode_prompt, prompt_text
 from pluralign.training.dpo import recorded_dpo_loss
 from pluralign.training.trainer import ConditionalTrainer
 
 
 # --------------------------------------------------------------------------- prompts and tokens
-def record_messages(record: PromptRecord, *, role: str = "self", profile_prompt: bool = True) -> list[dict]:
-    msgs = [{"role": "system", "content": profile_system(record.profile, role)}] if profile_prompt else []
-    return msgs + record.chat()
-
-
-def prompt_text(tok, record: PromptRecord, *, role: str = "self", profile_prompt: bool = True, chat_template: bool = True) -> str:
-    """The exact prompt string training and ``generate-eval`` use for ``record``."""
-    return build_chat_prompt(tok, record_messages(record, role=role, profile_prompt=profile_prompt),
-                             use_chat_template=None if chat_template else False)
-
-
-def encode_prompt(tok, text: str, max_length: int | None = None) -> list[int]:
-    """Prompt tokens by the evaluation scorer's rules (BOS only when the text lacks one; over
-    ``max_length``: the middle is cut, the system turn with the profile kept)."""
-    from pluralign.evaluation.scoring import OptionScorer
-
-    return OptionScorer(None, tok, max_length=max_length)._encode_prompt(text)
-
-
 def encode_completion(tok, text: str, max_tokens: int | None = None) -> list[int]:
     """Completion tokens + EOS (truncated to ``max_tokens`` including the EOS)."""
     ids = tok(text, add_special_tokens=False)["input_ids"]
@@ -293,6 +276,5 @@ class ListDataset(torch.utils.data.Dataset):
         return self.rows[i]
 
 
-__all__ = ["TextRow", "TextCollator", "TextSFTTrainer", "TextDPOTrainer", "pack", "completion_logps", "prompt_text",
-           "encode_prompt", "encode_completion", "encode_rows", "sft_targets", "text_reference_logprobs", "record_messages",
-           "snapshot_trainable", "use_weights"]
+__all__ = ["TextRow", "TextCollator", "TextSFTTrainer", "TextDPOTrainer", "pack", "completion_logps",
+           "encode_completion", "encode_rows", "sft_targets", "text_reference_logprobs", "snapshot_trainable", "use_weights"]

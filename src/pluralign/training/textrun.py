@@ -59,8 +59,8 @@ def text_split_record(cfg: TrainConfig, ds, sp) -> dict:
 
 
 def grpo_rows(tok, records, *, role: str, profile_prompt: bool, chat_template: bool, max_length: int | None):
+    from pluralign.models.generation import encode_prompt, prompt_text
     from pluralign.training.grpo import PromptRow
-    from pluralign.training.text import encode_prompt, prompt_text
 
     rows = []
     for r in records:

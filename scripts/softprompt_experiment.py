@@ -1,7 +1,10 @@
 """The results table: naive → in-context → searched soft prompts, per country and optimiser.
 
-``python -m pluralign.blackbox.experiment --model smollm2-135m --countries USA,CHN,IND,ARA
+``python scripts/softprompt_experiment.py --model smollm2-135m --countries USA,CHN,IND,ARA
 --plan de:USA,de:CHN,de:IND,de:ARA,pso:USA,cmaes:USA --pop 6 --gens 3 --out runs/sp-table``
+
+A driver of the library (``pluralign.blackbox``), not part of it: one country from the CLI is
+``pluralign softprompt``; the budget study is ``scripts/softprompt_study.py``.
 
 One model load for everything; one evaluator shared by every run with a memo of candidate scores
 (the seeded initial population is the same for every run, so it is scored once). The summary JSON
