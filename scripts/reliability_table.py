@@ -36,6 +36,8 @@ CLASSES = {
     "test_adapter_files": "damaged adapters and checkpoints (eval, serve, train --init-adapter, --resume)",
     "test_option_errors": "CLI: usage errors, lists naming nothing, soft-prompt constants and DE variants, cache folders",
     "test_setup_pins": "set-up: pinned versions (constraints.txt), SPDX licence",
+    "test_output_folders": "output folders: the working folder, another kind of run's folder, two writers at once",
+    "test_leaks": "leaks: test groups in --reference-data, fewshot's own cell, a mistyped PLURALIGN_DATA, an adapter on new data",
 }
 MATRIX = {
     "count": "CLI: zero or negative counts",
