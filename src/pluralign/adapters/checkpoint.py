@@ -36,12 +36,55 @@ _BACKBONE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attenti
 
 
 def backbone_fingerprint(model: nn.Module) -> dict:
+    """The backbone's shape (config keys) and ``weights_checksum``: a checksum of its input
+    embeddings, so another model of the same shape is told apart from the one an adapter was
+    trained on."""
     cfg = getattr(model, "config", None)
     if cfg is None:
         return {}
     if hasattr(cfg, "get_text_config"):
         cfg = cfg.get_text_config()
-    return {k: getattr(cfg, k, None) for k in _BACKBONE_KEYS}
+    out = {k: getattr(cfg, k, None) for k in _BACKBONE_KEYS}
+    ck = weights_checksum(model)
+    if ck is not None:
+        out["weights_checksum"], out["weights_scale"] = ck
+    return out
+
+
+def weights_checksum(model: nn.Module) -> tuple[float, float] | None:
+    """``(signed sum, sum of |w|)`` over the first and last 4096 values of the input embedding
+    matrix (float64), each rounded to 8 significant digits; None when the model has no input
+    embeddings."""
+    try:
+        w = model.get_input_embeddings().weight.detach().flatten()
+    except (AttributeError, NotImplementedError, TypeError):
+        return None
+    if w.numel() == 0 or w.device.type == "meta":
+        return None
+    part = torch.cat([w[:4096], w[-4096:]]).double()
+    return float(f"{float(part.sum()):.8g}"), float(f"{float(part.abs().sum()):.8g}")
+
+
+def _same_checksum(want: dict, have: dict) -> bool:
+    """The signed sums agree within 1e-3 of the scale (a bf16 / fp16 copy of the same weights
+    passes; another model of the same shape, whose signed sum differs by about sqrt(n) x its
+    typical value, does not)."""
+    scale = max(float(want.get("weights_scale") or 0.0), float(have.get("weights_scale") or 0.0), 1e-12)
+    return abs(float(want["weights_checksum"]) - float(have["weights_checksum"])) <= 1e-3 * scale
+
+
+def _saved_fingerprint(model) -> dict:
+    """The fingerprint an adapter records; without the weights checksum when the embeddings are
+    trained (full fine-tuning: the saved weights replace the base's anyway)."""
+    fp = backbone_fingerprint(model)
+    try:
+        trained = model.get_input_embeddings().weight.requires_grad
+    except (AttributeError, NotImplementedError, TypeError):
+        trained = False
+    if trained:
+        fp.pop("weights_checksum", None)
+        fp.pop("weights_scale", None)
+    return fp
 
 
 def adapter_state_dict(model) -> dict[str, torch.Tensor]:
@@ -81,7 +124,7 @@ def save_adapter(model, path, *, base_model: str, extra: dict | None = None) -> 
         "method": method,
         "config": config_to_dict(cfg),
         "base_model": str(base_model),
-        "backbone": backbone_fingerprint(model),
+        "backbone": _saved_fingerprint(model),
         "profile_encoder": (
             {"name": cfg.profile_encoder, "dim": cfg.profile_dim} if getattr(model, "needs_profile", False) else None
         ),
@@ -303,7 +346,11 @@ def load_adapter(base_model: nn.Module, path):
     meta = read_adapter_config(path)
     want = meta.get("backbone") or {}
     have = backbone_fingerprint(base_model)
-    diff = [f"{k}: adapter {want[k]} vs model {have.get(k)}" for k in want if want[k] is not None and have.get(k) != want[k]]
+    diff = [f"{k}: adapter {want[k]} vs model {have.get(k)}" for k in want
+            if k not in ("weights_checksum", "weights_scale") and want[k] is not None and have.get(k) != want[k]]
+    if not diff and want.get("weights_checksum") is not None and have.get("weights_checksum") is not None \
+            and not _same_checksum(want, have):
+        diff = [f"same shape, other weights (embedding checksum {want['weights_checksum']} vs {have['weights_checksum']})"]
     if diff:
         raise PluralignError(
             f"adapter was trained on another backbone ({meta.get('base_model')}): {'; '.join(diff)}",
