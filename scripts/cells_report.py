@@ -193,15 +193,23 @@ def _boot(mby, rby, ss):
     """The two-way bootstrap paired difference of the eval's own cells (seed 0's, or averaged)."""
     from pluralign.evaluation.bootstrap import CellTable, paired_difference
 
-    vals = []
-    for s in ss:
-        if not mby[s].get("cells") or not rby[s].get("cells"):
-            return None
-        d = paired_difference(CellTable.from_json(mby[s]["cells"]), CellTable.from_json(rby[s]["cells"]), ["emd"], n_boot=1000, seed=0)
-        vals.append(d.get("emd"))
+    if any(not mby[s].get("cells") or not rby[s].get("cells") for s in ss):
+        return None
+    mt = [CellTable.from_json(mby[s]["cells"]) for s in ss]
+    rt = [CellTable.from_json(rby[s]["cells"]) for s in ss]
+    same = all(t.group == mt[0].group and t.item == mt[0].item for t in mt + rt)
+    if same and len(ss) > 1:
+        # every seed scored the same cells: average each cell over the seeds, then one bootstrap
+        # (countries x questions) of the seed-averaged difference, so seeds are not counted as data
+        def avg(ts):
+            vals = {m: np.nanmean([t.values[m] for t in ts], axis=0) for m in ts[0].values}
+            return CellTable(list(ts[0].group), list(ts[0].item), vals, dict(ts[0].weights))
+
+        mt, rt = [avg(mt)], [avg(rt)]
+    vals = [paired_difference(a, b, ["emd"], n_boot=1000, seed=0).get("emd") for a, b in zip(mt, rt)]
     if len(vals) == 1 and vals[0]:
-        return {"diff": vals[0]["diff"], "lo": vals[0]["lo"], "hi": vals[0]["hi"]}
-    return {"diff": float(np.mean([v["diff"] for v in vals])), "per_seed": vals}
+        return {"diff": vals[0]["diff"], "lo": vals[0]["lo"], "hi": vals[0]["hi"], "seed_averaged": len(ss) > 1}
+    return {"diff": float(np.mean([v["diff"] for v in vals if v])), "per_seed": vals}
 
 
 def _f(x, d=3):
