@@ -164,10 +164,12 @@ def build(root: Path) -> dict:
         # paired differences model - reference, over countries (seed means per country)
         diffs = []
         per_country = {}
+        logprob_models = [m for m in models if "(sampled)" not in m]
         for mname, mby in models.items():
             if "(sampled)" in mname:
                 continue
-            for rname, rby in refs.items():
+            others = {f"{o}": models[o] for o in logprob_models if o != mname and o > mname}  # each model pair once
+            for rname, rby in list(refs.items()) + list(others.items()):
                 ss = [s for s in seeds_all if s in mby and s in rby]
                 if not ss:
                     continue
@@ -179,14 +181,42 @@ def build(root: Path) -> dict:
                               "t_hi": hi, "perm_p": _sign_flip_p(d), "boot": boot})
                 per_country[f"{mname} - {rname}"] = dict(zip(groups, map(float, d)))
         report["cells"][cell] = {"table": table, "differences": diffs, "per_country": per_country}
-    # read-out agreement
+    # read-out agreement: per job, method and cell scored with both read-outs (from the result files)
+    from pluralign.cli.evaluate import readout_agreement
+
     agree = []
-    for f in sorted(root.glob("*/eval/summary.json")):
-        for a in json.loads(f.read_text()).get("readout_agreement") or []:
-            agree.append({"job": f.parents[1].name, **a})
+    for job in sorted({r["job"] for r in rows}):
+        res = [r["res"] for r in rows if r["job"] == job]
+        for a in readout_agreement(res):
+            lp = next(r for r in res if r.get("method") == a["method"] and r.get("cell") == a["cell"]
+                      and (r.get("readout") or {}).get("name", "logprob") == "logprob")
+            sm = next(r for r in res if r.get("method") == a["method"] and r.get("cell") == a["cell"]
+                      and (r.get("readout") or {}).get("name") == "sampled")
+            agree.append({"job": job, **a, "noise_floor": _sampling_floor(lp, sm),
+                          "invalid_frac": (sm.get("readout") or {}).get("invalid_frac"),
+                          "samples": (sm.get("readout") or {}).get("samples")})
     report["readout_agreement"] = agree
     report["reference_settings"] = {r["job"]: r["res"].get("reference_settings") for r in rows if r["readout"] == "logprob"}
     return report
+
+
+def _sampling_floor(lp: dict, sm: dict, draws: int = 50) -> float:
+    """The EMD between the renormalised distribution p and a histogram of N answers drawn from p
+    itself (N: the sampled read-out's samples per prompt), averaged over the rows both read-outs
+    answered: what the sampled read-out's disagreement would be from sampling noise alone."""
+    from pluralign.evaluation import metrics as M
+
+    n = int((sm.get("readout") or {}).get("samples") or 1)
+    rng = np.random.default_rng(0)
+    vals = []
+    for a, b in zip(lp.get("predictions") or [], sm.get("predictions") or []):
+        if a["probs"] is None or b["probs"] is None:
+            continue
+        p = np.asarray(a["probs"], dtype=float)
+        p = p / p.sum()
+        vals.append(np.mean([M.emd(p, np.bincount(rng.choice(len(p), size=n, p=p), minlength=len(p)) / n, True)
+                             for _ in range(draws)]))
+    return float(np.mean(vals)) if vals else float("nan")
 
 
 def _boot(mby, rby, ss):
@@ -239,10 +269,15 @@ def markdown(report: dict) -> str:
                 lines.append(f"| {k} | " + " | ".join(_f(c["per_country"][k].get(g)) for g in groups) + " |")
             lines.append("")
     if report.get("readout_agreement"):
-        lines += ["Read-outs: EMD between the sampled answers' histogram and the renormalised option probabilities, and the option mass:", "",
-                  "| run | method | cell | EMD(sampled, renormalised) | option mass | rows |", "|---|---|---|---|---|---|"]
+        lines += ["Read-outs: EMD between the histogram of the sampled answers (generated as text and parsed) and the "
+                  "renormalised option probabilities; beside it, the EMD that sampling noise alone gives (the same number "
+                  "of answers drawn from the renormalised distribution itself), the share of samples that named no option, "
+                  "and the option mass:", "",
+                  "| run | method | cell | EMD(sampled, renormalised) | sampling-noise floor | samples per prompt | samples naming no option | option mass | rows |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for a in report["readout_agreement"]:
-            lines.append(f"| {a['job']} | {a['method']} | {a['cell']} | {_f(a['emd'])} | {_f(a['option_mass'])} | {a['n']} |")
+            lines.append(f"| {a['job']} | {a['method']} | {a['cell']} | {_f(a['emd'])} | {_f(a.get('noise_floor'))} | {a.get('samples')} "
+                         f"| {_f(a.get('invalid_frac'))} | {_f(a['option_mass'])} | {a['n']} |")
         lines.append("")
     return "\n".join(lines)
 
