@@ -55,10 +55,12 @@ def _load(root: Path) -> list[dict]:
         ro = (r.get("readout") or {}).get("name", "logprob")
         group = job.rsplit("-s", 1)[0]
         seed = int(job.rsplit("-s", 1)[1]) if "-s" in job else 0
+        hset = group.rsplit("-", 1)[1] if "-" in group else ""
         label = group.split("-")[0] + ("" if not r.get("adapter") else "") + f"+{r['method']}" + ("" if ro == "logprob" else f" ({ro})")
         if not r.get("adapter"):
             label = f"base+{r['method']}"
-        out.append({"file": f, "job": job, "group": group, "seed": seed, "label": label, "cell": r["cell"], "res": r, "readout": ro})
+        out.append({"file": f, "job": job, "group": group, "seed": seed, "label": label, "cell": r["cell"], "res": r, "readout": ro,
+                    "set": hset})
     return out
 
 
@@ -129,8 +131,9 @@ def build(root: Path) -> dict:
     if not rows:
         return {}
     report: dict = {"cells": {}}
-    for cell in CELLS:
-        rs = [r for r in rows if r["cell"] == cell]
+    sets = sorted({r["set"] for r in rows})
+    for st, cell in [(st, c) for st in sets for c in CELLS]:
+        rs = [r for r in rows if r["cell"] == cell and r["set"] == st]
         if not rs:
             continue
         models: dict[str, dict[int, dict]] = defaultdict(dict)
@@ -180,7 +183,19 @@ def build(root: Path) -> dict:
                 diffs.append({"model": mname, "reference": rname, "seeds": ss, "countries": len(groups), "diff": mean, "t_lo": lo,
                               "t_hi": hi, "perm_p": _sign_flip_p(d), "boot": boot})
                 per_country[f"{mname} - {rname}"] = dict(zip(groups, map(float, d)))
-        report["cells"][cell] = {"table": table, "differences": diffs, "per_country": per_country}
+        report["cells"][f"{st}/{cell}"] = {"set": st, "cell": cell, "table": table, "differences": diffs, "per_country": per_country}
+    # pooled over the held-out sets (their countries are disjoint): per-country differences of every set together
+    if len(sets) > 1:
+        pooled = {}
+        for key, c in report["cells"].items():
+            for pair, d in c["per_country"].items():
+                pooled.setdefault((c["cell"], pair), {}).update(d)
+        report["pooled"] = []
+        for (cell, pair), d in sorted(pooled.items()):
+            x = np.array(list(d.values()))
+            m, lo, hi = _t_interval(x)
+            report["pooled"].append({"cell": cell, "pair": pair, "countries": len(x), "diff": m, "t_lo": lo, "t_hi": hi,
+                                     "perm_p": _sign_flip_p(x)})
     # read-out agreement: per job, method and cell scored with both read-outs (from the result files)
     from pluralign.cli.evaluate import readout_agreement
 
@@ -248,8 +263,9 @@ def _f(x, d=3):
 
 def markdown(report: dict) -> str:
     lines = []
-    for cell, c in report.get("cells", {}).items():
-        lines += [f"### {CELL_TITLE[cell]} (`{cell}`)", "", "| row | EMD (mean over seeds) | EMD per seed | accuracy | option mass |", "|---|---|---|---|---|"]
+    for key, c in report.get("cells", {}).items():
+        cell = c["cell"]
+        lines += [f"### {'set ' + c['set'] + ': ' if c['set'] else ''}{CELL_TITLE[cell]} (`{cell}`)", "", "| row | EMD (mean over seeds) | EMD per seed | accuracy | option mass |", "|---|---|---|---|---|"]
         for t in sorted(c["table"], key=lambda t: t["emd"]):
             lines.append(f"| {t['row']} | {_f(t['emd'])} | {', '.join(_f(x) for x in t['emd_per_seed'])} (seeds {','.join(map(str, t['seeds']))}) "
                          f"| {_f(t['accuracy'])} | {_f(t['option_mass'])} |")
@@ -268,6 +284,15 @@ def markdown(report: dict) -> str:
             for k in keys:
                 lines.append(f"| {k} | " + " | ".join(_f(c["per_country"][k].get(g)) for g in groups) + " |")
             lines.append("")
+    if report.get("pooled"):
+        lines += ["### Pooled over the held-out sets (their countries are disjoint)", "",
+                  "Per country the difference averaged over seeds; mean over all countries with a t interval and an exact "
+                  "sign-flip p-value over countries:", "",
+                  "| cell | model - reference | EMD diff | t over countries 95 % | sign-flip p | countries |", "|---|---|---|---|---|---|"]
+        for d in report["pooled"]:
+            ts = f"[{_f(d['t_lo'])}, {_f(d['t_hi'])}]" if d["t_lo"] is not None else "–"
+            lines.append(f"| {d['cell']} | {d['pair']} | {_f(d['diff'])} | {ts} | {_f(d['perm_p'], 3)} | {d['countries']} |")
+        lines.append("")
     if report.get("readout_agreement"):
         lines += ["Read-outs: EMD between the histogram of the sampled answers (generated as text and parsed) and the "
                   "renormalised option probabilities; beside it, the EMD that sampling noise alone gives (the same number "
@@ -288,12 +313,14 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = [c for c in CELLS if c in report.get("cells", {})]
+    cells = list(report.get("cells", {}))
     if not cells:
         return
     fig, axes = plt.subplots(1, len(cells), figsize=(5.5 * len(cells), 4.2), squeeze=False)
-    for ax, cell in zip(axes[0], cells):
-        t = sorted(report["cells"][cell]["table"], key=lambda t: t["emd"])
+    for ax, key in zip(axes[0], cells):
+        c = report["cells"][key]
+        cell = c["cell"]
+        t = sorted(c["table"], key=lambda t: t["emd"])
         names = [x["row"] for x in t]
         colors = ["#999999" if n.startswith("ref:") else "#1f77b4" for n in names]
         ax.barh(range(len(t)), [x["emd"] for x in t], color=colors)
@@ -304,7 +331,7 @@ def plot(report: dict, path: Path) -> None:
         ax.set_yticklabels(names, fontsize=7)
         ax.invert_yaxis()
         ax.set_xlabel("EMD to the human answer shares (lower is better)")
-        ax.set_title(CELL_TITLE[cell], fontsize=9)
+        ax.set_title(("set " + c["set"] + ": " if c["set"] else "") + CELL_TITLE[cell], fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
