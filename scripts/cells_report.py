@@ -171,7 +171,14 @@ def build(root: Path) -> dict:
         for mname, mby in models.items():
             if "(sampled)" in mname:
                 continue
-            others = {f"{o}": models[o] for o in logprob_models if o != mname and o > mname}  # each model pair once
+            def _second(o):  # each model pair once, a trained model minus the base model
+                if o == mname:
+                    return False
+                if o.startswith("base") != mname.startswith("base"):
+                    return o.startswith("base")
+                return o > mname
+
+            others = {o: models[o] for o in logprob_models if _second(o)}
             for rname, rby in list(refs.items()) + list(others.items()):
                 ss = [s for s in seeds_all if s in mby and s in rby]
                 if not ss:
