@@ -349,9 +349,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config")
     ap.add_argument("--out", default=None, help="output folder (default: ROOT/report)")
+    ap.add_argument("--root", default=None, help="the jobs' folder (default: the config's root), e.g. docs/results/cells/runs, "
+                                                  "where the measured runs' result files are kept")
     args = ap.parse_args()
     cfg = json.loads(Path(args.config).read_text())
-    root = Path(cfg["root"])
+    root = Path(args.root or cfg["root"])
     if not root.is_absolute():
         root = REPO / root
     out = Path(args.out) if args.out else root / "report"
