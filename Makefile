@@ -13,7 +13,7 @@ PYTEST_ARGS    ?=
 .PHONY: demo demo-eval test install models clean-venv help
 
 help:
-	@echo "make demo   install (venv, torch CPU, package, default models), train CuMA on 15 countries' WVS shares of 96 questions, score unseen questions / unseen countries / both beside the references"
+	@echo "make demo   install (venv, torch CPU, package, default models), train CuMA on 13 countries' WVS shares of 96 questions, score unseen questions / unseen countries / both beside the references"
 	@echo "make demo-eval   the untrained SmolLM2, vanilla vs persona prompt"
 	@echo "make test   install with dev extras and run the test suite (unit + integration on SmolLM2/MiniLM)"
 
@@ -36,14 +36,13 @@ $(VENV)/.models: | $(BIN)/python
 install: $(VENV)/.installed
 models: $(VENV)/.models
 
-# the recipe of docs/results/study.md (issue 26) on 96 evenly spread WVS-7 questions: CuMA trained on 15
+# the recipe of docs/results/study.md (issue 26) on 96 evenly spread WVS-7 questions: CuMA trained on 13
 # countries' answers to the training questions, scored on three cells (unseen questions, unseen countries,
-# both) beside the references tuned on validation rows, with the option mass and the sampled read-out
+# both) beside the references tuned on validation rows, with the option mass (the sampled read-out: see study.md)
 demo: install models
 	test -f runs/demo/cuma/adapter/adapter_config.json || HF_HUB_OFFLINE=1 $(BIN)/pluralign train \
 	  --config configs/train/cuma-demo-cells.json $$(test -d runs/demo/cuma/checkpoints && echo --resume)
-	HF_HUB_OFFLINE=1 $(BIN)/pluralign eval --adapter runs/demo/cuma/adapter --readout logprob,sampled --samples 4 \
-	  --bootstrap 500 --out runs/demo/eval
+	HF_HUB_OFFLINE=1 $(BIN)/pluralign eval --adapter runs/demo/cuma/adapter --bootstrap 500 --out runs/demo/eval
 
 # the untrained model with and without the persona prompt (no training)
 demo-eval: install models

@@ -394,13 +394,15 @@ def output_kind(path: str | Path) -> str | None:
     return None
 
 
-def claim_output(path: str | Path, kind: str, *, field: str = "out") -> Path:
+def claim_output(path: str | Path, kind: str, *, field: str = "out", create: bool = True) -> Path:
     """Make ``path`` the output folder of one run of ``kind`` (``eval``, ``train``, ``softprompt``),
     or refuse with one clear error: the working folder or a folder above it (``.``, ``..``,
     ``''``); a folder holding another kind of run (:func:`output_kind`); a folder another process
     is writing. The last is an advisory lock (``flock``) on the folder itself, held until this
     process exits (the kernel drops it when a process dies, so no stale lock is ever left and no
-    file is added). Returns the folder."""
+    file is added). ``create=False``: check only, and lock the folder if it exists (a run that is
+    refused later leaves no folder behind; claim again with ``create=True`` before writing).
+    Returns the folder."""
     import fcntl
 
     from pluralign.errors import PluralignError
@@ -416,6 +418,8 @@ def claim_output(path: str | Path, kind: str, *, field: str = "out") -> Path:
     if other is not None and other != kind:
         raise PluralignError(f"this folder holds the outputs of a `pluralign {other}` run; give this {kind} run another --out",
                              file=path, field=field)
+    if not create and not p.is_dir():
+        return p
     p.mkdir(parents=True, exist_ok=True)
     key = str(full)
     if key in _LOCKS:

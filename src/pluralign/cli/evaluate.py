@@ -390,7 +390,7 @@ def _run(**a) -> None:
     readouts = _check_readout_flags(a)
     from pluralign.io import claim_output
 
-    claim_output(a["out"], "eval", field="--out")  # one folder, one kind of run, one writer at a time
+    claim_output(a["out"], "eval", field="--out", create=False)  # one folder, one kind of run, one writer at a time
     # the run the adapter comes from (what it was trained on) and the run whose split is evaluated
     run_rec = _adapter_record(a["adapter"]) if a["adapter"] else None
     sel_rec = _split_json(a["split_from"]) if a.get("split_from") else run_rec
@@ -500,6 +500,9 @@ def _run(**a) -> None:
     out: Path = a["out"]
     from pluralign.io import StagedOutput
 
+    from pluralign.io import claim_output as _claim
+
+    _claim(out, "eval", field="--out")  # created and locked now that results are about to be written
     stage = StagedOutput(out)  # files go to a staging folder, swapped in at the end: old files or the new set, never a mix
     parts = cells or {None: test}
     try:

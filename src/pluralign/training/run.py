@@ -139,7 +139,7 @@ def _check_out(cfg: TrainConfig, out: Path) -> str | None:
 
     ckdir = out / "checkpoints"
     prev_cfg = out / "train_config.json"
-    claim_output(out, "train", field="--out")  # not an eval's or another kind's folder; one writer at a time
+    claim_output(out, "train", field="--out", create=False)  # not an eval's or another kind's folder; one writer at a time
     last, skipped = find_resumable(ckdir)
     if not cfg.resume:
         if (out / "adapter").exists() or last is not None:
@@ -313,6 +313,9 @@ def train(cfg: TrainConfig) -> dict:
         per_step = cfg.batch_size * cfg.grad_accum * max(1, int(os.environ.get("WORLD_SIZE", "1")))  # processes
         run_cfg = dataclasses.replace(cfg, steps=max(1, math.ceil(cfg.epochs * len(rows) / per_step)))
 
+    from pluralign.io import claim_output
+
+    claim_output(out, "train", field="--out")  # created and locked now that the run writes into it
     atomic_write_json(out / "train_config.json", cfg.to_dict())
     atomic_write_json(out / "split.json", split_record(cfg, ds, sp))
     start_layer, trunk_stats = None, None

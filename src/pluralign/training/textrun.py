@@ -131,6 +131,9 @@ def train_text(cfg: TrainConfig) -> dict:
     if cfg.epochs:
         per_step = cfg.batch_size * cfg.grad_accum * max(1, int(os.environ.get("WORLD_SIZE", "1")))
         run_cfg = dataclasses.replace(cfg, steps=max(1, math.ceil(cfg.epochs * len(rows) / per_step)))
+    from pluralign.io import claim_output
+
+    claim_output(out, "train", field="--out")  # created and locked now that the run writes into it
     atomic_write_json(out / "train_config.json", cfg.to_dict())
     atomic_write_json(out / "split.json", rec)
     table = profile_table(encoder, rows) if encoder is not None else None
