@@ -10,27 +10,44 @@ from typer.testing import CliRunner
 from pluralign.cli.main import app
 
 runner = CliRunner()
+#: two calibration countries instead of the default twelve: the tiny tokenizer makes every VSM prompt long
+CAL = ["--calibration-countries", "GBR,JPN"]
 
 
 def test_softprompt_cli_saves_a_prompt_that_eval_applies(tiny_model_dir, tmp_path):
     out = tmp_path / "sp"
     r = runner.invoke(app, ["softprompt", "--country", "USA", "--model", str(tiny_model_dir), "--tokens", "2", "--pop", "4",
-                            "--gens", "1", "--out", str(out), "--no-progress", "--batch-size", "48"])
+                            "--gens", "1", "--out", str(out), "--no-progress", "--batch-size", "48", *CAL])
     assert r.exit_code == 0, r.output
     res = json.loads((out / "results.json").read_text())
     assert res["search"]["loss"] <= res["search"]["initial_best"]
     assert {"naive", "in-context"} <= set(res) and res["country"]["code"] == "USA"
-    # the generalisation check: naive and the searched prompt on the reworded items
-    rw = res["reworded"]
-    assert rw["items"].endswith("vsm2013_items_reworded.json") and rw["searched"]["prompt"] == res["search"]["loss"]
-    assert rw["naive"]["loss"] != res["naive"]["loss"]  # other wording, other answers
-    assert "reworded items" in r.output
+    # the default objective (diff) on the two search wordings; every convention on every wording, reworded2 held out
+    ob = res["objective"]
+    assert ob["name"] == res["search"]["objective"] == "diff" and ob["search_wordings"] == ["original", "reworded"]
+    assert ob["held_out_wordings"] == ["reworded2"] and "unknown" in ob["seed_paper_convention"]
+    assert ob["calibration_countries"] == ["GBR", "JPN"]
+    wd = res["wordings"]
+    assert set(wd) == {"original", "reworded", "reworded2"} and not wd["reworded2"]["searched"] and wd["reworded"]["searched"]
+    for w in wd.values():
+        assert set(w["naive"]) == set(w["prompt"]) == {"l1-c50", "l1-calibrated", "diff"}
+    # the searched loss is the objective's mean over the search wordings, as read out again in fp32
+    mean = (wd["original"]["prompt"]["diff"] + wd["reworded"]["prompt"]["diff"]) / 2
+    assert res["search"]["loss"] == pytest.approx(mean, abs=1e-3)
+    assert res["naive"]["loss"] == pytest.approx((wd["original"]["naive"]["diff"] + wd["reworded"]["naive"]["diff"]) / 2)
+    assert "held-out wording reworded2" in r.output and "Every convention beside the others" in r.output
+    assert "seed paper's convention: unknown" in r.output
     meta = json.loads((out / "prompt.json").read_text())
     assert meta["tokens"] == 2 and meta["hidden_size"] == 64 and meta["country"] == "USA"
+    assert meta["objective"]["objective"] == "diff" and meta["objective"]["wordings"] == ["original", "reworded"]
+    # resuming with another objective is refused (the checkpoint records it)
+    r1 = runner.invoke(app, ["softprompt", "--country", "USA", "--model", str(tiny_model_dir), "--tokens", "2", "--pop", "4",
+                             "--gens", "2", "--out", str(out), "--no-progress", "--resume", "--objective", "l1-c50", *CAL])
+    assert r1.exit_code == 2 and "objective" in r1.output and "Traceback" not in r1.output
     assert "| target |" in r.output.replace("|target|", "| target |") or "target" in r.output
     # resume with more generations continues the checkpoint
     r2 = runner.invoke(app, ["softprompt", "--country", "USA", "--model", str(tiny_model_dir), "--tokens", "2", "--pop", "4",
-                             "--gens", "2", "--out", str(out), "--no-progress", "--resume"])
+                             "--gens", "2", "--out", str(out), "--no-progress", "--resume", *CAL])
     assert r2.exit_code == 0, r2.output
     assert len((out / "log.jsonl").read_text().splitlines()) == 3
     # pluralign eval --soft-prompt applies it (one question keeps it quick)
@@ -46,20 +63,24 @@ def test_a_bf16_search_reports_the_exact_fp32_loss_of_its_prompt(tiny_model_dir,
     fp32 loss (and what the search saw as search_loss), and the reworded check compares against it."""
     out = tmp_path / "sp"
     r = runner.invoke(app, ["softprompt", "--country", "USA", "--model", str(tiny_model_dir), "--tokens", "2", "--pop", "4",
-                            "--gens", "1", "--out", str(out), "--no-progress", "--batch-size", "48", "--autocast", "bf16"])
+                            "--gens", "1", "--out", str(out), "--no-progress", "--batch-size", "48", "--autocast", "bf16", *CAL])
     assert r.exit_code == 0, r.output
-    res = json.loads((out / "results.json").read_text())["search"]
+    doc = json.loads((out / "results.json").read_text())
+    res = doc["search"]
     assert res["autocast"] == "bf16" and res["search_loss"] != res["loss"]
     assert "re-scored in fp32" in r.output
-    from pluralign.blackbox.population import PopulationConfig, rescore_exact
+    from pluralign.blackbox.objective import Calibration, Objective, score_on_wordings
+    from pluralign.blackbox.population import PopulationConfig
     from pluralign.blackbox.softprompt import load_soft_prompt
     from pluralign.data.loaders.hofstede import country_target
     from pluralign.models import load_backbone
 
     model, tok = load_backbone(str(tiny_model_dir))
     x, _ = load_soft_prompt(out)
-    ex = rescore_exact(model, tok, x.float(), country_target("USA"), cfg=PopulationConfig(tokens=2, batch_size=48))
-    assert res["loss"] == pytest.approx(ex["loss"], abs=1e-4)
+    sc = score_on_wordings(model, tok, x.float(), wordings=("original", "reworded"), cfg=PopulationConfig(tokens=2, batch_size=48))
+    obj = Objective("diff", calibration=Calibration.from_dict(doc["calibration"]))
+    exact = sum(float(obj.loss(sc["raw"][w][None], country_target("USA"), w)[0]) for w in ("original", "reworded")) / 2
+    assert res["loss"] == pytest.approx(exact, abs=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -68,6 +89,12 @@ def test_a_bf16_search_reports_the_exact_fp32_loss_of_its_prompt(tiny_model_dir,
         (["--country", "Atlantis"], "no Hofstede scores"),
         (["--country", "USA", "--optimizer", "adam"], "unknown optimizer"),
         (["--country", "USA", "--constants", "FOO=3"], "unknown dimension"),
+        (["--country", "USA", "--objective", "l2"], "unknown objective"),
+        (["--country", "USA", "--wordings", "reworded2"], "held-out wording"),
+        (["--country", "USA", "--wordings", "original,klingon"], "unknown wording"),
+        (["--country", "USA", "--wordings", ","], "names no wording"),
+        (["--country", "USA", "--calibration-countries", "USA"], "names only the target"),
+        (["--country", "USA", "--calibration-countries", "GBR,Atlantis"], "no Hofstede scores"),
     ],
 )
 def test_bad_input_exits_2(args, msg, tmp_path):
@@ -88,11 +115,14 @@ def test_eval_with_mismatched_prompt_exits_2(tiny_model_dir, tmp_path):
 
 
 def test_baseline_flag(tiny_model_dir, tmp_path):
-    r = runner.invoke(app, ["softprompt", "--country", "SAU", "--baseline", "--model", str(tiny_model_dir), "--out", str(tmp_path)])
+    r = runner.invoke(app, ["softprompt", "--country", "SAU", "--baseline", "--model", str(tiny_model_dir), "--out", str(tmp_path), *CAL])
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "baseline.json").read_text())
     assert "search" not in res and set(res["country"]["scores"]) == {"LTO", "IVR"}
     assert "no score for PDI" in r.output
+    # the baselines under every convention on every wording (only LTO and IVR compared)
+    assert set(res["naive"]["readouts"]) == {"original", "reworded", "reworded2"}
+    assert set(res["naive"]["readouts"]["reworded2"]) == {"l1-c50", "l1-calibrated", "diff"}
 
 
 @pytest.mark.parametrize(
@@ -102,6 +132,9 @@ def test_baseline_flag(tiny_model_dir, tmp_path):
         (["--subspace-scale", "0"], "--subspace-scale"),
         (["--optimizer", "nsga2"], "--knowledge"),  # nsga2 without the knowledge objective
         (["--autocast", "fp8"], "--autocast"),
+        (["--objective", "l2"], "--objective"),
+        (["--wordings", "original,reworded2"], "--wordings"),
+        (["--calibration-countries", "GBR,GBR"], "--calibration-countries"),
     ],
 )
 def test_bad_new_flags_give_one_error_line_before_the_model_loads(args, flag, tmp_path):
@@ -129,7 +162,7 @@ def test_nsga2_in_a_subspace_through_the_cli(tiny_model_dir, tmp_path):
     out = tmp_path / "nsga"
     r = runner.invoke(app, ["softprompt", "--country", "USA", "--optimizer", "nsga2", "--knowledge", "2", "--subspace-dim", "16",
                             "--model", str(tiny_model_dir), "--tokens", "1", "--pop", "4", "--gens", "0", "--out", str(out),
-                            "--no-progress", "--batch-size", "48"])
+                            "--no-progress", "--batch-size", "48", *CAL])
     assert r.exit_code == 0, r.output
     res = json.loads((out / "results.json").read_text())
     assert res["search"]["subspace_dim"] == 16 and res["search"]["evaluations"] == 4
@@ -138,3 +171,22 @@ def test_nsga2_in_a_subspace_through_the_cli(tiny_model_dir, tmp_path):
     assert all({"loss", "search_accuracy", "heldout_accuracy", "scores"} <= set(p) for p in doc["points"])
     assert res["knowledge_before"]["n"] == 2 and "knowledge_after" in res
     assert (out / "pareto.safetensors").exists() and (out / "prompt.safetensors").exists()
+
+
+def test_the_default_calibration_countries_of_the_cli_are_the_library_default():
+    import inspect
+
+    from pluralign.blackbox.objective import DEFAULT_CALIBRATION, DEFAULT_OBJECTIVE, DEFAULT_SEARCH_WORDINGS
+    from pluralign.cli.softprompt import softprompt_cmd
+
+    p = inspect.signature(softprompt_cmd).parameters
+    assert p["calibration_countries"].default.default == ",".join(DEFAULT_CALIBRATION)
+    assert p["objective"].default.default == DEFAULT_OBJECTIVE and p["wordings"].default.default == ",".join(DEFAULT_SEARCH_WORDINGS)
+
+
+def test_the_target_is_left_out_of_the_calibration(tiny_model_dir, tmp_path):
+    r = runner.invoke(app, ["softprompt", "--country", "JPN", "--baseline", "--model", str(tiny_model_dir), "--out", str(tmp_path),
+                            "--calibration-countries", "GBR,JPN", "--no-reworded-check"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "baseline.json").read_text())
+    assert res["objective"]["calibration_countries"] == ["GBR"] and "left out of the calibration" in r.output

@@ -3,9 +3,12 @@
 The model stays frozen; T virtual-token embeddings are searched with gradient-free optimisers
 (differential evolution, particle swarm, CMA-ES / separable CMA-ES; NSGA-II for the VSM loss and
 BLEnD knowledge together) so that the model's answers to the 24 VSM 2013 items give a country's
-published dimension scores (L1 loss), in the full T x hidden space or a random subspace (BBT).
+published dimension scores, in the full T x hidden space or a random subspace (BBT).
 
 * :mod:`~pluralign.blackbox.vsm`: index formulas, dimension scores, L1 loss;
+* :mod:`~pluralign.blackbox.objective`: objectives that do not depend on the VSM constant C
+  (C calibrated on other countries, between-country differences), the three item wordings, the
+  batched scoring of several wordings at once;
 * :mod:`~pluralign.blackbox.softprompt`: :class:`SoftPromptModel`, saving / loading prompts;
 * :mod:`~pluralign.blackbox.population`: batched scoring of a whole population (the hot loop);
 * :mod:`~pluralign.blackbox.optimizers`: ask/tell optimisers on pymoo and cma;

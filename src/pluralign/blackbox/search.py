@@ -1,6 +1,13 @@
 """Soft-prompt search: initialise from real-token embeddings, run an ask/tell optimiser on the VSM
 loss, checkpoint the whole state every generation, log the convergence, save the best prompt.
 
+The loss is what the evaluator returns: the fixed-C L1 on the original items for a
+:class:`~pluralign.blackbox.population.PopulationEvaluator`, or an objective of
+:mod:`~pluralign.blackbox.objective` averaged over its search wordings for an
+:class:`~pluralign.blackbox.objective.ObjectiveEvaluator`. Which one (objective, wordings,
+calibration countries) is part of the checkpoint's key (a resumed search must use the same) and is
+written to ``prompt.json`` under ``objective``.
+
 Files in the output folder (all written atomically):
 
 * ``checkpoint.pkl``: optimiser state (population, RNG), generation, history, best so far;
@@ -126,7 +133,7 @@ def run_search(
     plot: bool = True,
     knowledge=None,
 ) -> SearchResult:
-    """Minimise the VSM L1 loss to ``target`` over soft prompts of ``evaluator.cfg.tokens`` tokens
+    """Minimise the evaluator's VSM loss to ``target`` over soft prompts of ``evaluator.cfg.tokens`` tokens
     (with ``nsga2``: the loss and minus the accuracy of ``knowledge``, a KnowledgeEvaluator)."""
     if cfg.optimizer not in OPTIMIZERS:
         raise PluralignError(f"unknown optimizer {cfg.optimizer!r} (available: {', '.join(sorted(OPTIMIZERS))})", field="optimizer")
@@ -143,6 +150,7 @@ def run_search(
     out = Path(out_dir) if out_dir else None
     T, H = evaluator.cfg.tokens, evaluator.hidden
     know_key = f"{knowledge.region}:{knowledge.n}" if multi else None
+    obj_key = objective_key(evaluator)
     state = None
     if resume:
         if out is None or not (out / CHECKPOINT).exists():
@@ -152,8 +160,8 @@ def run_search(
         except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
             raise PluralignError(f"unreadable checkpoint ({type(e).__name__})", file=out / CHECKPOINT) from None
         for k, v in (("optimizer", cfg.optimizer), ("tokens", T), ("hidden", H), ("target", target.code),
-                     ("subspace_dim", cfg.subspace_dim), ("knowledge", know_key)):
-            got = state["key"].get(k, 0 if k == "subspace_dim" else None)
+                     ("subspace_dim", cfg.subspace_dim), ("knowledge", know_key), *obj_key.items()):
+            got = state["key"].get(k, _OLD_KEY_DEFAULTS.get(k))
             if got != v:
                 raise PluralignError(f"checkpoint was made with {k}={got!r}, not {v!r}", file=out / CHECKPOINT, field=k)
     if state is None:
@@ -165,7 +173,7 @@ def run_search(
                                     embedding_std=embedding_std(evaluator.model) if cfg.subspace_dim else None,
                                     subspace_scale=cfg.subspace_scale, subspace_bound=cfg.subspace_bound)
         state = {"key": {"optimizer": cfg.optimizer, "tokens": T, "hidden": H, "target": target.code, "subspace_dim": cfg.subspace_dim,
-                         "knowledge": know_key},
+                         "knowledge": know_key, **obj_key},
                  "opt": opt, "gen": -1, "history": [], "initial_best": None, "best_scores": None, "elapsed": 0.0,
                  "plateau": _Plateau(cfg.patience, cfg.min_delta), "config": asdict(cfg)}
     opt = state["opt"]
@@ -222,7 +230,7 @@ def run_search(
     if bar is not None:
         bar.close()
     if out is not None and plot and history:
-        plot_convergence(history, out / "convergence.png", title=f"{label_of(cfg)} → {target.name}")
+        plot_convergence(history, out / "convergence.png", title=f"{label_of(cfg)} → {target.name}", ylabel=loss_label(obj_key))
         if multi:
             plot_pareto(state, pareto_points(state, opt), out / "pareto.png", title=f"{label_of(cfg)} → {target.name}, {knowledge.region}")
     return SearchResult(
@@ -231,6 +239,26 @@ def run_search(
         stopped=stopped, out_dir=out, best_mass=state.get("best_mass"),
         pareto=pareto_points(state, opt) if multi else None, pareto_x=np.asarray(opt.front_X) if multi else None,
     )
+
+
+#: what a checkpoint made before the objective was recorded was searched on
+_OLD_KEY_DEFAULTS = {"subspace_dim": 0, "objective": "l1-c50", "wordings": ["original"], "calibration": None}
+
+
+def objective_key(evaluator) -> dict:
+    """The objective a search minimises, as recorded in its checkpoint and prompt.json: name, search
+    wordings and calibration countries (an :class:`~pluralign.blackbox.objective.ObjectiveEvaluator`),
+    or the fixed-C L1 on the original items (a plain :class:`PopulationEvaluator`)."""
+    key = getattr(evaluator, "objective_key", None)
+    return dict(key) if key else {"objective": "l1-c50", "wordings": ["original"], "calibration": None}
+
+
+def loss_label(key: dict) -> str:
+    from pluralign.blackbox.objective import OBJECTIVE_LABELS
+
+    name = key.get("objective", "l1-c50")
+    words = key.get("wordings") or ["original"]
+    return f"VSM loss ({OBJECTIVE_LABELS.get(name, name)}; {'+'.join(words)})"
 
 
 def label_of(cfg: SearchConfig) -> str:
@@ -285,7 +313,7 @@ def plot_pareto(state: dict, points: list[dict], path: Path, title: str = "") ->
     fa = [p["accuracy"] for p in points]
     ax.step(fl, fa, where="post", color="C3", alpha=0.6)
     ax.scatter(fl, fa, s=22, color="C3", label=f"Pareto front ({len(points)})", zorder=3)
-    ax.set_xlabel("VSM L1 loss (lower is better)")
+    ax.set_xlabel("VSM loss (lower is better)")
     ax.set_ylabel("knowledge accuracy (higher is better)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
@@ -299,7 +327,8 @@ def _save(out: Path, state: dict, opt, target: HofstedeTarget, T: int, H: int, m
     m = {**(meta or {}), "country": target.code, "country_name": target.name, "target": target.scores,
          "loss": opt.best_f, "initial_best_loss": state["initial_best"], "scores": state["best_scores"],
          "option_mass": state.get("best_mass"), "optimizer": state["key"]["optimizer"], "generations": state["gen"],
-         "evaluations": opt.n_evals, "config": state["config"]}
+         "evaluations": opt.n_evals, "config": state["config"],
+         "objective": {k: state["key"].get(k, _OLD_KEY_DEFAULTS[k]) for k in ("objective", "wordings", "calibration")}}
     save_soft_prompt(out, torch.tensor(np.asarray(opt.best_x, dtype=np.float32).reshape(T, H)), m)
     if opt.front_X is not None:
         from safetensors.torch import save
@@ -308,6 +337,7 @@ def _save(out: Path, state: dict, opt, target: HofstedeTarget, T: int, H: int, m
 
         pts = pareto_points(state, opt)
         atomic_write_json(out / PARETO, {"schema": "pluralign.pareto/1", "objectives": ["vsm_l1_loss", "knowledge_accuracy"],
+                                         "vsm_objective": m["objective"],
                                          "country": target.code, "optimizer": state["key"]["optimizer"], "generations": state["gen"],
                                          "evaluations": opt.n_evals, "prompts_file": PARETO_PROMPTS, "points": pts})
         t = torch.tensor(np.asarray(opt.front_X, dtype=np.float32).reshape(-1, T, H)).contiguous()
@@ -322,7 +352,7 @@ def _save_png(fig, path: Path) -> Path:
     return save_png(fig, path, dpi=fig.dpi)
 
 
-def plot_convergence(history: list[dict], path: Path, title: str = "") -> Path:
+def plot_convergence(history: list[dict], path: Path, title: str = "", ylabel: str = "VSM L1 loss") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -333,7 +363,7 @@ def plot_convergence(history: list[dict], path: Path, title: str = "") -> Path:
     ax.plot(g, [h["best"] for h in history], "-o", ms=3, label="best so far")
     ax.plot(g, [h["gen_mean"] for h in history], "--", alpha=0.7, label="generation mean")
     ax.set_xlabel("generation")
-    ax.set_ylabel("VSM L1 loss")
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     return _save_png(fig, path)

@@ -9,7 +9,8 @@ mean of answers sampled from it (:func:`item_means_from_samples`).
 default here is 50 for every dimension: a respondent who gives every item the same mean answer
 scores 50, the middle of Hofstede's range. Since the loss compares absolute scores, ``C`` matters
 for the L1 numbers (not for differences between prompts); set :class:`VSMConfig.constants` to
-reproduce another convention.
+reproduce another convention. :mod:`~pluralign.blackbox.objective` has objectives that do not depend
+on ``C`` (``C`` calibrated on other countries, or between-country differences).
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ from pluralign.errors import PluralignError
 
 HELP = """Align a frozen model to a country's Hofstede dimensions with a searched soft prompt.
 
-T virtual-token embeddings (--tokens) are prepended to the model's input. A gradient-free optimiser (--optimizer de | pso | cmaes | sep-cmaes | nsga2) searches them so that the model's answers to the 24 VSM 2013 items, read as option probabilities, give the country's published scores on the six dimensions (PDI, IDV, MAS, UAI, LTO, IVR); the loss is the L1 distance over the dimensions the country has (mean by default). The whole population is scored in batched forward passes.
+T virtual-token embeddings (--tokens) are prepended to the model's input. A gradient-free optimiser (--optimizer de | pso | cmaes | sep-cmaes | nsga2) searches them so that the model's answers to the 24 VSM 2013 items, read as option probabilities, give the country's published scores on the six dimensions (PDI, IDV, MAS, UAI, LTO, IVR). The whole population is scored in batched forward passes.
+
+The objective (--objective) compares the model's index scores W.m with the country's over the dimensions it has (mean by default). The VSM manual leaves each index's constant C to the researcher, so: l1-c50 is the L1 with fixed constants (--constants, 50 each: the objective used before, it depends on C); l1-calibrated fits C per dimension so that the model without a prompt scores the mean of the --calibration-countries (the target is never one of them); diff (default) compares between-country differences, the prompt's scores minus each calibration country's in-context scores against Hofstede's differences, so C cancels. The search averages the objective over the item wordings of --wordings (default original,reworded); a third wording, reworded2, is never searched: the report gives the fit on it. Every convention is reported beside the others, on every wording. The seed paper's convention (its C, sum or mean, wording) is unknown, so its numbers are not comparable.
 
 By default the search runs in a random subspace (Black-Box Tuning, Sun et al. 2022): prompt = x_init + A z with z of --subspace-dim coordinates (500; 0 = search all T x hidden numbers), A a fixed seeded Gaussian matrix scaled to the embeddings' spread (--subspace-scale), z in [-B, B] (--subspace-bound 5). It applies to every optimiser; a resumed run regenerates A from the seed.
 
@@ -21,7 +23,7 @@ By default the search runs in a random subspace (Black-Box Tuning, Sun et al. 20
 
 Before the search the two baselines are scored: naive (no prompt) and in-context (a "you are a person from ..." system message). With --knowledge N, accuracy on N BLEnD cultural-knowledge questions of the country's region is measured before and after.
 
-The output folder gets prompt.safetensors + prompt.json (the best prompt so far), checkpoint.pkl (resume with --resume), log.jsonl, convergence.png and results.json. Apply the prompt with: pluralign eval --soft-prompt OUT.
+The output folder gets prompt.safetensors + prompt.json (the best prompt so far; the objective under "objective"), checkpoint.pkl (resume with --resume, with the same objective, wordings and calibration countries), log.jsonl, convergence.png and results.json. Apply the prompt with: pluralign eval --soft-prompt OUT.
 
 Examples:
 
@@ -31,6 +33,7 @@ Examples:
   pluralign softprompt --country IND --optimizer pso --knowledge 60
   pluralign softprompt --country USA --optimizer sep-cmaes --subspace-dim 0     # the full space, separable CMA-ES
   pluralign softprompt --country CHN --optimizer nsga2 --knowledge 40 --pop 16 --gens 24
+  pluralign softprompt --country USA --objective l1-c50 --wordings original      # the objective used before issue 29
 
 Countries: ISO3 codes, names or Hofstede codes (regions: ARA = Arab countries, AFE, AFW). Saudi Arabia has only LTO and IVR in the Hofstede file; use ARA for all six dimensions.
 """
@@ -71,14 +74,24 @@ def softprompt_cmd(
     autocast: str = typer.Option("off", help="off, or bf16: run the search's matrix products in bfloat16 (about 1.9x faster on CPUs with AVX512-BF16 or AMX, about 5x slower on AVX2-only CPUs; "
                                              "scores differ slightly from fp32). The baselines, the best prompt's reported score and the "
                                              "reworded check stay fp32."),
-    constants: Optional[str] = typer.Option(None, help="Index constants C, e.g. 'PDI=50,IDV=50' (default 50 for each)."),
+    objective: str = typer.Option("diff", help="What the search minimises: diff (between-country differences against the "
+                                               "calibration countries' in-context scores; C cancels), l1-calibrated (L1 with C fitted "
+                                               "on the calibration countries, not the target) or l1-c50 (L1 with the fixed --constants; "
+                                               "depends on C). All three are reported."),
+    wordings: str = typer.Option("original,reworded", help="Item wordings the search averages its objective over: original, "
+                                                           "reworded (comma-separated). reworded2 is never searched: the report "
+                                                           "gives the fit on it."),
+    calibration_countries: str = typer.Option(",".join(("GBR", "DEU", "FRA", "SWE", "POL", "RUS", "TUR", "JPN", "KOR", "IDN", "BRA", "MEX")),
+                                              help="Countries (ISO3, Hofstede codes or names) that calibrate C (l1-calibrated) "
+                                                   "and serve as references of the differences (diff); the target is left out if listed."),
+    constants: Optional[str] = typer.Option(None, help="The fixed index constants C of l1-c50, e.g. 'PDI=50,IDV=50' (default 50 for each)."),
     reduction: str = typer.Option("mean", help="L1 over dimensions: mean or sum."),
     knowledge: int = typer.Option(0, help="BLEnD knowledge questions to score before and after (0 = skip); with nsga2 the search's "
                                           "questions, and up to as many more held out for before / after."),
     chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template", help="Use the model's chat template."),
-    reworded_check: bool = typer.Option(True, "--reworded-check/--no-reworded-check", help="After the search, also score naive and the "
-                                        "searched prompt on the same 24 items phrased a second way (the shipped rewording): does the "
-                                        "prompt's L1 reduction survive other wording? (2 more evaluations.)"),
+    reworded_check: bool = typer.Option(True, "--reworded-check/--no-reworded-check", help="Score the baselines, the calibration and the "
+                                        "searched prompt on every shipped wording (original, reworded, reworded2), not only on "
+                                        "--wordings: does the prompt's reduction survive wordings it was not searched on?"),
     dtype: str = typer.Option("auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
     threads: int = typer.Option(0, help="CPU threads for torch (0 = torch's default)."),
@@ -157,7 +170,20 @@ def _run(**a) -> None:
 
     # validate everything cheap before loading a model (the search's options only when there is a search)
     validate("softprompt", a, skip=("tokens", "pop", "gens", "patience") if a["baseline"] else ())
+    from pluralign.blackbox.objective import (
+        OBJECTIVE_LABELS, SEED_PAPER_CONVENTION, WORDINGS, Objective, parse_calibration, parse_objective, parse_wordings,
+        same_unit,
+    )
+
+    objective_name = parse_objective(a["objective"])
+    search_wordings = parse_wordings(a["wordings"])
     target = country_target(a["country"])
+    given = parse_calibration(a["calibration_countries"])
+    calib = [c for c in given if not same_unit(c, target)]
+    if not calib:
+        raise PluralignError(f"names only the target {target.code}: the calibration needs other countries", field="--calibration-countries")
+    if len(calib) < len(given):
+        typer.echo(f"note: {target.name} is the target, so it is left out of the calibration countries", err=True)
     vsm = VSMConfig(constants=_parse_constants(a["constants"]), reduction=a["reduction"])
     if target.missing:
         typer.echo(f"note: {target.name} has no score for {', '.join(target.missing)}; the loss uses {', '.join(target.scores)}", err=True)
@@ -179,11 +205,13 @@ def _run(**a) -> None:
         else:
             know_items = build_knowledge_set(region, n=a["knowledge"], seed=a["seed"])
 
+    import numpy as np
     import torch
 
     if a["threads"]:
         torch.set_num_threads(a["threads"])
-    from pluralign.blackbox.population import PopulationConfig, PopulationEvaluator, in_context_system
+    from pluralign.blackbox.objective import ObjectiveEvaluator, build_calibration, readout_table, score_on_wordings
+    from pluralign.blackbox.population import PopulationConfig, in_context_system
     from pluralign.blackbox.search import SearchConfig, run_search
     from pluralign.models import load_backbone
 
@@ -193,26 +221,42 @@ def _run(**a) -> None:
     ct = None if a["chat_template"] else False
     pcfg = dict(batch_size=a["batch_size"], prefix_cache=a["prefix_cache"], chat_template=ct)
     hidden = model.get_input_embeddings().weight.shape[1]
-    empty = torch.zeros(1, 0, hidden)
     sub = a["subspace_dim"]
     if sub and not a["baseline"] and sub >= a["tokens"] * hidden:
         typer.echo(f"note: --subspace-dim {sub} is not below the {a['tokens'] * hidden} prompt numbers ({a['tokens']} tokens x {hidden}): "
                    "searching the full space", err=True)
         sub = 0
+    # the wordings scored for the report: every shipped one (or only the searched ones with --no-reworded-check)
+    scored = tuple(w for w in WORDINGS if w in search_wordings or a["reworded_check"] or a["baseline"])
+    held_out = [w for w in scored if w not in search_wordings]
+    first = search_wordings[0]
+    C = np.array([vsm.constants[d] for d in DIMENSIONS])
 
-    results: dict = {"schema": "pluralign.softprompt/1", "model": a["model"], "country": target.to_dict(), "vsm": {
-        "constants": vsm.constants, "reduction": vsm.reduction}, "seed": a["seed"]}
     t0 = time.perf_counter()
-    typer.echo("scoring the baselines (naive, in-context) on the 24 VSM items ...", err=True)
-    naive_ev = PopulationEvaluator.from_questionnaire(model, tok, cfg=PopulationConfig(tokens=0, **pcfg), vsm=vsm)
-    icl_ev = PopulationEvaluator.from_questionnaire(
-        model, tok, cfg=PopulationConfig(tokens=0, contexts=(in_context_system(target.iso3 or target.name),), **pcfg), vsm=vsm)
+    typer.echo(f"scoring the baselines (naive, in-context) and {len(calib)} calibration countries on {len(scored)} wordings "
+               f"of the 24 VSM items ...", err=True)
+    icl_text = in_context_system(target.iso3 or target.name)
+    cal, extra = build_calibration(model, tok, calib, wordings=scored, cfg=PopulationConfig(tokens=0, **pcfg), extra_contexts=(icl_text,))
+    objective = Objective(objective_name, vsm=vsm, calibration=cal)
+    results: dict = {
+        "schema": "pluralign.softprompt/1", "model": a["model"], "country": target.to_dict(),
+        "vsm": {"constants": vsm.constants, "reduction": vsm.reduction}, "seed": a["seed"],
+        "objective": {"name": objective_name, "label": OBJECTIVE_LABELS[objective_name], "search_wordings": list(search_wordings),
+                      "report_wordings": list(scored), "held_out_wordings": held_out, "calibration_countries": [c.code for c in calib],
+                      "calibrated_constants": {w: dict(zip(DIMENSIONS, cal.constants(target, w).tolist())) for w in scored},
+                      "fixed_constants": vsm.constants, "reduction": vsm.reduction, "seed_paper_convention": SEED_PAPER_CONVENTION},
+        "calibration": cal.to_dict(),
+    }
+    conditions = {"naive": (cal.naive, extra["naive_mass"]), "in-context": (extra["extra"][icl_text]["raw"], extra["extra"][icl_text]["mass"])}
+    readouts: dict[str, dict] = {}
     rows = []
-    for name, ev in (("naive", naive_ev), ("in-context", icl_ev)):
-        r = ev.evaluate(empty, target)
-        results[name] = {"loss": float(r.loss[0]), "scores": dict(zip(DIMENSIONS, r.scores[0].tolist())), "mass": float(r.mean_mass[0])}
-        rows.append([name, *r.scores[0].tolist(), float(r.loss[0]), float(r.mean_mass[0])])
-        typer.echo(f"  {name}: L1 {float(r.loss[0]):.2f} ({time.perf_counter() - t0:.0f} s)", err=True)
+    for name, (raw, mass) in conditions.items():
+        ro = readouts[name] = readout_table(objective, raw, target)
+        loss = float(np.mean([ro[w][objective_name] for w in search_wordings]))
+        scores = dict(zip(DIMENSIONS, (raw[first] + C).tolist()))
+        results[name] = {"loss": loss, "scores": scores, "mass": mass[first], "readouts": ro}
+        rows.append([name, *scores.values(), loss, mass[first]])
+        typer.echo(f"  {name}: {objective_name} {loss:.2f} ({time.perf_counter() - t0:.0f} s)", err=True)
     results["baseline_seconds"] = round(time.perf_counter() - t0, 2)
 
     if know_items:
@@ -226,7 +270,7 @@ def _run(**a) -> None:
                             bound_scale=a["bound_scale"], patience=a["patience"], opt=ocfg, subspace_dim=sub,
                             subspace_scale=a["subspace_scale"], subspace_bound=a["subspace_bound"])
         scfg_pop = PopulationConfig(tokens=a["tokens"], autocast=a["autocast"], **pcfg)
-        ev = PopulationEvaluator.from_questionnaire(model, tok, cfg=scfg_pop, vsm=vsm)
+        ev = ObjectiveEvaluator(model, tok, objective, wordings=search_wordings, cfg=scfg_pop)
         kev = None
         if nsga:
             from pluralign.blackbox.knowledge import KnowledgeEvaluator
@@ -238,32 +282,26 @@ def _run(**a) -> None:
                          knowledge=kev)
         best = torch.tensor(res.best_x, dtype=torch.float32).reshape(a["tokens"], hidden)
         exact_cfg = PopulationConfig(tokens=a["tokens"], **pcfg)  # fp32: the reported score and the checks
+        sc = score_on_wordings(model, tok, best, wordings=scored, cfg=exact_cfg)
+        ro = readouts["prompt"] = readout_table(objective, sc["raw"], target)
         best_loss, best_scores, best_mass = res.best_loss, res.best_scores, res.best_mass
         if a["autocast"] != "off":  # the search's objective was approximate: report the best prompt's exact fp32 score
-            from pluralign.blackbox.population import rescore_exact
-
-            ex = rescore_exact(model, tok, best, target, cfg=exact_cfg, vsm=vsm)
-            best_loss, best_scores, best_mass = ex["loss"], ex["scores"], ex["mass"]
-            typer.echo(f"  best prompt re-scored in fp32: L1 {best_loss:.2f} (the {a['autocast']} search saw {res.best_loss:.2f})", err=True)
+            best_loss = float(np.mean([ro[w][objective_name] for w in search_wordings]))
+            best_scores, best_mass = dict(zip(DIMENSIONS, (sc["raw"][first] + C).tolist())), sc["mass"][first]
+            typer.echo(f"  best prompt re-scored in fp32: {objective_name} {best_loss:.2f} (the {a['autocast']} search saw "
+                       f"{res.best_loss:.2f})", err=True)
         results["search"] = {
             "optimizer": a["optimizer"], "tokens": a["tokens"], "pop": a["pop"], "gens": a["gens"], "generations_run": res.generations,
             "evaluations": res.evaluations, "initial_best": res.initial_best, "loss": best_loss, "scores": best_scores,
             "stopped": res.stopped, "seconds": res.history[-1]["seconds"] if res.history else 0.0, "option_mass": best_mass,
-            "subspace_dim": sub, "autocast": a["autocast"], "search_loss": res.best_loss,
+            "subspace_dim": sub, "autocast": a["autocast"], "search_loss": res.best_loss, "objective": objective_name,
+            "wordings": list(search_wordings), "readouts": ro, "mass_by_wording": sc["mass"],
         }
         if nsga:
             results["search"]["pareto"] = _pareto_with_heldout(res, kev, know_items, model, tok, a, ct, out, hidden)
         rows.append([f"soft prompt ({a['optimizer']})", *[best_scores[d] for d in DIMENSIONS], best_loss,
                      best_mass if best_mass is not None else float("nan")])
-        if a["reworded_check"]:
-            from pluralign.blackbox.population import reworded_check
-
-            rw = reworded_check(model, tok, best, target, cfg=exact_cfg, vsm=vsm,
-                                searched={"naive": results["naive"]["loss"], "prompt": best_loss})
-            results["reworded"] = rw
-            for name in ("naive", "prompt"):
-                label = "naive, reworded items" if name == "naive" else f"soft prompt ({a['optimizer']}), reworded items"
-                rows.append([label, *[rw[name]["scores"][d] for d in DIMENSIONS], rw[name]["loss"], rw[name]["mass"]])
+        results["wordings"] = wording_report(readouts, search_wordings, scored)
         if know_items:
             from pluralign.blackbox.knowledge import knowledge_accuracy
             from pluralign.blackbox.softprompt import SoftPromptModel
@@ -276,14 +314,56 @@ def _run(**a) -> None:
 
     path = atomic_write_json(out / ("baseline.json" if a["baseline"] else "results.json"), results)
     typer.echo(f"wrote {path}", err=True)
-    typer.echo(markdown_table(["", *DIMENSIONS, "L1", "option mass"], rows))
-    if "reworded" in results:
-        rw = results["reworded"]
-        kept = f"{100 * rw['kept']:.0f} %" if rw.get("kept") is not None else "n/a (the search did not improve on naive)"
-        typer.echo(f"reworded items: L1 naive {rw['naive']['loss']:.2f} -> prompt {rw['prompt']['loss']:.2f}; "
-                   f"share of the searched reduction kept: {kept}")
+    typer.echo(f"Scores with the fixed constants on the {first} items; {objective_name} = the search objective, mean over "
+               f"{', '.join(search_wordings)}:")
+    typer.echo(markdown_table(["", *DIMENSIONS, objective_name, "option mass"], rows))
+    typer.echo("")
+    typer.echo(conventions_markdown(readouts, search_wordings, objective_name))
+    if "wordings" in results:
+        for w in held_out:
+            r = results["wordings"][w]
+            red = r["reduction"].get(objective_name)
+            typer.echo(f"held-out wording {w} ({objective_name}): naive {r['naive'][objective_name]:.2f} -> prompt "
+                       f"{r['prompt'][objective_name]:.2f}" + (f" ({100 * red:.0f} % lower)" if red is not None else ""))
+    typer.echo(f"seed paper's convention: {SEED_PAPER_CONVENTION}")
     if "knowledge_before" in results:
         kb, ka = results["knowledge_before"], results.get("knowledge_after")
         held = ", held out from the search" if nsga else ""
         typer.echo(f"BLEnD {kb['region']} knowledge accuracy (n={kb['n']}{held}, chance {kb['chance']:.2f}): before {kb['accuracy']:.3f}"
                    + (f", after {ka['accuracy']:.3f}" if ka else ""))
+
+
+def wording_report(readouts: dict, search_wordings, scored) -> dict:
+    """Per wording: whether it was searched, naive / in-context / prompt under every convention, the
+    prompt's reduction from naive (``1 - prompt / naive``) and the share of the searched reduction it
+    keeps (``(naive - prompt) / (naive - prompt)`` on the searched wordings; None where the search did
+    not improve on naive)."""
+    import numpy as np
+
+    out = {}
+    for w in scored:
+        naive, prompt = readouts["naive"][w], readouts["prompt"][w]
+        red, kept = {}, {}
+        for n in naive:
+            red[n] = 1.0 - prompt[n] / naive[n] if naive[n] > 0 else None
+            gain = float(np.mean([readouts["naive"][s][n] - readouts["prompt"][s][n] for s in search_wordings]))
+            kept[n] = (naive[n] - prompt[n]) / gain if gain > 0 else None
+        out[w] = {"searched": w in search_wordings, "naive": naive, "in-context": readouts["in-context"][w], "prompt": prompt,
+                  "reduction": red, "kept": kept}
+    return out
+
+
+def conventions_markdown(readouts: dict, search_wordings, objective_name: str) -> str:
+    """Every convention beside the others: rows (condition, wording), columns the objectives."""
+    from pluralign.blackbox.objective import OBJECTIVES
+
+    names = [n for n in OBJECTIVES if any(n in v for r in readouts.values() for v in r.values())]
+    rows = []
+    for cond, ro in readouts.items():
+        label = cond if cond != "prompt" else "soft prompt"
+        for w, vals in ro.items():
+            tag = "searched" if w in search_wordings else "held out"
+            rows.append([label, f"{w} ({tag})", *[vals.get(n, float("nan")) for n in names]])
+    head = ["", "wording", *[f"{n}{' (searched)' if n == objective_name else ''}" for n in names]]
+    return ("Every convention beside the others (l1-c50: fixed C; l1-calibrated: C fitted on the calibration countries; "
+            "diff: between-country differences, C cancels):\n" + markdown_table(head, rows))

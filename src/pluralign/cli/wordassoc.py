@@ -14,7 +14,9 @@ HELP = """Word-association learning for cultural alignment (ALIGN, on Small Worl
 
 The model learns native speakers' free associations: first SFT with LoRA on "cue -> the first 3 responses, most common first", then RL (GRPO, the shared implementation of `pluralign train --stage grpo`; the paper used PPO, which TRL removed) on "cue + candidates -> ranked list" with a Spearman reward against the human strengths. Evaluation on held-out cues: Precision@K (K = 5, 10, 40) of generated associations and Spearman rho of rankings; and the transfer to World Values Survey answers of USA and China (JSD, EMD, high-tension items).
 
-Data: a SWOW strength file (cue,response,R1,N,R1.Strength or the R123 columns; SWOW-EN or SWOW-ZH). By default the shared copy of SWOW-EN (CC BY-NC-ND: never copied into outputs). Cues are split 80/10/10 by a seeded hash; training uses train cues, evaluation the test (or val) cues.
+Data: a SWOW strength file (cue,response,R1,N,R1.Strength or the R123 columns; SWOW-EN or SWOW-ZH). By default the shared copy of SWOW-EN (CC BY-NC-ND: never copied into outputs). Cues are split 80/10/10 by a seeded hash (--split-seed, default --seed); training uses train cues, evaluation the test (or val) cues. Training also drops the reversed pairs of held-out pairs (a training cue r whose response c is a held-out cue that has r among its responses: --held-out-pairs exclude, the default), so a test pair's cue and its reversed pair are both absent from training; the evaluation reports every metric on all cues and on those with no reversed pair in the adapter's recorded training data.
+
+P@K: of the first K distinct generated words, the share that some SWOW participant gave for the cue, over K (missing words count as misses, so it falls with fewer distinct words); the evaluation also reports the distinct words per cue and P@N at a fixed number N of generated words (--fixed-words, cues topped up to N words by more samples).
 
 Examples:
 
@@ -22,6 +24,7 @@ Examples:
   pluralign wordassoc eval --eval-cues 50 --out runs/wa/eval-vanilla.json
   pluralign wordassoc eval --adapter runs/wa/sft/adapter --out runs/wa/eval-sft.json
   pluralign wordassoc report runs/wa/eval-vanilla.json runs/wa/eval-sft.json runs/wa/eval-rl.json
+  pluralign wordassoc study --seeds 0,1,2 --out runs/wa-study     # SFT, then SFT + GRPO, per seed; resumable
 """
 
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -78,7 +81,11 @@ def train_cmd(
     num_generations: int = typer.Option(4, help="GRPO completions per prompt."),
     batch_size: int = typer.Option(8, help="Per-device batch (GRPO: completions per step)."),
     lora_r: int = typer.Option(16, help="LoRA rank."),
-    seed: int = typer.Option(0, help="Seed of the cue split, subsets, shuffling and sampling."),
+    held_out_pairs: str = typer.Option("exclude", help="exclude: drop from the training cues' responses every held-out "
+                                                      "(val or test) cue that has the training cue among its own responses, so "
+                                                      "no reversed pair of a held-out pair is trained on; keep: the cue split only."),
+    seed: int = typer.Option(0, help="Seed of the training-cue subset, shuffling and sampling (and of the cue split unless --split-seed)."),
+    split_seed: Optional[int] = typer.Option(None, help="Seed of the train / val / test cue split (default: --seed)."),
     dtype: str = _W["dtype"],
     device: str = _W["device"],
     threads: Optional[int] = _W["threads"],
@@ -101,28 +108,47 @@ def _train(**a) -> None:
     from pluralign.cli._validate import validate
 
     validate("wordassoc train", a)
+    from pluralign.wordassoc.heldout import HELD_OUT_PAIRS, prepare_training, rl_depth, sft_depth, training_record
+
+    if a["held_out_pairs"] not in HELD_OUT_PAIRS:
+        raise PluralignError(f"must be exclude or keep, got {a['held_out_pairs']!r}", field="--held-out-pairs")
+    if a["split_seed"] is not None and a["split_seed"] < 0:
+        raise PluralignError(f"must be >= 0, got {a['split_seed']}", field="--split-seed")
     if a["threads"]:
         torch.set_num_threads(a["threads"])
     d = _data(a["data"], a["language"], a["min_responses"], a["on_bad_row"], a["on_duplicate"])
-    sp = split_cues(d, seed=a["seed"])
-    train = sample_cues(sp.train, a["train_cues"], seed=a["seed"])
+    split_seed = a["seed"] if a["split_seed"] is None else a["split_seed"]
+    train, excluded, sp = prepare_training(d, split_seed=split_seed, sample_seed=a["seed"], train_cues=a["train_cues"],
+                                           held_out_pairs=a["held_out_pairs"])
     typer.echo(f"data {d.source} ({d.language}, {d.response_set}): {len(d)} cues, dropped {d.dropped}; split {sp.describe()}; "
                f"training on {len(train)} cues", err=True)
+    if excluded is not None:
+        typer.echo(f"held-out pairs: removed {excluded['pairs_removed']} reversed pairs of {excluded['held_out_cues']} val / test "
+                   f"cues from {excluded['train_cues_changed']} training cues", err=True)
+    record = dict(split_seed=split_seed, sample_seed=a["seed"], train_cues=a["train_cues"], min_responses=a["min_responses"],
+                  held_out_pairs=a["held_out_pairs"], excluded=excluded)
     out: Path = a["out"]
     lora = LoraSettings(r=a["lora_r"], alpha=2 * a["lora_r"])
     model, tok = load_backbone(a["model"], dtype=a["dtype"], device=a["device"])
     model.train()
+    sft_record = None
     if a["stage"] in ("sft", "both"):
         st = SFTStage(output_dir=str(out / "sft"), tasks=a["sft_tasks"], n_targets=a["n_targets"], samples_per_cue=a["samples_per_cue"],
                       n_candidates=a["n_candidates"], max_steps=a["sft_steps"], batch_size=a["batch_size"], learning_rate=a["sft_lr"],
                       seed=a["seed"], lora=lora)
-        r = train_sft(model, tok, train, st, progress=a["progress"])
+        sft_record = training_record(d, stage="sft", depth=sft_depth(n_targets=a["n_targets"], samples_per_cue=a["samples_per_cue"],
+                                                                      tasks=a["sft_tasks"], n_candidates=a["n_candidates"]), **record)
+        r = train_sft(model, tok, train, st, progress=a["progress"], extra_meta={"training_data": sft_record})
         ls = r["losses"]
         loss = f"loss {ls[0]:.3f} -> {ls[-1]:.3f} ({len(ls)} logs)" if ls else "no loss logged"
         typer.echo(f"SFT: {loss}; adapter {r['adapter']}", err=True)
         sft_adapter = Path(r["adapter"])
     else:
         sft_adapter = a["adapter"]
+        if sft_adapter:
+            from pluralign.wordassoc.train import read_meta
+
+            sft_record = read_meta(sft_adapter).get("training_data")
     if a["stage"] in ("rl", "both"):
         base, tok = load_backbone(a["model"], dtype=a["dtype"], device=a["device"])
         policy = load_with_adapter(base, sft_adapter, trainable=True) if sft_adapter else base
@@ -130,7 +156,9 @@ def _train(**a) -> None:
         st = RLStage(output_dir=str(out / "rl"), reward=a["reward"], n_candidates=a["n_candidates"], n_targets=a["n_targets"],
                      max_steps=a["rl_steps"], batch_size=a["batch_size"], num_generations=a["num_generations"],
                      learning_rate=a["rl_lr"], seed=a["seed"], lora=lora)
-        r = train_rl(policy, tok, train, st, progress=a["progress"])
+        rl_record = training_record(d, stage="rl", depth=rl_depth(reward=a["reward"], n_candidates=a["n_candidates"]),
+                                    previous=sft_record, **record)
+        r = train_rl(policy, tok, train, st, progress=a["progress"], extra_meta={"training_data": rl_record})
         rw = r["rewards"]
         if rw:
             typer.echo(f"RL (GRPO, {a['reward']}): reward {rw[0]:.3f} -> {rw[-1]:.3f} ({len(rw)} logs); adapter {r['adapter']}", err=True)
@@ -159,7 +187,12 @@ def eval_cmd(
     transfer: bool = typer.Option(True, "--transfer/--no-transfer", help="Also score WVS answers for USA and China."),
     transfer_items: Optional[int] = typer.Option(None, help="WVS items for the transfer (high-tension ones first; default all)."),
     n_tension: int = typer.Option(20, help="Size of the high-tension subset."),
-    seed: int = typer.Option(0, help="Seed of the split, the subset and sampling."),
+    fixed_words: int = typer.Option(5, help="Also report P@N at N generated words: cues with fewer distinct words are sampled "
+                                            "again (at most --top-up-rounds rounds) until they have N; 0 = off."),
+    top_up_rounds: int = typer.Option(3, help="Rounds of further samples for --fixed-words."),
+    seed: int = typer.Option(0, help="Seed of sampling (and of the cue split and subset unless --split-seed)."),
+    split_seed: Optional[int] = typer.Option(None, help="Seed of the cue split and of the evaluated subset (default: --seed); "
+                                                        "an adapter that records its split must be evaluated on it."),
     dtype: str = _W["dtype"],
     device: str = _W["device"],
     threads: Optional[int] = _W["threads"],
@@ -185,6 +218,9 @@ def _eval(**a) -> None:
     from pluralign.cli._validate import validate
 
     validate("wordassoc eval", a)
+    for name in ("fixed_words", "top_up_rounds", "split_seed"):
+        if a[name] is not None and a[name] < 0:
+            raise PluralignError(f"must be >= 0, got {a[name]}", field="--" + name.replace("_", "-"))
     if a["threads"]:
         torch.set_num_threads(a["threads"])
     try:
@@ -197,8 +233,19 @@ def _eval(**a) -> None:
     if a["split"] not in ("test", "val"):
         raise PluralignError("--split must be test or val", field="split")
     d = _data(a["data"], a["language"], a["min_responses"], a["on_bad_row"], a["on_duplicate"])
-    sp = split_cues(d, seed=a["seed"])
-    part = sample_cues(getattr(sp, a["split"]), a["eval_cues"], seed=a["seed"])
+    split_seed = a["seed"] if a["split_seed"] is None else a["split_seed"]
+    sp = split_cues(d, seed=split_seed)
+    part = sample_cues(getattr(sp, a["split"]), a["eval_cues"], seed=split_seed)
+    from pluralign.wordassoc.heldout import adapter_leaks
+
+    meta = None
+    if a["adapter"]:
+        from pluralign.wordassoc.train import read_meta
+
+        meta = read_meta(a["adapter"]) if Path(a["adapter"]).is_dir() else None
+    leaks, leak_source = adapter_leaks(
+        d, part, meta, split_seed=split_seed, adapter=bool(a["adapter"]), min_responses=a["min_responses"],
+        reload=lambda m: _data(a["data"], a["language"], m, a["on_bad_row"], a["on_duplicate"]))
     model, tok = load_backbone(a["model"], dtype=a["dtype"], device=a["device"])
     if a["adapter"]:
         from pluralign.wordassoc.train import load_with_adapter
@@ -209,17 +256,33 @@ def _eval(**a) -> None:
         "schema": "pluralign.wordassoc.eval/1", "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model": a["model"], "adapter": str(a["adapter"]) if a["adapter"] else None,
         "data": {"source": d.source, "language": d.language, "response_set": d.response_set, "dropped": d.dropped},
-        "split": sp.describe(), "eval_part": a["split"], "n_eval_cues": len(part), "seed": a["seed"],
+        "split": sp.describe(), "eval_part": a["split"], "n_eval_cues": len(part), "seed": a["seed"], "split_seed": split_seed,
+        "held_out_pairs": {"source": leak_source, "cues_with_reversed_pair_in_training": len(leaks),
+                           "reversed_pairs": sum(len(v) for v in leaks.values()), "clean_cues": len(part) - len(leaks),
+                           "training_excluded_reversed_pairs": ((meta or {}).get("training_data") or {}).get("held_out_pairs") == "exclude"},
         "device": str(next(model.parameters()).device), "threads": torch.get_num_threads(),
     }
+    if leaks:
+        typer.echo(f"held-out pairs: {len(leaks)} of {len(part)} cues have a reversed pair in the training data ({leak_source}); "
+                   "every metric is also given without them", err=True)
     if "generation" in tasks:
         cfg = GenConfig(batch_size=a["batch_size"], max_new_tokens=a["max_new_tokens"], num_samples=a["num_samples"],
                         temperature=a["temperature"], seed=a["seed"])
-        res["generation"] = evaluate_generation(model, tok, part, cfg, n_words=a["n_words"], ks=ks, progress=a["progress"])
-        typer.echo("generation: " + ", ".join(f"P@{k} {res['generation'][f'P@{k}']:.3f}" for k in ks), err=True)
+        res["generation"] = evaluate_generation(model, tok, part, cfg, n_words=a["n_words"], ks=ks, progress=a["progress"],
+                                                fixed_words=a["fixed_words"], top_up_rounds=a["top_up_rounds"], leaks=leaks,
+                                                leak_source=leak_source)
+        g = res["generation"]
+        fw = g.get("fixed_words")
+        fixed = ""
+        if fw:
+            n = fw["n_words"]
+            fixed = f"; P@{n} at {n} generated words {fw[f'P@{n}']:.3f}"
+        typer.echo("generation: " + ", ".join(f"P@{k} {g[f'P@{k}']:.3f}" for k in ks)
+                   + f"; distinct words per cue {g['distinct_words']['mean']:.1f}" + fixed, err=True)
     if "ranking" in tasks:
         cfg = GenConfig(batch_size=a["batch_size"], max_new_tokens=a["max_new_tokens"] + 8, num_samples=1, seed=a["seed"])
-        res["ranking"] = evaluate_ranking(model, tok, part, cfg, n_candidates=a["n_candidates"], seed=a["seed"], progress=a["progress"])
+        res["ranking"] = evaluate_ranking(model, tok, part, cfg, n_candidates=a["n_candidates"], seed=a["seed"], progress=a["progress"],
+                                          leaks=leaks)
         typer.echo(f"ranking: Spearman {res['ranking']['spearman']:.3f}", err=True)
     if a["transfer"]:
         from pluralign.wordassoc.transfer import TransferConfig, evaluate_transfer, transfer_dataset
@@ -248,7 +311,6 @@ def report_cmd(
 def _report(results: list[Path], labels: Optional[str], out: Optional[Path]) -> None:
     from pluralign.cli._validate import validate
     from pluralign.io import atomic_write_text, read_json
-    from pluralign.wordassoc.stats import LEVEL, N_BOOT, fmt_interval, paired_change
     from pluralign.wordassoc.transfer import TransferConfig, compare_transfer, transfer_dataset, transfer_rows
 
     validate("wordassoc report", {"out": out})
@@ -259,34 +321,9 @@ def _report(results: list[Path], labels: Optional[str], out: Optional[Path]) -> 
     names = [x.strip() for x in labels.split(",")] if labels else [r.get("adapter") or "vanilla" for r in rs]
     if len(names) != len(rs):
         raise PluralignError(f"{len(names)} labels for {len(rs)} results", field="labels")
-    header = ["model", "cues", "P@5", "P@10", "P@40", "Spearman", "listed a candidate"]
-    rows = []
-    for n, r in zip(names, rs):
-        g, k = r.get("generation", {}), r.get("ranking", {})
-        rows.append([n, r.get("n_eval_cues", "")] + [_with_interval(g, f"P@{kk}") for kk in (5, 10, 40)]
-                    + [_with_interval(k, "spearman"), k.get("listed_a_candidate", "")])
-    text = markdown_table(header, rows) + "\n"
-    level = int(100 * LEVEL)
-    text += f"\nBrackets: {level} % percentile bootstrap intervals over cues ({N_BOOT} replicates).\n"
-    crows = []
-    for i in range(1, len(rs)):
-        for j in sorted({0, i - 1}):
-            crow = [f"{names[j]} → {names[i]}"]
-            for task, metric in (("generation", "P@5"), ("generation", "P@10"), ("ranking", "spearman")):
-                a = rs[j].get(task, {}).get("per_cue", {}).get(metric)
-                b = rs[i].get(task, {}).get("per_cue", {}).get(metric)
-                if not a or not b:
-                    crow += ["–", "–"]
-                    continue
-                ch = paired_change(a, b)
-                crow += [fmt_interval(ch["diff"]), fmt_interval(ch["relative"], pct=True)]
-            crows.append(crow)
-    if crows:
-        text += "\n" + markdown_table(["change", "Δ P@5", "relative P@5", "Δ P@10", "relative P@10", "Δ Spearman", "relative Spearman"],
-                                      crows) + "\n"
-        text += (f"\nPaired over the cues both evaluations hold ({level} % bootstrap intervals, the same resampled cues for "
-                 "both); relative = mean(new) / mean(base) − 1, as the ALIGN paper reports P@5; – where the baseline "
-                 "mean is 0 or a result lacks per-cue values.\n")
+    from pluralign.wordassoc.report import wordassoc_tables
+
+    text = wordassoc_tables(rs, names)
     if all("transfer" in r for r in rs) and len(rs) > 1:
         base = rs[0]["transfer"]
         cfg = base["config"]
@@ -302,10 +339,66 @@ def _report(results: list[Path], labels: Optional[str], out: Optional[Path]) -> 
         atomic_write_text(out, text)
 
 
-def _with_interval(res: dict, metric: str) -> str:
-    """``0.093 [0.071, 0.117]`` from a result's ``intervals`` (older results: the bare value)."""
-    iv = res.get("intervals", {}).get(metric)
-    if iv and iv.get("low") is not None:
-        return f"{iv['mean']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}]"
-    v = res.get(metric, "")
-    return f"{v:.3f}" if isinstance(v, float) else v
+@app.command("study", help="The budget study: for each seed, SFT then SFT + GRPO, each evaluated (with the vanilla model) on the "
+             "same held-out cues; then OUT/report.md, per seed and pooled over seeds with intervals. Every step is one "
+             "`pluralign wordassoc` process with its log in OUT; finished steps are skipped, so the same command continues an "
+             "interrupted study. Defaults: the budget run of docs/results/align.md, 3 seeds.")
+def study_cmd(
+    seeds: str = typer.Option("0,1,2", help="Training seeds (comma-separated)."),
+    split_seed: int = typer.Option(0, help="Seed of the cue split and of the evaluated cues, the same for every seed."),
+    model: str = _W["model"],
+    data: Optional[str] = _W["data"],
+    train_cues: int = typer.Option(2000, help="Training cues (seeded subset)."),
+    sft_steps: int = typer.Option(250, help="SFT steps."),
+    sft_lr: float = typer.Option(5e-4, help="SFT learning rate."),
+    rl_steps: int = typer.Option(200, help="GRPO steps."),
+    batch_size: int = typer.Option(8, help="Batch size of both stages."),
+    num_generations: int = typer.Option(4, help="GRPO completions per prompt."),
+    held_out_pairs: str = typer.Option("exclude", help="exclude (default) or keep the reversed pairs of held-out pairs in training."),
+    eval_cues: int = typer.Option(300, help="Evaluated test cues."),
+    num_samples: int = typer.Option(3, help="Sampled completions per cue (generation)."),
+    max_new_tokens: int = typer.Option(20, help="New tokens per completion."),
+    n_tension: int = typer.Option(30, help="High-tension WVS items of the transfer check."),
+    fixed_words: int = typer.Option(5, help="P@N at N generated words."),
+    threads: int = typer.Option(1, help="torch CPU threads per step."),
+    out: Path = typer.Option(Path("runs/wa-study"), help="Study folder."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the steps still to run, run nothing."),
+    report: bool = typer.Option(False, "--report", help="Only write OUT/report.md from the finished evaluations."),
+) -> None:
+    from pluralign.cli.main import run_guarded
+
+    run_guarded(_study, **locals())
+
+
+def _study(**a) -> None:
+    from pluralign.io import atomic_write_text
+    from pluralign.wordassoc.heldout import HELD_OUT_PAIRS
+    from pluralign.wordassoc.study import StudyConfig, parse_seeds, pooled_markdown, run
+
+    seeds = parse_seeds(a["seeds"])
+    if a["held_out_pairs"] not in HELD_OUT_PAIRS:
+        raise PluralignError(f"must be exclude or keep, got {a['held_out_pairs']!r}", field="--held-out-pairs")
+    for name in ("split_seed", "fixed_words"):
+        if a[name] < 0:
+            raise PluralignError(f"must be >= 0, got {a[name]}", field="--" + name.replace("_", "-"))
+    for name in ("train_cues", "sft_steps", "rl_steps", "batch_size", "num_generations", "eval_cues", "num_samples", "max_new_tokens",
+                 "n_tension", "threads"):
+        if a[name] < 1:
+            raise PluralignError(f"must be a positive whole number, got {a[name]}", field="--" + name.replace("_", "-"))
+    if not (a["sft_lr"] > 0 and a["sft_lr"] < float("inf")):
+        raise PluralignError(f"must be a positive number, got {a['sft_lr']}", field="--sft-lr")
+    if a["out"].exists() and not a["out"].is_dir():
+        raise PluralignError("exists and is not a folder", file=a["out"], field="--out")
+    cfg = StudyConfig(out=str(a["out"]), seeds=seeds, split_seed=a["split_seed"], model=a["model"], data=a["data"],
+                      train_cues=a["train_cues"], sft_steps=a["sft_steps"], sft_lr=a["sft_lr"], rl_steps=a["rl_steps"],
+                      batch_size=a["batch_size"], num_generations=a["num_generations"], held_out_pairs=a["held_out_pairs"],
+                      eval_cues=a["eval_cues"], num_samples=a["num_samples"], max_new_tokens=a["max_new_tokens"],
+                      n_tension=a["n_tension"], fixed_words=a["fixed_words"], threads=a["threads"])
+    if not a["report"]:
+        run(cfg, dry=a["dry_run"], echo=lambda m: typer.echo(m, err=True))
+        if a["dry_run"]:
+            return
+    text = pooled_markdown(cfg)
+    atomic_write_text(a["out"] / "report.md", text + "\n")
+    typer.echo(text)
+    typer.echo(f"wrote {a['out'] / 'report.md'}", err=True)

@@ -1,8 +1,21 @@
 """Word-association metrics and rewards.
 
-* :func:`precision_at_k` — of the model's first ``k`` associations, the fraction that some human
-  gave for that cue (matching on :func:`~pluralign.wordassoc.tasks.normalise`). Missing
-  associations (the model gave fewer than ``k``) count as misses, so the denominator is always ``k``.
+* :func:`precision_at_k` — of the model's first ``k`` distinct associations, the fraction that some
+  human gave for that cue (the gold set is every response of the cue in the strength file, matched on
+  :func:`~pluralign.wordassoc.tasks.normalise`). Missing associations (the model gave fewer than
+  ``k``) count as misses, so the denominator is always ``k``: a model that writes fewer distinct
+  words scores lower at large ``k`` whatever their quality. :func:`distinct_counts` reports how
+  many distinct words each cue got, and the evaluation reports P@N at a fixed number N of generated
+  words (:func:`pluralign.wordassoc.generate.evaluate_generation`, ``fixed_words``), where every cue
+  is topped up to N words first, so that word count no longer enters.
+
+  Source of the definition. The ALIGN paper (Liu, Shrestha & Huang, "ALIGN: Word Association
+  Learning for Cultural Alignment in Large Language Models", ACL 2026, arXiv:2508.13426) reports
+  "Precision@5" (abstract: "16–20% English, 43–165% Mandarin on Precision@5"); the stored copies of
+  the paper we could search hold its abstract only, not the section that defines the metric, so its
+  exact formula (gold set, denominator) is not verified here. The definition above is the standard
+  ranked-retrieval "precision at k" (Manning, Raghavan & Schütze, *Introduction to Information
+  Retrieval*, 2008, §8.4): relevant items among the top k retrieved, divided by k.
 * :func:`ranking_spearman` — Spearman's ρ between the model's order of the candidates and the
   human strengths. Candidates the model did not list share the bottom rank (average of the
   remaining ranks); words that are not candidates are ignored. No candidate listed → ``-1``
@@ -35,6 +48,16 @@ def precision_at_k(generated: Sequence[str], human: Iterable[str], k: int) -> fl
         if len(top) == k:
             break
     return sum(g in gold for g in top) / k
+
+
+def distinct_counts(words_per_cue: Sequence[Sequence[str]], ks: Sequence[int] = ()) -> dict:
+    """How many distinct (normalised) associations each cue got: mean, median, min, max and, for each
+    ``k``, the share of cues with at least ``k`` (below that, P@k counts missing words as misses)."""
+    n = np.array([len({normalise(w) for w in ws if normalise(w)}) for ws in words_per_cue], dtype=float)
+    if not n.size:
+        return {"n_cues": 0}
+    return {"n_cues": int(n.size), "mean": float(n.mean()), "median": float(np.median(n)), "min": int(n.min()), "max": int(n.max()),
+            "share_at_least": {str(k): float((n >= k).mean()) for k in ks}}
 
 
 def model_ranks(ranked: Sequence[str], candidates: Sequence[str]) -> np.ndarray | None:
@@ -107,4 +130,4 @@ def precision_reward(prompts, completions, human, k=None, **_) -> list[float]:
     return [precision_at_k(parse_associations(_text(c)), h, int(kk)) for c, h, kk in zip(completions, human, ks)]
 
 
-__all__ = ["precision_at_k", "model_ranks", "ranking_spearman", "spearman_reward", "precision_reward", "REWARDS", "register_reward"]
+__all__ = ["precision_at_k", "distinct_counts", "model_ranks", "ranking_spearman", "spearman_reward", "precision_reward", "REWARDS", "register_reward"]

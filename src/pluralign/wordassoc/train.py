@@ -141,9 +141,11 @@ def sft_records(data: SwowData, stage: SFTStage) -> list[dict]:
     return recs
 
 
-def train_sft(model, tok, data: SwowData, stage: SFTStage | None = None, *, callbacks: Sequence = (), progress: bool = True) -> dict:
+def train_sft(model, tok, data: SwowData, stage: SFTStage | None = None, *, callbacks: Sequence = (), progress: bool = True,
+              extra_meta: dict | None = None) -> dict:
     """Stage 1. ``model`` is the base causal LM (not a PeftModel). Returns a summary with the loss
-    curve and the adapter path."""
+    curve and the adapter path. ``extra_meta`` is added to the summary and the adapter's record
+    (``pluralign_wordassoc.json``), e.g. which cues and pairs were held out."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -168,7 +170,7 @@ def train_sft(model, tok, data: SwowData, stage: SFTStage | None = None, *, call
     result = trainer.train(resume_from_checkpoint=resume)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     meta = {"stage": "sft", "config": asdict(stage), "n_records": len(recs), "n_cues": len(data), "language": data.language,
-            "losses": losses, "resumed_from": resume, "train_runtime": result.metrics.get("train_runtime")}
+            "losses": losses, "resumed_from": resume, "train_runtime": result.metrics.get("train_runtime"), **(extra_meta or {})}
     adapter = _save_adapter(trainer.model, tok, out / "adapter", meta)
     meta["adapter"] = str(adapter)
     atomic_write_json(out / "summary.json", meta)
@@ -213,12 +215,13 @@ def rl_records(data: SwowData, stage: RLStage) -> list[dict]:
 
 def train_rl(
     model, tok, data: SwowData | None = None, stage: RLStage | None = None, *, records: list[dict] | None = None,
-    reward_fn: Callable | None = None, callbacks: Sequence = (), progress: bool = True,
+    reward_fn: Callable | None = None, callbacks: Sequence = (), progress: bool = True, extra_meta: dict | None = None,
 ) -> dict:
     """Stage 2 (GRPO, :mod:`pluralign.training.grpo`). ``model``: a PeftModel holding the trainable
     SFT adapter (it is trained further), or a plain model (a fresh LoRA from ``stage.lora`` is
     added; ``lora=None`` trains every weight in place). ``records`` and ``reward_fn`` override the
-    SWOW ranking data and the registered reward (tests use a toy reward)."""
+    SWOW ranking data and the registered reward (tests use a toy reward). ``extra_meta``: as in
+    :func:`train_sft`."""
     import torch
     from peft import PeftModel, get_peft_model
     from transformers import TrainingArguments
@@ -271,6 +274,7 @@ def train_rl(
             "deviation": "ALIGN used PPO; TRL removed PPO, so GRPO is used with the same Spearman reward."}
     if data is not None:
         meta.update(n_cues=len(data), language=data.language)
+    meta.update(extra_meta or {})
     adapter = _save_adapter(trainer.model, tok, out / "adapter", meta)
     meta["adapter"] = str(adapter)
     atomic_write_json(out / "summary.json", meta)
@@ -323,4 +327,4 @@ def read_meta(adapter: str | Path) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-__all__ = ["LoraSettings", "SFTStage", "RLStage", "train_sft", "train_rl", "sft_records", "rl_records", "load_with_adapter"]
+__all__ = ["LoraSettings", "SFTStage", "RLStage", "train_sft", "train_rl", "sft_records", "rl_records", "load_with_adapter", "read_meta"]

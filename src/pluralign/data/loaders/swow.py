@@ -335,7 +335,69 @@ def split_cues(data: SwowData, *, val_frac: float = 0.1, test_frac: float = 0.1,
     return CueSplit(data.subset(parts["train"]), data.subset(parts["val"]), data.subset(parts["test"]), seed)
 
 
-__all__ = ["Association", "SwowData", "CueSplit", "load_swow", "split_cues", "sample_cues", "check_language", "default_swow_path", "CITATION"]
+# ------------------------------------------------------------------------------------------ reversed pairs
+def pair_key(word: str) -> str:
+    """Matching key of a cue or response when pairs are compared: NFKC, lower case, white space collapsed."""
+    import unicodedata
+
+    return " ".join(unicodedata.normalize("NFKC", word).lower().split())
+
+
+def reversed_pairs(held_out: SwowData, train: SwowData, *, depth: int | None = None) -> dict[str, list[str]]:
+    """The held-out pairs whose reversed pair is in ``train``.
+
+    A held-out pair is (c, r): a cue c of ``held_out`` and one of its human responses r. Its reversed
+    pair is (r, c): r is a cue of ``train`` and c one of r's responses there, within r's ``depth``
+    strongest responses (the ones training can show: SFT targets, ranking candidates; ``None`` = all).
+    A model trained on "r -> c" has seen the association of the held-out pair from the other side.
+    Returns ``{c: [r, ...]}`` for the held-out cues that have at least one (responses in strength order)."""
+    if depth is not None and depth < 1:
+        raise PluralignError(f"depth must be >= 1, got {depth}", field="depth")
+    seen: dict[str, set[str]] = {}
+    for r, assoc in train.cues.items():
+        seen[pair_key(r)] = {pair_key(a.response) for a in (assoc if depth is None else assoc[:depth])}
+    out: dict[str, list[str]] = {}
+    for c, assoc in held_out.cues.items():
+        kc = pair_key(c)
+        hits = [a.response for a in assoc if kc in seen.get(pair_key(a.response), ())]
+        if hits:
+            out[c] = hits
+    return out
+
+
+def exclude_reversed_pairs(train: SwowData, held_out: "SwowData | list[SwowData] | tuple[SwowData, ...]") -> tuple[SwowData, dict]:
+    """``train`` without the reversed pairs of the held-out pairs, so that neither a held-out cue nor
+    the reversed pair of any held-out pair is in the training data.
+
+    From each training cue r, every response c is dropped where c is a held-out cue that has r among
+    its own responses (:func:`reversed_pairs`, all depths). The other responses keep their counts and
+    strengths (the next strongest move up into the SFT targets and ranking candidates). Returns the
+    data and ``{"pairs_removed", "train_cues_changed", "held_out_cues"}`` (how many held-out cues had
+    a reversed pair)."""
+    parts = list(held_out) if isinstance(held_out, (list, tuple)) else [held_out]
+    drop: dict[str, set[str]] = {}  # training cue key -> held-out cue keys to drop from its responses
+    train_keys = {pair_key(r) for r in train.cues}
+    for part in parts:
+        for c, assoc in part.cues.items():
+            kc = pair_key(c)
+            for a in assoc:
+                kr = pair_key(a.response)
+                if kr in train_keys:
+                    drop.setdefault(kr, set()).add(kc)
+    cues: dict[str, list[Association]] = {}
+    removed: set[tuple[str, str]] = set()
+    for r, assoc in train.cues.items():
+        bad = drop.get(pair_key(r), set())
+        keep = [a for a in assoc if pair_key(a.response) not in bad] if bad else assoc
+        removed |= {(pair_key(r), pair_key(a.response)) for a in assoc if pair_key(a.response) in bad}
+        cues[r] = list(keep)
+    out = SwowData(cues, train.language, train.response_set, train.source, dict(train.dropped))
+    return out, {"pairs_removed": len(removed), "train_cues_changed": len({r for r, _ in removed}),
+                 "held_out_cues": len({c for _, c in removed})}
+
+
+__all__ = ["Association", "SwowData", "CueSplit", "load_swow", "split_cues", "sample_cues", "check_language", "default_swow_path", "CITATION",
+           "exclude_reversed_pairs", "pair_key", "reversed_pairs"]
 
 
 def sample_cues(data: SwowData, n: int | None, *, seed: int = 0) -> SwowData:
