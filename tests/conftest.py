@@ -83,6 +83,17 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     return d
 
 
+def load_script(name: str):
+    """The module ``scripts/NAME.py`` (the scripts folder is not a package), freshly executed."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def shared(*parts: str) -> Path:
     p = SHARED.joinpath(*parts)
     if not p.exists():

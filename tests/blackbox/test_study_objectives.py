@@ -4,20 +4,18 @@ summary from before issue 29 still reports."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from conftest import load_script
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _study():
-    spec = importlib.util.spec_from_file_location("softprompt_study", REPO / "scripts" / "softprompt_study.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("softprompt_study")
 
 
 def test_a_study_searches_a_c_free_objective_and_reports_every_convention(tiny_model_dir, tmp_path, capsys):

@@ -3,11 +3,12 @@ and the new (whole-word) rule, on the BLEnD fixture."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures" / "data" / "blend"
@@ -15,10 +16,7 @@ FIX = ROOT / "tests" / "fixtures" / "data" / "blend"
 
 @pytest.fixture(scope="module")
 def rematch():
-    spec = importlib.util.spec_from_file_location("blend_rematch", ROOT / "scripts" / "blend_rematch.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("blend_rematch")
 
 
 def test_old_rule_is_the_substring_rule_and_is_restored(rematch):

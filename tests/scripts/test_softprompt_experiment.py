@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
+from conftest import load_script
 
 def _load():
-    spec = importlib.util.spec_from_file_location("softprompt_experiment", REPO / "scripts" / "softprompt_experiment.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("softprompt_experiment")
 
 
 def test_report_prints_the_tables_of_a_summary(tmp_path, capsys):

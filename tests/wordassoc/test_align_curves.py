@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
+from conftest import load_script
 
 def _script():
-    spec = importlib.util.spec_from_file_location("align_curves", REPO / "scripts" / "align_curves.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("align_curves")
 
 
 def _run(d: Path, shift: float) -> None:
