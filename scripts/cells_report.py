@@ -204,7 +204,7 @@ def build(root: Path) -> dict:
             report["pooled"].append({"cell": cell, "pair": pair, "countries": len(x), "diff": m, "t_lo": lo, "t_hi": hi,
                                      "perm_p": _sign_flip_p(x)})
     # read-out agreement: per job, method and cell scored with both read-outs (from the result files)
-    from pluralign.cli.evaluate import readout_agreement
+    from pluralign.evaluation.report import readout_agreement
 
     agree = []
     for job in sorted({r["job"] for r in rows}):

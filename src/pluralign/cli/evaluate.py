@@ -346,30 +346,6 @@ def _reference_settings(a: dict, sp, train, explicit: set):
     return tuned
 
 
-def readout_agreement(results: list[dict], ordinal: dict | None = None) -> list[dict]:
-    """For each method and cell scored with both the logprob and the sampled read-out: the mean EMD
-    between the two predicted distributions over the rows both answered, and the logprob
-    read-out's option mass (how much of the next-token distribution is on the labels)."""
-    import numpy as np
-
-    from pluralign.evaluation import metrics as M
-
-    out = []
-    by = {}
-    for r in results:
-        by[(r.get("method"), r.get("cell"), (r.get("readout") or {}).get("name", "logprob"))] = r
-    for (m, cell, ro), r in by.items():
-        s = by.get((m, cell, "sampled"))
-        if ro != "logprob" or s is None or not r.get("predictions") or not s.get("predictions"):
-            continue
-        vals = [M.emd(np.asarray(a["probs"]), np.asarray(b["probs"]), (ordinal or {}).get(a["item_id"], True))
-                for a, b in zip(r["predictions"], s["predictions"]) if a["probs"] is not None and b["probs"] is not None]
-        if vals:
-            out.append({"method": m, "cell": cell, "emd": float(np.mean(vals)), "n": len(vals),
-                        "option_mass": float(r["metrics"].get("option_mass", float("nan")))})
-    return out
-
-
 def _run(**a) -> None:
     quiet_libraries()
     import dataclasses
@@ -377,7 +353,9 @@ def _run(**a) -> None:
     from pluralign.data import load_dataset, split_dataset
     from pluralign.data.splits import resolve_auto_split
     from pluralign.evaluation.methods import METHODS
-    from pluralign.evaluation.report import difference_note, difference_rows, save_results, summary_rows, write_plot
+    from pluralign.evaluation.report import (
+        difference_note, difference_rows, readout_agreement, save_results, summary_rows, write_plot,
+    )
     from pluralign.evaluation.runner import EvalConfig, evaluate
     from pluralign.models import load_backbone
 
@@ -500,9 +478,7 @@ def _run(**a) -> None:
     out: Path = a["out"]
     from pluralign.io import StagedOutput
 
-    from pluralign.io import claim_output as _claim
-
-    _claim(out, "eval", field="--out")  # created and locked now that results are about to be written
+    claim_output(out, "eval", field="--out")  # created and locked now that results are about to be written
     stage = StagedOutput(out)  # files go to a staging folder, swapped in at the end: old files or the new set, never a mix
     parts = cells or {None: test}
     try:

@@ -142,8 +142,6 @@ class TextIndex:
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         if self.encoder == "tfidf":
-            from sklearn.feature_extraction.text import TfidfVectorizer
-
             if self._tfidf is None:
                 raise RuntimeError("fit the tf-idf index first")
             return self._tfidf.transform(texts).toarray()
@@ -277,13 +275,10 @@ def tune_references(train: SurveyDataset, val_cells: dict[str, SurveyDataset], s
     if vc is not None and vc.kind != "individual" and len(vc):
         w = _map_weights(vc, train, s.map_before)
         if w is not None:
-            def score(pred_fn):
-                return _mean_emd(vc, pred_fn())
-
             if loo:  # each training country predicted from the others only (its own row is never a neighbour)
                 w = {g: [(c, d) for c, d in nb if c != g] for g, nb in w.items()}
-            ks = {k: score(lambda k=k: culture_map_knn(vc, train, k=k, before=s.map_before, _w=w)) for k in MAP_K_GRID}
-            hs = {h: score(lambda h=h: culture_map_kernel(vc, train, bandwidth=h, before=s.map_before, _w=w)) for h in BANDWIDTH_GRID}
+            ks = {k: _mean_emd(vc, culture_map_knn(vc, train, k=k, before=s.map_before, _w=w)) for k in MAP_K_GRID}
+            hs = {h: _mean_emd(vc, culture_map_kernel(vc, train, bandwidth=h, before=s.map_before, _w=w)) for h in BANDWIDTH_GRID}
             s.map_k = min(ks, key=lambda k: (ks[k], k))
             s.map_bandwidth = min(hs, key=lambda h: (hs[h], h))
             s.validation["map_k"] = {str(k): v for k, v in ks.items()}

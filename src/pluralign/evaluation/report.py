@@ -189,3 +189,27 @@ def write_plot(results: list[dict], path: str | Path) -> Path:
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def readout_agreement(results: list[dict], ordinal: dict | None = None) -> list[dict]:
+    """For each method and cell scored with both the logprob and the sampled read-out: the mean EMD
+    between the two predicted distributions over the rows both answered, and the logprob
+    read-out's option mass (how much of the next-token distribution is on the labels)."""
+    import numpy as np
+
+    from pluralign.evaluation import metrics as M
+
+    out = []
+    by = {}
+    for r in results:
+        by[(r.get("method"), r.get("cell"), (r.get("readout") or {}).get("name", "logprob"))] = r
+    for (m, cell, ro), r in by.items():
+        s = by.get((m, cell, "sampled"))
+        if ro != "logprob" or s is None or not r.get("predictions") or not s.get("predictions"):
+            continue
+        vals = [M.emd(np.asarray(a["probs"]), np.asarray(b["probs"]), (ordinal or {}).get(a["item_id"], True))
+                for a, b in zip(r["predictions"], s["predictions"]) if a["probs"] is not None and b["probs"] is not None]
+        if vals:
+            out.append({"method": m, "cell": cell, "emd": float(np.mean(vals)), "n": len(vals),
+                        "option_mass": float(r["metrics"].get("option_mass", float("nan")))})
+    return out
