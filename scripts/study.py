@@ -8,12 +8,13 @@ Every job is one training run (``pluralign train``) followed by its evaluation o
 held-out part (``pluralign eval --adapter RUN/adapter``), or an evaluation only (prompting
 baselines). A job whose ``eval/summary.json`` exists is skipped; a training run interrupted midway
 continues from its newest checkpoint (``--resume``) at the next invocation. Jobs run ``--workers``
-at a time, one thread each (the 2-core CPU), and write their logs beside their outputs.
+at a time, sharing the CPU's cores (``--workers 1``: one job on every core), and write their logs beside their outputs.
 
 The config (JSON) gives ``root`` (output folder), ``common`` (flags of every training run),
 ``eval_common`` (flags of every evaluation), ``sets`` (named lists of held-out countries) and
 ``jobs``: each with ``name``, ``set`` (or ``split``/``test_units`` for other splits), ``seed``,
 ``train`` (extra training flags; absent for evaluation-only jobs) and ``eval`` (extra eval flags).
+``${NAME}`` in any string is read from the environment (a model file's place on this machine).
 After the jobs, the config's ``report`` script (default ``scripts/study_report.py``) writes the
 tables (``--report`` runs only that).
 """
@@ -24,6 +25,7 @@ import argparse
 import concurrent.futures as cf
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -48,8 +50,29 @@ def _flags(d: dict) -> list[str]:
     return out
 
 
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(obj, where: str = "config"):
+    """``${NAME}`` in any string of the config is replaced by the environment variable NAME (so a
+    config can name a model file that lives in a different place on each machine); an unset
+    variable is an error naming the field."""
+    if isinstance(obj, dict):
+        return {k: expand_env(v, f"{where}.{k}") for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [expand_env(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, str):
+        def sub(m):
+            if m.group(1) not in os.environ:
+                raise SystemExit(f"error: {where}: environment variable {m.group(1)} is not set")
+            return os.environ[m.group(1)]
+        return _ENV.sub(sub, obj)
+    return obj
+
+
 def expand(cfg: dict) -> list[dict]:
     """Jobs with their output folder and commands."""
+    cfg = expand_env(cfg)
     root = Path(cfg["root"])
     jobs = []
     for j in cfg["jobs"]:
@@ -71,7 +94,7 @@ def expand(cfg: dict) -> list[dict]:
                 eargs = {**cfg.get("eval_common", {}), **j.get("eval", {}), "out": str(out / "eval")}
                 if train_cmd is not None:
                     eval_cmd = ["pluralign", "eval", "--model", str(targs.get("model", "smollm2-135m")),
-                                "--adapter", str(out / "adapter"), *_flags(eargs), "--no-progress"]
+                                "--adapter", str(out / "adapter"), *_flags({k: v for k, v in eargs.items() if k != "model"}), "--no-progress"]
                 else:
                     esel = {k: v for k, v in sel.items() if k in ("data", "split", "test_units", "questions", "countries", "test_questions",
                                                                    "question_test_frac", "val_frac", "map_before")}
@@ -121,7 +144,8 @@ def _run_locked(cmd, fh, env, lock: Path):
 
 
 def _run_job(job: dict, out: Path, dry: bool) -> str:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    threads = str(job.get("threads", 1))
+    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
     t0 = time.time()
     if job["train"] and not (out / "adapter" / "adapter_config.json").exists():
         cmd = list(job["train"])
@@ -155,6 +179,8 @@ def main() -> None:
     args = ap.parse_args()
     cfg = json.loads(Path(args.config).read_text())
     jobs = expand(cfg)
+    for j in jobs:  # the cores shared among the jobs that run at once
+        j["threads"] = max(1, (os.cpu_count() or 2) // max(1, args.workers))
     if args.only:
         pre = tuple(args.only.split(","))
         jobs = [j for j in jobs if j["name"].startswith(pre)]

@@ -44,6 +44,19 @@ def test_expand_builds_one_job_per_set_and_seed(study, tmp_path):
     assert jobs[2]["train"] is None and "--adapter" not in jobs[2]["eval"]  # an evaluation-only baseline
 
 
+def test_config_strings_read_environment_variables_and_an_unset_one_is_one_error(study, tmp_path, monkeypatch):
+    cfg = _config(tmp_path / "runs", tmp_path / "m")
+    cfg["common"]["model"] = cfg["eval_common"]["model"] = "${STUDY_TEST_MODEL}"
+    monkeypatch.setenv("STUDY_TEST_MODEL", "/models/qwen.gguf")
+    jobs = study.expand(cfg)
+    tr, ev = jobs[0]["train"], jobs[0]["eval"]
+    assert tr[tr.index("--model") + 1] == "/models/qwen.gguf"
+    assert ev.count("--model") == 1 and ev[ev.index("--model") + 1] == "/models/qwen.gguf"  # given once, not twice
+    monkeypatch.delenv("STUDY_TEST_MODEL")
+    with pytest.raises(SystemExit, match=r"error: config\.common\.model: environment variable STUDY_TEST_MODEL is not set"):
+        study.expand(cfg)
+
+
 def test_a_job_runs_is_skipped_when_done_and_resumes_from_its_checkpoint(study, tiny_model_dir, tmp_path):
     job = study.expand(_config(tmp_path / "runs", tiny_model_dir))[0]
     msg = study.run_job(job)

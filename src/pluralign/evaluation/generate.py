@@ -130,7 +130,7 @@ class HTTPJudge(Judge):
         self.client = httpx.Client(timeout=timeout, headers=headers, transport=transport)
         self.api_model = api_model
         self.role = role
-        self.name = f"http:{self.url}"
+        self.name = self.url
         self.raw_off_format: list[str] = []
 
     def _request(self, method: str, url: str, **kw):
