@@ -36,7 +36,7 @@ def _read(f: Path) -> dict | None:
 
 
 def main(run: str, out: str) -> None:
-    from pluralign.analysis._plot import pyplot, save_png
+    from pluralign._plot import pyplot, save_png
 
     runs = _runs(Path(run))
     if not runs:

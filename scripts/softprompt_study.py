@@ -577,7 +577,7 @@ def curves(summary: dict, path: Path) -> Path | None:
     runs = list(summary.get("runs", {}).values())
     if not runs:
         return None
-    from pluralign.analysis._plot import pyplot, save_png
+    from pluralign._plot import pyplot, save_png
 
     plt = pyplot()
 

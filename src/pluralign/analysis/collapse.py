@@ -294,7 +294,7 @@ def choose_groups(analysis: dict, items: Sequence[str], n: int = 4) -> list[str]
 def plot_distributions(analysis: dict, path: Path, *, items: Sequence[str] | None = None, groups: Sequence[str] | None = None,
                        with_references: bool = False) -> Path:
     """Predicted vs human distributions of the chosen questions (rows) and groups (columns)."""
-    from pluralign.analysis._plot import PALETTE, pyplot, save_png
+    from pluralign._plot import PALETTE, pyplot, save_png
 
     plt = pyplot()
     items = list(items or choose_items(analysis))
@@ -332,7 +332,7 @@ def plot_distributions(analysis: dict, path: Path, *, items: Sequence[str] | Non
 
 def plot_diversity(analysis: dict, path: Path) -> Path:
     """Diversity kept (JSD and expected-answer variance) per series, 1 = no collapse."""
-    from pluralign.analysis._plot import pyplot, save_png
+    from pluralign._plot import pyplot, save_png
 
     plt = pyplot()
     ss = analysis["series"]
@@ -355,7 +355,7 @@ def plot_diversity(analysis: dict, path: Path) -> Path:
 def plot_entropy(analysis: dict, path: Path) -> Path:
     """Per group: mean predicted vs human entropy (nats), one marker per series; the diagonal is
     'as uncertain as the people'."""
-    from pluralign.analysis._plot import PALETTE, pyplot, save_png
+    from pluralign._plot import PALETTE, pyplot, save_png
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 4.4))

@@ -172,7 +172,7 @@ def overlap_rows(res: dict) -> tuple[list[str], list[list]]:
 
 
 def plot_overlap(res: dict, path):
-    from pluralign.analysis._plot import pyplot, save_png
+    from pluralign._plot import pyplot, save_png
 
     plt = pyplot()
     L = len(res["layers"])

@@ -118,7 +118,7 @@ def _rel(p: Path) -> str:
 # --------------------------------------------------------------------------------- plots
 def plot_group_emd(series: list[tuple[str, dict]], path: Path) -> Path:
     """Per-group EMD of each result and of the first result's references (bars)."""
-    from pluralign.analysis._plot import PALETTE, pyplot, save_png
+    from pluralign._plot import PALETTE, pyplot, save_png
 
     plt = pyplot()
     groups = sorted({g for _, pg in series for g in pg})
@@ -153,7 +153,7 @@ def cell_entropies(r: dict) -> tuple[list[float], list[float]]:
 
 
 def plot_entropy_hist(series: list[tuple[str, dict]], path: Path) -> Path:
-    from pluralign.analysis._plot import PALETTE, pyplot, save_png
+    from pluralign._plot import PALETTE, pyplot, save_png
 
     plt = pyplot()
     n = len(series)
@@ -179,7 +179,7 @@ LOSS_KEYS = ("loss", "ce", "aux_loss", "dpo_loss")
 
 
 def plot_loss(runs, path: Path) -> Path | None:
-    from pluralign.analysis._plot import PALETTE, pyplot, save_png
+    from pluralign._plot import PALETTE, pyplot, save_png
 
     keys = [k for k in LOSS_KEYS if any(k in row and "step" in row and "train_runtime" not in row for run in runs for row in run.log)]
     if not keys:
@@ -201,7 +201,7 @@ def plot_loss(runs, path: Path) -> Path | None:
 
 
 def plot_softprompt(runs, path: Path) -> Path | None:
-    from pluralign.analysis._plot import PALETTE, pyplot, save_png
+    from pluralign._plot import PALETTE, pyplot, save_png
 
     sp = [run for run in runs if run.softprompt is not None and any("gen" in row for row in run.log)]
     if not sp:

@@ -234,7 +234,7 @@ def stats_rows(res: dict) -> tuple[list[str], list[list]]:
 def plot_map(res: dict, path, *, color_by: str = "zone") -> "Path":
     """The signatures' PCA and t-SNE maps (rows: answer-position / all-token signatures),
     coloured by ``color_by``; group names written beside the points when there are few."""
-    from pluralign.analysis._plot import PALETTE, pyplot, save_png
+    from pluralign._plot import PALETTE, pyplot, save_png
 
     plt = pyplot()
     units = res["units"]

@@ -346,7 +346,7 @@ def _save(out: Path, state: dict, opt, target: HofstedeTarget, T: int, H: int, m
 
 def _save_png(fig, path: Path) -> Path:
     """Write a matplotlib figure as PNG atomically (at the figure's own dpi) and close it."""
-    from pluralign.analysis._plot import save_png
+    from pluralign._plot import save_png
 
     fig.tight_layout()
     return save_png(fig, path, dpi=fig.dpi)

@@ -1,4 +1,4 @@
-"""Matplotlib (Agg) helpers shared by the analyses: figures are written atomically as PNG."""
+"""Matplotlib (Agg) helpers shared by the analyses and the soft-prompt search: figures are written atomically as PNG."""
 
 from __future__ import annotations
 
