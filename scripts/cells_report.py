@@ -38,9 +38,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-CELLS = ("unseen_questions", "unseen_countries", "unseen_both")
+TEST_CELLS = ("unseen_questions", "unseen_countries", "unseen_both")
 CELL_TITLE = {"unseen_questions": "unseen questions x training countries", "unseen_countries": "training questions x unseen countries",
               "unseen_both": "unseen questions x unseen countries"}
+# `pluralign eval --part validation`: the validation cells, where training settings are chosen (the references
+# there are tuned on the rows they are scored on: only the model rows compare fairly)
+for _c in TEST_CELLS:
+    CELL_TITLE[f"validation/{_c}"] = "VALIDATION " + CELL_TITLE[_c] + " (references tuned on these rows)"
+CELLS = TEST_CELLS + tuple(f"validation/{c}" for c in TEST_CELLS)
 
 
 def _load(root: Path) -> list[dict]:

@@ -71,3 +71,36 @@ def test_a_test_cell_is_never_a_training_row(run, tiny_model_dir, tmp_path):
     res = _invoke("eval", "--model", tiny_model_dir, "--adapter", run / "adapter", "--split", "question", "--test-units", "Q6,Q7",
                   "--no-plot", "--no-progress", "--out", tmp_path / "bad")
     assert res.exit_code == 2 and "trained on" in res.output
+
+
+def test_part_validation_scores_the_validation_cells_and_no_test_row(run, tiny_model_dir, tmp_path):
+    """``--part validation``: what a training setting is chosen on. Its rows pair a validation unit
+    with a training or validation unit; not one of them has a test country or a test question."""
+    split = json.loads((run / "split.json").read_text())
+    val_c = {u.split(":", 1)[1] for u in split["val_unit_list"] if u.startswith("country:")}
+    val_q = {u.split(":", 1)[1] for u in split["val_unit_list"] if u.startswith("question:")}
+    out = tmp_path / "val"
+    res = _invoke("eval", "--model", tiny_model_dir, "--adapter", run / "adapter", "--part", "validation", "--text-encoder", "tfidf",
+                  "--no-plot", "--no-progress", "--bootstrap", "0", "--out", out)
+    assert res.exit_code == 0, res.output
+    names = sorted(p.name for p in out.glob("eval-*.json"))
+    assert names and all("@validation-unseen_" in n for n in names)
+    seen = set()
+    for name in names:
+        r = json.loads((out / name).read_text())
+        assert r["cell"].startswith("validation/") and r["split"]["part"] == "validation"
+        for p in r["predictions"]:
+            assert p["group"] not in {"United States", "Thailand"} and p["item_id"] not in {"Q2", "Q5", "Q9"}
+            assert p["group"] in val_c or p["item_id"] in val_q  # a validation row, never a training row
+            seen.add(r["cell"])
+    assert "validation/unseen_questions" in seen
+    assert json.loads((out / "summary.json").read_text())["part"] == "validation"
+
+
+def test_part_validation_without_validation_rows_is_one_error_line(tiny_model_dir, tmp_path):
+    res = _invoke("eval", "--model", tiny_model_dir, "--data", "wvs-shares", "--countries", COUNTRIES, "--questions", QUESTIONS,
+                  "--split", "country", "--test-units", "USA", "--part", "validation", "--no-progress", "--out", tmp_path / "x")
+    assert res.exit_code == 2 and res.output.startswith("error: --part") and res.output.count("\n") == 1, res.output
+    assert not (tmp_path / "x").exists()
+    res = _invoke("eval", "--model", tiny_model_dir, "--part", "dev", "--out", tmp_path / "y")
+    assert res.exit_code == 2 and "--part" in res.output and "validation" in res.output

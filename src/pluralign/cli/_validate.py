@@ -243,7 +243,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "method": Choice(_eval_methods, csv=True), "split": Choice(SPLITS), "test_frac": Float(0, 1, open_lo=True, open_hi=True),
         "test_questions": TextList(), "question_test_frac": Float(0, 1, open_lo=True, open_hi=True, optional=True),
         "val_frac": Float(0, 1, open_hi=True), "map_before": Int(1900, 2100, optional=True), "map_k": Int(1, optional=True),
-        "text_k": Int(1, optional=True),
+        "text_k": Int(1, optional=True), "part": Choice(("test", "validation")),
         "max_items": Int(1, optional=True), "k_shot": Int(0), "scoring": Choice(("next-token", "loglik")),
         "labels": Choice(LABELS), "batch_size": Int(1), "dtype": DTYPE, "device": DEVICE, "seed": SEED, "out": OutDir(),
     },

@@ -52,6 +52,7 @@ def eval_cmd(
     test_questions: Optional[str] = typer.Option(None, help="Two-way split: comma-separated test question ids (default: a hashed --question-test-frac)."),
     question_test_frac: Optional[float] = typer.Option(None, help="Two-way split: fraction of questions held out (default: --test-frac)."),
     val_frac: float = typer.Option(0.0, help="Fraction of units kept for validation (both axes of the two-way split): the references' settings are chosen there. Default with --adapter: as the adapter's run."),
+    part: str = typer.Option("test", help="The held-out part scored: test, or validation (the split's validation rows, by cell on a two-way split; needs --val-frac > 0) to choose a training setting without touching a test row. On the validation part the references are tuned on the rows they are scored on: compare model rows there, not references."),
     countries: Optional[str] = typer.Option(None, help="Restrict the dataset to these countries (ISO3 codes or names) before splitting."),
     questions: Optional[str] = typer.Option(None, help="Restrict to these question ids (comma-separated)."),
     max_items: Optional[int] = typer.Option(None, help="Keep N test questions spread evenly over the questionnaire (quick runs)."),
@@ -90,7 +91,7 @@ def eval_cmd(
         adapter=adapter, split_from=split_from, soft_prompt=soft_prompt, seed=seed, out=out, plot=plot, progress=progress,
         enrich_profile=enrich_profile, map_k=map_k, readout=readout, samples=samples, bootstrap=bootstrap,
         reference_data=reference_data, test_questions=test_questions, question_test_frac=question_test_frac, val_frac=val_frac,
-        text_k=text_k, text_encoder=text_encoder, map_before=map_before,
+        text_k=text_k, text_encoder=text_encoder, map_before=map_before, part=part,
     )
 
 
@@ -411,12 +412,17 @@ def _run(**a) -> None:
     sp = split_dataset(ds, by, test_frac=a["test_frac"], seed=a["seed"], test_units=_csv(a["test_units"]),
                        val_frac=a.get("val_frac") or 0.0, test_questions=_csv(a.get("test_questions")),
                        question_test_frac=a.get("question_test_frac"))
-    test = sp.test
+    test, held_cells = sp.test, sp.test_cells()
+    if a.get("part") == "validation":  # choose a training setting on the validation rows; no test row is scored
+        if sp.val is None or not len(sp.val):
+            raise PluralignError("--part validation needs validation rows: give --val-frac > 0 (or an adapter whose run had it)",
+                                 field="part")
+        test, held_cells = sp.val, ({f"validation/{c}": t for c, t in sp.val_cells().items()} or {"validation": sp.val})
     if a["max_items"]:
         test = test.filter(questions=spread_items(test, a["max_items"]))
     # the test part by cell (two-way split), each scored and reported on its own
     cells = {c: (t.filter(questions=[q for q in t.items if q in test.items]) if a["max_items"] else t)
-             for c, t in sp.test_cells().items() if not a["max_items"] or set(t.items) & set(test.items)}
+             for c, t in held_cells.items() if not a["max_items"] or set(t.items) & set(test.items)}
     trained_in_test = None
     if a["adapter"] and run_rec is not None:
         _check_prompt_format(a, methods, test, run_rec, explicit)
@@ -440,7 +446,7 @@ def _run(**a) -> None:
         "explicit": sorted(explicit & (set(SELECTION) | set(PROMPT_FORMAT))),
         "trained_rows_in_test": trained_in_test,  # None: not checked (no adapter, or it records no split)
         "test_questions": _csv(a.get("test_questions")) or [], "question_test_frac": a.get("question_test_frac"),
-        "val_frac": a.get("val_frac") or 0.0, "map_before": a.get("map_before"),
+        "val_frac": a.get("val_frac") or 0.0, "map_before": a.get("map_before"), "part": a.get("part") or "test",
     }
     if sp.country_part is not None:
         split_info["test_countries"] = sp.units("country", "test")
@@ -499,7 +505,7 @@ def _run(**a) -> None:
                     if a["soft_prompt"]:
                         res["soft_prompt"] = str(a["soft_prompt"])
                     res.setdefault("dataset", {})["dropped"] = dict(full.meta.get("dropped") or {})  # unusable cells the loader skipped
-                    name = f"eval-{ds.name}-{m}" + ("" if ro == "logprob" else f"-{ro}") + (f"@{cell}" if cell else "") + ".json"
+                    name = f"eval-{ds.name}-{m}" + ("" if ro == "logprob" else f"-{ro}") + (f"@{cell.replace('/', '-')}" if cell else "") + ".json"
                     path = out / save_results(res, stage.path / name).name
                     typer.echo(f"{m}{'' if ro == 'logprob' else ' (' + ro + ')'}{' [' + cell + ']' if cell else ''}: wrote {path}"
                                + _readout_note(res), err=True)
@@ -516,7 +522,8 @@ def _run(**a) -> None:
             tables[cell] = (h, rws, dh, drw, dw)
         header, rows, dheader, drows, dwarn = tables[next(iter(parts))]
         summary = {"results": paths, "table": {"header": header, "rows": rows}, "differences": {"header": dheader, "rows": drows},
-                   "reference_settings": dataclasses.asdict(ref_settings), "readout_agreement": agreement}
+                   "reference_settings": dataclasses.asdict(ref_settings), "readout_agreement": agreement,
+                   "part": a.get("part") or "test"}
         if cells:
             summary["cells"] = {c: {"table": {"header": t[0], "rows": t[1]}, "differences": {"header": t[2], "rows": t[3]}}
                                 for c, t in tables.items()}
