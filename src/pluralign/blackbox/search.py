@@ -132,9 +132,15 @@ def run_search(
     special_ids: set[int] | None = None,
     plot: bool = True,
     knowledge=None,
+    settings: dict | None = None,
 ) -> SearchResult:
     """Minimise the evaluator's VSM loss to ``target`` over soft prompts of ``evaluator.cfg.tokens`` tokens
-    (with ``nsga2``: the loss and minus the accuracy of ``knowledge``, a KnowledgeEvaluator)."""
+    (with ``nsga2``: the loss and minus the accuracy of ``knowledge``, a KnowledgeEvaluator).
+
+    ``settings``: further values that shape the search (the CLI passes the model, the objective,
+    the wordings, the index constants, the reduction, the chat template and autocast), recorded in the checkpoint. A
+    resumed search must have the same ``cfg`` (only ``gens`` may change) and the same settings;
+    otherwise it is refused, naming every value that differs."""
     if cfg.optimizer not in OPTIMIZERS:
         raise PluralignError(f"unknown optimizer {cfg.optimizer!r} (available: {', '.join(sorted(OPTIMIZERS))})", field="optimizer")
     if cfg.pop < 4 and cfg.optimizer == "de":
@@ -153,17 +159,14 @@ def run_search(
     obj_key = objective_key(evaluator)
     state = None
     if resume:
-        if out is None or not (out / CHECKPOINT).exists():
-            raise PluralignError("nothing to resume: no checkpoint", file=(out / CHECKPOINT) if out else None)
-        try:
-            state = pickle.loads((out / CHECKPOINT).read_bytes())
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-            raise PluralignError(f"unreadable checkpoint ({type(e).__name__})", file=out / CHECKPOINT) from None
+        state = load_checkpoint(out)
         for k, v in (("optimizer", cfg.optimizer), ("tokens", T), ("hidden", H), ("target", target.code),
                      ("subspace_dim", cfg.subspace_dim), ("knowledge", know_key), *obj_key.items()):
             got = state["key"].get(k, _OLD_KEY_DEFAULTS.get(k))
             if got != v:
                 raise PluralignError(f"checkpoint was made with {k}={got!r}, not {v!r}", file=out / CHECKPOINT, field=k)
+        _check_resume_settings(state, cfg, settings, out / CHECKPOINT)
+        state["config"] = asdict(cfg)  # the same but for gens: the record says how far it now runs
     if state is None:
         from pluralign.blackbox.subspace import make_search_optimizer
 
@@ -175,7 +178,7 @@ def run_search(
         state = {"key": {"optimizer": cfg.optimizer, "tokens": T, "hidden": H, "target": target.code, "subspace_dim": cfg.subspace_dim,
                          "knowledge": know_key, **obj_key},
                  "opt": opt, "gen": -1, "history": [], "initial_best": None, "best_scores": None, "elapsed": 0.0,
-                 "plateau": _Plateau(cfg.patience, cfg.min_delta), "config": asdict(cfg)}
+                 "plateau": _Plateau(cfg.patience, cfg.min_delta), "config": asdict(cfg), "settings": dict(settings or {})}
     opt = state["opt"]
     history: list[dict] = state["history"]
     bar = None
@@ -239,6 +242,57 @@ def run_search(
         stopped=stopped, out_dir=out, best_mass=state.get("best_mass"),
         pareto=pareto_points(state, opt) if multi else None, pareto_x=np.asarray(opt.front_X) if multi else None,
     )
+
+
+#: SearchConfig fields a resumed search may change
+RESUMABLE_SEARCH_CHANGES = ("gens",)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict) and k == "opt":
+            out.update(_flat(v))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def load_checkpoint(out: str | Path | None) -> dict:
+    """The search state saved in ``out/checkpoint.pkl``; one clear error when there is none or it
+    cannot be read."""
+    out = Path(out) if out else None
+    if out is None or not (out / CHECKPOINT).exists():
+        raise PluralignError("nothing to resume: no checkpoint", file=(out / CHECKPOINT) if out else None)
+    try:
+        state = pickle.loads((out / CHECKPOINT).read_bytes())
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise PluralignError(f"unreadable checkpoint ({type(e).__name__})", file=out / CHECKPOINT) from None
+    if not isinstance(state, dict) or not isinstance(state.get("key"), dict):
+        raise PluralignError("not a soft-prompt search checkpoint", file=out / CHECKPOINT)
+    return state
+
+
+def check_resume(out: str | Path, cfg: SearchConfig, settings: dict | None, *, skip: tuple[str, ...] = ()) -> None:
+    """Before any work: refuse ``--resume`` when ``out`` has no readable checkpoint or its
+    configuration / settings differ from ``cfg`` / ``settings`` (``skip``: fields not known yet)."""
+    state = load_checkpoint(out)
+    _check_resume_settings(state, cfg, settings, Path(out) / CHECKPOINT, skip=skip)
+
+
+def _check_resume_settings(state: dict, cfg: SearchConfig, settings: dict | None, ckpt: Path, *, skip: tuple[str, ...] = ()) -> None:
+    """Refuse a resume whose search configuration or settings differ from the checkpoint's, naming
+    each (as a flag: ``pop`` -> ``--pop``). A checkpoint that recorded no settings (made before
+    they were recorded) is checked on its configuration only."""
+    old, new = _flat(state.get("config") or {}), _flat(asdict(cfg))
+    diff = [(k, old[k], new.get(k)) for k in old if k not in RESUMABLE_SEARCH_CHANGES + skip and old[k] != new.get(k)]
+    if "settings" in state:
+        was, now = state["settings"] or {}, dict(settings or {})
+        diff += [(k, was.get(k), now.get(k)) for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+    if diff:
+        said = ", ".join(f"--{k.lower().replace('_', '-')} {a!r} -> {b!r}" for k, a, b in diff)
+        raise PluralignError(f"--resume with different settings than the checkpoint's ({said}); give the same values, "
+                             "or start afresh in another --out", file=ckpt, field="--resume")
 
 
 #: what a checkpoint made before the objective was recorded was searched on

@@ -23,7 +23,7 @@ By default the search runs in a random subspace (Black-Box Tuning, Sun et al. 20
 
 Before the search the two baselines are scored: naive (no prompt) and in-context (a "you are a person from ..." system message). With --knowledge N, accuracy on N BLEnD cultural-knowledge questions of the country's region is measured before and after.
 
-The output folder gets prompt.safetensors + prompt.json (the best prompt so far; the objective under "objective"), checkpoint.pkl (resume with --resume, with the same objective, wordings and calibration countries), log.jsonl, convergence.png and results.json. Apply the prompt with: pluralign eval --soft-prompt OUT.
+The output folder gets prompt.safetensors + prompt.json (the best prompt so far; the objective under "objective"), checkpoint.pkl (resume with --resume, with the same settings: model, objective, wordings, calibration countries, constants, population, seed, optimiser settings; only --gens may change, to run longer). A folder holds one search: a rerun into it without --resume, or into a training or evaluation folder, is refused, log.jsonl, convergence.png and results.json. Apply the prompt with: pluralign eval --soft-prompt OUT.
 
 Examples:
 
@@ -189,6 +189,26 @@ def _run(**a) -> None:
         typer.echo(f"note: {target.name} has no score for {', '.join(target.missing)}; the loss uses {', '.join(target.scores)}", err=True)
     out: Path = a["out"] or Path(f"runs/sp-{target.code}-{a['optimizer']}")
     nsga = a["optimizer"] == "nsga2" and not a["baseline"]
+    from pluralign.blackbox.search import SearchConfig, check_resume, run_search
+    from pluralign.io import claim_output
+
+    # what shapes the search besides its SearchConfig: a resume must use the same
+    settings = {"model": a["model"], "objective": objective_name, "wordings": list(search_wordings), "constants": dict(vsm.constants),
+                "reduction": vsm.reduction, "chat_template": a["chat_template"], "autocast": a["autocast"]}
+    ocfg = OptimizerConfig(de_variant=a["de_variant"], de_F=a["de_f"], de_CR=a["de_cr"], pso_w=a["pso_w"], cma_sigma=a["cma_sigma"])
+
+    def search_config(sub: int) -> SearchConfig:
+        return SearchConfig(optimizer=a["optimizer"], pop=a["pop"], gens=a["gens"], seed=a["seed"], init_scale=a["init_scale"],
+                            bound_scale=a["bound_scale"], patience=a["patience"], opt=ocfg, subspace_dim=sub,
+                            subspace_scale=a["subspace_scale"], subspace_bound=a["subspace_bound"])
+
+    claim_output(out, "softprompt", field="--out", create=False)  # not another kind's folder; one writer at a time
+    if not a["baseline"]:
+        if a["resume"]:  # the subspace dimension is checked once the model's width is known
+            check_resume(out, search_config(a["subspace_dim"]), settings, skip=("subspace_dim",))
+        elif any((out / f).exists() for f in ("checkpoint.pkl", "prompt.safetensors", "results.json")):
+            raise PluralignError("output folder already holds a soft-prompt search; use --resume to continue it or another --out",
+                                 file=out, field="--out")
     know_items = search_items = None
     if a["knowledge"] > 0:  # read (and check) the BLEnD questions before the model loads
         from pluralign.blackbox.knowledge import blend_region, build_knowledge_set
@@ -212,7 +232,6 @@ def _run(**a) -> None:
         torch.set_num_threads(a["threads"])
     from pluralign.blackbox.objective import ObjectiveEvaluator, build_calibration, readout_table, score_on_wordings
     from pluralign.blackbox.population import PopulationConfig, in_context_system
-    from pluralign.blackbox.search import SearchConfig, run_search
     from pluralign.models import load_backbone
 
     typer.echo(f"loading {a['model']} ...", err=True)
@@ -265,10 +284,7 @@ def _run(**a) -> None:
         results["knowledge_before"] = knowledge_accuracy(model, tok, know_items, batch_size=a["batch_size"], chat_template=ct)
 
     if not a["baseline"]:
-        ocfg = OptimizerConfig(de_variant=a["de_variant"], de_F=a["de_f"], de_CR=a["de_cr"], pso_w=a["pso_w"], cma_sigma=a["cma_sigma"])
-        scfg = SearchConfig(optimizer=a["optimizer"], pop=a["pop"], gens=a["gens"], seed=a["seed"], init_scale=a["init_scale"],
-                            bound_scale=a["bound_scale"], patience=a["patience"], opt=ocfg, subspace_dim=sub,
-                            subspace_scale=a["subspace_scale"], subspace_bound=a["subspace_bound"])
+        scfg = search_config(sub)
         scfg_pop = PopulationConfig(tokens=a["tokens"], autocast=a["autocast"], **pcfg)
         ev = ObjectiveEvaluator(model, tok, objective, wordings=search_wordings, cfg=scfg_pop)
         kev = None
@@ -278,8 +294,9 @@ def _run(**a) -> None:
             kev = KnowledgeEvaluator(model, tok, search_items, cfg=scfg_pop, chat_template=ct)
         special = set(getattr(tok, "all_special_ids", []) or [])
         meta = {"model": a["model"], "naive_loss": results["naive"]["loss"], "in_context_loss": results["in-context"]["loss"]}
+        claim_output(out, "softprompt", field="--out")  # created and locked now that the run writes into it
         res = run_search(ev, target, scfg, out_dir=out, resume=a["resume"], progress=a["progress"], meta=meta, special_ids=special,
-                         knowledge=kev)
+                         knowledge=kev, settings=settings)
         best = torch.tensor(res.best_x, dtype=torch.float32).reshape(a["tokens"], hidden)
         exact_cfg = PopulationConfig(tokens=a["tokens"], **pcfg)  # fp32: the reported score and the checks
         sc = score_on_wordings(model, tok, best, wordings=scored, cfg=exact_cfg)
@@ -312,6 +329,7 @@ def _run(**a) -> None:
 
     from pluralign.io import atomic_write_json
 
+    claim_output(out, "softprompt", field="--out")
     path = atomic_write_json(out / ("baseline.json" if a["baseline"] else "results.json"), results)
     typer.echo(f"wrote {path}", err=True)
     typer.echo(f"Scores with the fixed constants on the {first} items; {objective_name} = the search objective, mean over "
