@@ -115,3 +115,21 @@ def test_two_runs_from_the_configs_give_the_table(probe, tiny_model_dir, tmp_pat
     # bad input: one error line naming the path
     res = invoke("analyze", "zeroshot", runs["full"], tmp_path / "missing")
     assert res.exit_code == 2 and str(tmp_path / "missing") in error_lines(res)[0]
+
+
+def test_zeroshot_macro_f1_is_the_results_key_meaning():
+    """The zero-shot table's macro_f1 is the results files' one ((question, option) is the class);
+    the option-label variant is named as such. Q1 and Q2 are answered with option 0 and 1 swapped:
+    pooled by option label the errors cancel into one class each, by (question, option) they do not."""
+    from pluralign.analysis.zeroshot import _metrics
+    from pluralign.evaluation import metrics as M
+
+    rows = [{"probs": [0.9, 0.1], "answer": 0, "group": "A", "item_id": "Q1"},
+            {"probs": [0.2, 0.8], "answer": 1, "group": "A", "item_id": "Q1"},
+            {"probs": [0.9, 0.1], "answer": 1, "group": "A", "item_id": "Q2"},
+            {"probs": [0.7, 0.3], "answer": 0, "group": "A", "item_id": "Q2"}]
+    m = _metrics(rows, {})
+    pred, gold, q = [0, 1, 0, 0], [0, 1, 1, 0], ["Q1", "Q1", "Q2", "Q2"]
+    assert m["macro_f1"] == pytest.approx(M.macro_f1_question_option(pred, gold, q))
+    assert m["macro_f1_option_label"] == pytest.approx(M.macro_f1_option_label(pred, gold))
+    assert m["macro_f1"] != pytest.approx(m["macro_f1_option_label"])

@@ -198,12 +198,13 @@ def _metrics(rows: list[dict], items: dict) -> dict:
     from pluralign.evaluation import metrics as M
 
     if not rows:
-        return {"accuracy": None, "macro_f1": None, "emd": None}
+        return {"accuracy": None, "macro_f1": None, "macro_f1_option_label": None, "emd": None}
     ps = [np.asarray(r["probs"], dtype=float) for r in rows]
     gold = [int(r["answer"]) for r in rows]
     acc = float(np.mean([M.mode_credit(p, a) for p, a in zip(ps, gold)]))
-    t_pred, t_w, t_gold = M.expand_ties(ps, gold)
-    f1 = M.macro_f1(t_pred, t_gold, t_w)
+    t_pred, t_w, t_gold, t_q = M.expand_ties(ps, gold, [r["item_id"] for r in rows])
+    f1 = M.macro_f1_question_option(t_pred, t_gold, t_q, t_w)  # the results key macro_f1: (question, option) is the class
+    f1_label = M.macro_f1_option_label(t_pred, t_gold, t_w)  # option numbers pooled across questions
     cells: dict[tuple, list[int]] = defaultdict(list)
     for j, r in enumerate(rows):
         cells[(r["group"], r["item_id"])].append(j)
@@ -213,11 +214,12 @@ def _metrics(rows: list[dict], items: dict) -> dict:
         h = np.bincount([gold[j] for j in js], minlength=len(pm)).astype(float)
         it = items.get(q)
         emds.append(M.emd(pm, h, True if it is None else it.ordinal))
-    return {"accuracy": acc, "macro_f1": f1, "emd": float(np.mean(emds))}
+    return {"accuracy": acc, "macro_f1": f1, "macro_f1_option_label": f1_label, "emd": float(np.mean(emds))}
 
 
 SUBSETS = ("held-out combination", "held-out country", "all held out")
-METRICS = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("emd", "EMD"))
+METRICS = (("accuracy", "accuracy"), ("macro_f1", "macro-F1 (question, option)"), ("macro_f1_option_label", "macro-F1 (option label)"),
+           ("emd", "EMD"))
 
 
 def zeroshot_table(full_run, zs_run, *, attrs: Sequence[str] = ATTRS) -> dict:

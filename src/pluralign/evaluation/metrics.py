@@ -211,9 +211,6 @@ def macro_f1_option_label(pred: Sequence[int], gold: Sequence[int], sample_weigh
     return float(f1_score(list(gold), list(pred), average="macro", zero_division=0, sample_weight=sample_weight))
 
 
-#: the former name of :func:`macro_f1_option_label`, kept for ``pluralign.analysis.zeroshot``;
-#: the results key ``macro_f1`` is :func:`macro_f1_question_option`, not this
-macro_f1 = macro_f1_option_label
 
 
 def macro_f1_per_question(pred: Sequence[int], gold: Sequence[int], question: Sequence[str],
