@@ -10,6 +10,7 @@ peft baselines (LoRA, DoRA, P-tuning v2) and full fine-tuning, behind one API.
 
 from __future__ import annotations
 
+from pluralign.adapters import builtin  # noqa: F401  (registers the built-in methods before any lookup)
 from pluralign.adapters.checkpoint import (
     load_adapter,
     load_adapter_for_eval,

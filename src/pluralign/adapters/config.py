@@ -97,7 +97,8 @@ class AdapterMethod:
     summary: str
 
 
-#: method name -> AdapterMethod (filled by the modules that implement them)
+#: method name -> AdapterMethod (filled by the modules that implement them; the built-in ones by
+#: :mod:`pluralign.adapters.builtin`, which ``import pluralign.adapters`` loads)
 METHODS: dict[str, AdapterMethod] = {}
 
 ADAPTER_METHODS: tuple = ("cuma", "mixlora", "hydralora", "mixlora-qv", "hydralora-qv", "lora", "dora", "ptuning-v2", "full")
@@ -107,13 +108,7 @@ def register_method(name: str, config_factory: Callable[[], Any], builder: Calla
     METHODS[name] = AdapterMethod(name, config_factory, builder, summary)
 
 
-def _ensure_registered() -> None:
-    if not METHODS:
-        from pluralign.adapters import builtin  # noqa: F401  (registers the built-in methods)
-
-
 def get_method(method: str) -> AdapterMethod:
-    _ensure_registered()
     if method not in METHODS:
         raise PluralignError(f"unknown adapter method {method!r} (available: {', '.join(METHODS)})", field="method")
     return METHODS[method]

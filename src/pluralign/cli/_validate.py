@@ -353,13 +353,15 @@ def validate(command: str, a: dict, *, skip: tuple[str, ...] = ()) -> None:
 
 def _given_train_flags(a: dict) -> set[str]:
     """``pluralign train`` arguments given on the command line (not at their default): they win
-    over the config file, so its values for them are not used (nor checked)."""
-    import inspect
+    over the config file, so its values for them are not used (nor checked). The defaults are
+    TrainConfig's; a flag left unset is None (its default is TrainConfig's or computed from others)."""
+    import dataclasses
 
-    from pluralign.cli.train import train_cmd
+    from pluralign.training import TrainConfig
 
-    defaults = {k: p.default.default for k, p in inspect.signature(train_cmd).parameters.items() if hasattr(p.default, "default")}
-    return {k for k, d in defaults.items() if k in a and k != "config" and a[k] != d and str(a[k]) != str(d)}
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(TrainConfig) if f.init}
+    return {k for k, d in defaults.items() if k in a and a[k] is not None and a[k] != d and str(a[k]) != str(d)}
 
 
 def check_config_file(path, given: set[str] = frozenset()) -> dict:

@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from pluralign.errors import PluralignError
+from pluralign.evaluation.prompts import Predictions, build_prompts, expand_by_profile, progress_bar
 
 READOUTS = ("logprob", "verbalized", "sampled")
 
@@ -272,17 +273,13 @@ class HFGenerator:
 
 # ---------------------------------------------------------------------------------- predict
 def build_readout_prompts(tok, test, cfg, train=None, *, verbal: bool = False):
-    """Unique prompts for ``test`` as :func:`pluralign.evaluation.runner.build_prompts` builds them;
+    """Unique prompts for ``test`` as :func:`pluralign.evaluation.prompts.build_prompts` builds them;
     ``verbal`` swaps the answer instruction for the JSON request."""
-    from pluralign.evaluation.runner import build_prompts
-
     return build_prompts(tok, test, cfg, train, transform=verbalize_messages if verbal else None)
 
 
 def predict_readout(model, tok, test, cfg, *, train=None, profile_kwargs=None, progress: bool = True):
     """Predictions of the ``verbalized`` or ``sampled`` read-out (see the module docstring)."""
-    from pluralign.evaluation.runner import Predictions, _expand_by_profile, _progress_bar
-
     if cfg.readout not in READOUTS:
         raise PluralignError(f"unknown readout {cfg.readout!r} ({' | '.join(READOUTS)})", field="readout")
     verbal = cfg.readout == "verbalized"
@@ -291,7 +288,7 @@ def predict_readout(model, tok, test, cfg, *, train=None, profile_kwargs=None, p
         raise PluralignError(f"--samples must be at least 1, got {cfg.samples}", field="samples")
     prompts, labels, options, profiles, index = build_readout_prompts(tok, test, cfg, train, verbal=verbal)
     if profile_kwargs is not None:
-        prompts, labels, options, profiles, index = _expand_by_profile(test, prompts, labels, options, index)
+        prompts, labels, options, profiles, index = expand_by_profile(test, prompts, labels, options, index)
     extra_fn = (lambda idx: profile_kwargs([profiles[i] for i in idx])) if profile_kwargs else None
     if hasattr(model, "generate_texts"):
         gen = model
@@ -299,7 +296,7 @@ def predict_readout(model, tok, test, cfg, *, train=None, profile_kwargs=None, p
         gen = HFGenerator(model, tok, batch_size=cfg.batch_size, max_length=cfg.max_length, batch_extra=extra_fn)
     kmax = max((len(x) for x in labels), default=2)
     max_new = cfg.max_new_tokens or (min(256, 24 + 10 * kmax) if verbal else 8)
-    bar = _progress_bar(len(prompts), f"{cfg.method}/{cfg.readout}", progress)
+    bar = progress_bar(len(prompts), f"{cfg.method}/{cfg.readout}", progress)
     t0 = time.perf_counter()
     try:
         texts = gen.generate_texts(prompts, max_new_tokens=max_new, num_samples=n, do_sample=not verbal,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -19,9 +19,9 @@ from pluralign import __version__
 from pluralign.data.profile import Profile
 from pluralign.data.tasks import IndividualExample, SurveyDataset, mean_distributions
 from pluralign.evaluation import metrics as M
-from pluralign.evaluation.methods import FewShot, get_method
-from pluralign.evaluation.scoring import OptionScorer, option_labels
-from pluralign.models.chat import build_chat_prompt
+from pluralign.evaluation.prompts import Predictions, build_prompts, expand_by_profile, progress_bar
+from pluralign.evaluation.readouts import predict_readout
+from pluralign.evaluation.scoring import OptionScorer
 
 SCHEMA = "pluralign.eval/1"
 
@@ -50,15 +50,6 @@ class EvalConfig:
     bootstrap: int = 1000  # bootstrap replicates for the intervals (0 = none)
     bootstrap_unit: str = "both"  # both (groups x items) | groups | items | cells
     confidence: float = 0.95
-
-
-@dataclass
-class Predictions:
-    probs: list[np.ndarray]
-    mass: list[float]
-    seconds: float = 0.0
-    n_prompts: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------- metrics
@@ -197,39 +188,6 @@ def culture_map_knn(test: SurveyDataset, train: SurveyDataset, *, k: int = 3) ->
     return _knn(test, train, k=k)
 
 
-# ---------------------------------------------------------------------------------- prompts
-def build_prompts(tok, test: SurveyDataset, cfg: EvalConfig, train: SurveyDataset | None = None, *, transform=None):
-    """Unique prompts for ``test``; returns (prompts, labels, options, profiles, index per example).
-    ``transform(messages, labels) -> messages`` rewrites each prompt's messages (e.g. the verbalized
-    read-out's JSON request)."""
-    labels_for = lambda item: option_labels(item.n_options, cfg.labels)  # noqa: E731
-    kwargs = {"k": cfg.k_shot, "seed": cfg.seed, "labels_for": labels_for} if cfg.method == "fewshot" else {}
-    method = get_method(cfg.method, **kwargs)
-    if isinstance(method, FewShot):
-        method.fit(train)
-    prompts: list[str] = []
-    labels: list[list[str]] = []
-    options: list[list[str]] = []
-    profiles: list[Profile] = []
-    index: list[int] = []
-    seen: dict[tuple[str, str], int] = {}
-    for e in test.examples:
-        item = test.items[e.item_id]
-        key = (e.item_id, method.cache_key(e))
-        if key not in seen:
-            labs = labels_for(item)
-            msgs = method.messages(e, item, labs)
-            if transform is not None:
-                msgs = transform(msgs, labs)
-            prompts.append(build_chat_prompt(tok, msgs, use_chat_template=cfg.chat_template))
-            labels.append(labs)
-            options.append(list(item.options))
-            profiles.append(e.profile)
-            seen[key] = len(prompts) - 1
-        index.append(seen[key])
-    return prompts, labels, options, profiles, index
-
-
 def predict(
     model,
     tok,
@@ -243,16 +201,14 @@ def predict(
     """Score every example. ``profile_kwargs(profiles)`` returns extra forward kwargs for a batch
     (a profile-conditioned adapter uses it); then prompts are never shared across profiles."""
     if getattr(cfg, "readout", "logprob") != "logprob":  # verbalized / sampled: generated answers
-        from pluralign.evaluation.readouts import predict_readout
-
         return predict_readout(model, tok, test, cfg, train=train, profile_kwargs=profile_kwargs, progress=progress)
     prompts, labels, options, profiles, index = build_prompts(tok, test, cfg, train)
     if profile_kwargs is not None:  # each profile gets its own rows even when the text is identical
-        prompts, labels, options, profiles, index = _expand_by_profile(test, prompts, labels, options, index)
+        prompts, labels, options, profiles, index = expand_by_profile(test, prompts, labels, options, index)
     scorer = OptionScorer(model, tok, batch_size=cfg.batch_size, max_length=cfg.max_length)
     extra = (lambda idx: profile_kwargs([profiles[i] for i in idx])) if profile_kwargs else None
     t0 = time.perf_counter()
-    bar = _progress_bar(len(prompts), f"{cfg.method}", progress)
+    bar = progress_bar(len(prompts), f"{cfg.method}", progress)
     try:
         if cfg.scoring == "loglik":
             scores = scorer.continuation(prompts, options, progress=bar.update if bar else None, batch_extra=extra)
@@ -272,31 +228,6 @@ def predict(
         seconds=dt,
         n_prompts=len(prompts),
     )
-
-
-def _expand_by_profile(test, prompts, labels, options, index):
-    new_p, new_l, new_o, new_prof, new_idx = [], [], [], [], []
-    seen: dict[tuple[int, str], int] = {}
-    for e, i in zip(test.examples, index):
-        key = (i, e.profile.key())
-        if key not in seen:
-            new_p.append(prompts[i])
-            new_l.append(labels[i])
-            new_o.append(options[i])
-            new_prof.append(e.profile)
-            seen[key] = len(new_p) - 1
-        new_idx.append(seen[key])
-    return new_p, new_l, new_o, new_prof, new_idx
-
-
-def _progress_bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    # loglik scoring advances by fractions of a prompt (one option row at a time): show whole prompts
-    fmt = "{l_bar}{bar}| {n:.0f}/{total_fmt} prompts [{elapsed}<{remaining}, {rate_fmt}]"
-    return tqdm(total=total, desc=f"scoring [{desc}]", unit="prompt", leave=False, bar_format=fmt)
 
 
 def evaluate(

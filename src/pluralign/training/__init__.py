@@ -7,14 +7,25 @@
 * :mod:`pluralign.training.data` — prompts identical to evaluation, collator with ``profile_embeds``;
 * preference / prompt data (PRISM, Community Alignment, BLEnD): text SFT and sequence DPO
   (:mod:`pluralign.training.text`), GRPO (:mod:`pluralign.training.grpo`, in-house, also ALIGN's RL
-  stage), run by :mod:`pluralign.training.textrun` (``--stage sft|dpo|grpo``).
+  stage), run by :mod:`pluralign.training.textrun` (``--stage sft|dpo|grpo``);
+* :mod:`pluralign.training.stages` — the stage registry: ``sft`` / ``dpo`` / ``grpo`` on survey or
+  text data, each registered by the module that runs its data.
 
 Multi-GPU: ``accelerate launch -m pluralign.cli.main train ...`` (the Trainer picks the
 distributed set-up from accelerate); see ``scripts/accelerate_smoke.sh`` for 2 CPU processes.
 """
 
+from pluralign.training import textrun as _textrun  # noqa: F401  (registers the text stages; run.py the survey ones)
 from pluralign.training.config import TrainConfig
-from pluralign.training.run import build_trainer, load_split, train
+from pluralign.training.run import build_trainer, load_split
+from pluralign.training.stages import data_kind, get_stage
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run one training job described by ``cfg`` (the stage of its data kind); returns the run summary."""
+    cfg.validate()
+    return get_stage(cfg.stage, data_kind(cfg)).run(cfg)
+
 
 __all__ = ["TrainConfig", "train", "build_trainer", "load_split", "ConditionalTrainer", "DPOConditionalTrainer"]
 

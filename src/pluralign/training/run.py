@@ -1,7 +1,9 @@
 """End-to-end training run: data → split → prompts → adapter → Trainer → saved adapter.
 
-Survey data runs here; preference / prompt data (PRISM, Community Alignment, BLEnD) and the
-``grpo`` stage run in :mod:`pluralign.training.textrun` (same output layout).
+Survey data runs here (:func:`train_survey`, stages ``sft`` and ``dpo`` registered in
+:mod:`pluralign.training.stages`); preference / prompt data (PRISM, Community Alignment, BLEnD) and
+the ``grpo`` stage run in :mod:`pluralign.training.textrun` (same output layout).
+:func:`pluralign.training.train` runs either.
 
 Output folder layout (``cfg.out``)::
 
@@ -26,6 +28,7 @@ import torch
 from pluralign.errors import PluralignError
 from pluralign.io import atomic_write_json, read_json
 from pluralign.training.config import TrainConfig
+from pluralign.training.stages import StageContext, get_stage, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -216,12 +219,12 @@ def build_trainer(
     model, tok, rows, cfg: TrainConfig, out: Path, *, profile_encoder=None, device: str = "cpu", bf16: bool = False,
     start_layer: int | None = None,
 ):
-    """A ready :class:`ConditionalTrainer` (or DPO trainer for ``cfg.stage == 'dpo'``) over
-    encoded ``rows``. ``profile_encoder`` (or None) supplies ``profile_embeds``; ``start_layer``:
-    the rows carry cached trunk states and batches run only the layers from there on."""
+    """A ready Trainer of the survey stage ``cfg.stage`` (:class:`ConditionalTrainer` for ``sft``,
+    the DPO trainer for ``dpo``) over encoded ``rows``. ``profile_encoder`` (or None) supplies
+    ``profile_embeds``; ``start_layer``: the rows carry cached trunk states and batches run only the
+    layers from there on."""
     from pluralign.training.data import ConditionalCollator, RowDataset, profile_table
-    from pluralign.training.dpo import DPOCollator, DPOConditionalTrainer, reference_logprobs
-    from pluralign.training.trainer import ConditionalTrainer, JsonlLogger
+    from pluralign.training.trainer import JsonlLogger
 
     table = profile_table(profile_encoder, rows) if profile_encoder is not None else None
     collator = ConditionalCollator(
@@ -229,14 +232,8 @@ def build_trainer(
     )
     args = make_training_args(cfg, out, device=device, bf16=bf16)
     common = dict(model=model, args=args, train_dataset=RowDataset(rows), callbacks=[JsonlLogger(out / "log.jsonl")])
-    if cfg.stage == "dpo":
-        if any(r.rejected is None for r in rows):
-            raise PluralignError("DPO rows need rejected answers (encode with dpo_reference)", field="stage")
-        if any(r.ref is None for r in rows):
-            reference_logprobs(model, rows, collator, batch_size=cfg.batch_size, device=torch.device(device), bf16=bf16)
-        return DPOConditionalTrainer(data_collator=DPOCollator(collator), beta=cfg.dpo_beta, **common)
-    return ConditionalTrainer(data_collator=collator, soft_label_norm=cfg.soft_label_norm,
-                              option_mass_weight=cfg.option_mass_weight, **common)
+    ctx = StageContext(cfg=cfg, model=model, tok=tok, rows=rows, common=common, collator=collator, device=device, bf16=bf16)
+    return get_stage(cfg.stage, "survey").trainer(ctx)
 
 
 def build_model(cfg: TrainConfig):
@@ -274,20 +271,15 @@ def build_model(cfg: TrainConfig):
     return model, tok, encoder, spec, routed, device, bf16, n_trainable
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run one training job described by ``cfg``; returns the run summary."""
+def train_survey(cfg: TrainConfig) -> dict:
+    """Run one training job on survey data described by ``cfg``; returns the run summary."""
     from transformers import set_seed
 
-    from pluralign.training.data import encode_dataset, eval_method_for, subsample
+    from pluralign.training.data import eval_method_for, subsample
     from pluralign.training.methods import save_trained
 
     cfg.validate()
-    from pluralign.data.loaders import is_preference_spec
-
-    if cfg.stage == "grpo" or is_preference_spec(cfg.data):  # open-ended text: pluralign.training.textrun
-        from pluralign.training.textrun import train_text
-
-        return train_text(cfg)
+    stage = get_stage(cfg.stage, "survey")
     out = Path(cfg.out)
     ckpt = _check_out(cfg, out)
     set_seed(cfg.seed)
@@ -297,10 +289,7 @@ def train(cfg: TrainConfig) -> dict:
 
     model, tok, encoder, spec, routed, device, bf16, n_trainable = build_model(cfg)
 
-    rows = encode_dataset(
-        tok, sp.train, profile_prompt=cfg.profile_prompt, labels=cfg.labels, chat_template=cfg.chat_template,
-        max_length=cfg.max_length, dpo_reference=sp.train if cfg.stage == "dpo" else None,
-    )
+    rows = stage.rows(tok, sp, cfg)
     rows = subsample(rows, cfg.max_examples, cfg.seed)
     if not rows:
         raise PluralignError("no training rows", field="data")
@@ -373,3 +362,49 @@ def train(cfg: TrainConfig) -> dict:
         save_trained(trainer.accelerator.unwrap_model(trainer.model), out / "adapter", base_model=cfg.model, extra=extra)
         atomic_write_json(out / "train_summary.json", summary)
     return summary
+
+
+# ----------------------------------------------------------------------------- the survey stages
+def _survey_rows(tok, sp, cfg: TrainConfig, *, dpo: bool) -> list:
+    from pluralign.training.data import encode_dataset
+
+    return encode_dataset(
+        tok, sp.train, profile_prompt=cfg.profile_prompt, labels=cfg.labels, chat_template=cfg.chat_template,
+        max_length=cfg.max_length, dpo_reference=sp.train if dpo else None,
+    )
+
+
+@register_stage("sft", "survey", run=train_survey)
+class SurveySFT:
+    """Answer-token cross-entropy (individual task) or the soft-label loss (distributional task)."""
+
+    @staticmethod
+    def rows(tok, sp, cfg: TrainConfig) -> list:
+        return _survey_rows(tok, sp, cfg, dpo=False)
+
+    @staticmethod
+    def trainer(ctx: StageContext):
+        from pluralign.training.trainer import ConditionalTrainer
+
+        return ConditionalTrainer(data_collator=ctx.collator, soft_label_norm=ctx.cfg.soft_label_norm,
+                                  option_mass_weight=ctx.cfg.option_mass_weight, **ctx.common)
+
+
+@register_stage("dpo", "survey", run=train_survey)
+class SurveyDPO:
+    """The human answer preferred over the mean-collapse answer."""
+
+    @staticmethod
+    def rows(tok, sp, cfg: TrainConfig) -> list:
+        return _survey_rows(tok, sp, cfg, dpo=True)
+
+    @staticmethod
+    def trainer(ctx: StageContext):
+        from pluralign.training.dpo import DPOCollator, DPOConditionalTrainer, reference_logprobs
+
+        rows, cfg = ctx.rows, ctx.cfg
+        if any(r.rejected is None for r in rows):
+            raise PluralignError("DPO rows need rejected answers (encode with dpo_reference)", field="stage")
+        if any(r.ref is None for r in rows):
+            reference_logprobs(ctx.model, rows, ctx.collator, batch_size=cfg.batch_size, device=torch.device(ctx.device), bf16=ctx.bf16)
+        return DPOConditionalTrainer(data_collator=DPOCollator(ctx.collator), beta=cfg.dpo_beta, **ctx.common)

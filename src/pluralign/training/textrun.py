@@ -24,6 +24,8 @@ from pathlib import Path
 from pluralign.errors import PluralignError
 from pluralign.io import atomic_write_json
 from pluralign.training.config import TrainConfig
+from pluralign.training.run import _check_out, build_model, check_init_adapter_split, make_training_args
+from pluralign.training.stages import StageContext, get_stage, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +93,11 @@ def train_text(cfg: TrainConfig) -> dict:
 
     from pluralign.training.data import profile_table, subsample
     from pluralign.training.methods import save_trained
-    from pluralign.training.run import _check_out, build_model, check_init_adapter_split, make_training_args
     from pluralign.training.trainer import JsonlLogger
-    from pluralign.training.text import (
-        ListDataset, TextCollator, TextDPOTrainer, TextSFTTrainer, encode_rows, sft_targets,
-    )
+    from pluralign.training.text import ListDataset
 
     cfg.validate()
+    stage = get_stage(cfg.stage, "text")
     out = Path(cfg.out)
     ckpt = _check_out(cfg, out)
     set_seed(cfg.seed)
@@ -115,15 +115,7 @@ def train_text(cfg: TrainConfig) -> dict:
         tok.pad_token = tok.eos_token
     role = ds.profile_role
     enc_kw = dict(role=role, profile_prompt=cfg.profile_prompt, chat_template=cfg.chat_template, max_length=cfg.max_length)
-    rewards = None
-    if cfg.stage == "grpo":
-        rows = grpo_rows(tok, sp.train.records, **enc_kw)
-    elif cfg.stage == "dpo":
-        if not sp.train.pairs:
-            raise PluralignError("no preference pair in the training part", file=ds.source, field="stage")
-        rows = encode_rows(tok, sp.train.pairs, max_completion_tokens=cfg.completion_max_length, **enc_kw)
-    else:
-        rows = encode_rows(tok, sft_targets(sp.train.records, sp.train.pairs), max_completion_tokens=cfg.completion_max_length, **enc_kw)
+    rows = stage.rows(tok, sp, cfg, source=ds.source, **enc_kw)
     rows = subsample(rows, cfg.max_examples, cfg.seed)
     if not rows:
         raise PluralignError("no training rows", field="data")
@@ -139,18 +131,8 @@ def train_text(cfg: TrainConfig) -> dict:
     table = profile_table(encoder, rows) if encoder is not None else None
     args = make_training_args(run_cfg, out, device=device, bf16=bf16)
     common = dict(model=model, args=args, train_dataset=ListDataset(rows), callbacks=[JsonlLogger(out / "log.jsonl")])
-    if cfg.stage == "grpo":
-        from pluralign.training.grpo import GRPOConditionalTrainer, resolve_reward, settings_from_config
-
-        names = list(cfg.grpo_reward) or (["blend-match"] if any(r.answers for r in sp.train.records) else ["judge"])
-        rewards = [resolve_reward(n, judge_factory=judge_factory(cfg, role)) for n in names]
-        trainer = GRPOConditionalTrainer(reward_funcs=rewards, settings=settings_from_config(cfg), tokenizer=tok,
-                                         profile_table=table, **common)
-    elif cfg.stage == "dpo":
-        # reference log-probs: computed per pair when first trained on (TextDPOTrainer), not for every pair up front
-        trainer = TextDPOTrainer(data_collator=TextCollator(tok.pad_token_id, profile_table=table, dpo=True), beta=cfg.dpo_beta, **common)
-    else:
-        trainer = TextSFTTrainer(data_collator=TextCollator(tok.pad_token_id, profile_table=table), **common)
+    trainer = stage.trainer(StageContext(cfg=cfg, model=model, tok=tok, rows=rows, common=common, profile_table=table,
+                                         device=device, bf16=bf16, records=sp.train.records, role=role))
     result = trainer.train(resume_from_checkpoint=ckpt)
     totals = trainer.run_totals(result)
     summary = {
@@ -163,7 +145,8 @@ def train_text(cfg: TrainConfig) -> dict:
         "eval_method": "generate", "profile_role": role, "main_process": bool(trainer.args.should_save), "max_steps": run_cfg.steps,
         "profile_encoder": encoder.name if encoder is not None else None,
     }
-    if cfg.stage == "grpo":
+    rewards = getattr(trainer, "reward_funcs", None)
+    if rewards is not None:  # GRPO
         hist = trainer.state.log_history
         summary["rewards"] = [h["reward"] for h in hist if "reward" in h]
         summary["reward_functions"] = [getattr(f, "__name__", type(f).__name__) for f in rewards]
@@ -175,6 +158,64 @@ def train_text(cfg: TrainConfig) -> dict:
         save_trained(trainer.accelerator.unwrap_model(trainer.model), out / "adapter", base_model=cfg.model, extra=extra)
         atomic_write_json(out / "train_summary.json", summary)
     return summary
+
+
+# ----------------------------------------------------------------------------- the text stages
+@register_stage("sft", "text", run=train_text)
+class TextSFT:
+    """Imitate each record's human answer (BLEnD) or its chosen responses (PRISM / Community Alignment)."""
+
+    @staticmethod
+    def rows(tok, sp, cfg: TrainConfig, *, source=None, **encode) -> list:
+        from pluralign.training.text import encode_rows, sft_targets
+
+        return encode_rows(tok, sft_targets(sp.train.records, sp.train.pairs), max_completion_tokens=cfg.completion_max_length, **encode)
+
+    @staticmethod
+    def trainer(ctx: StageContext):
+        from pluralign.training.text import TextCollator, TextSFTTrainer
+
+        return TextSFTTrainer(data_collator=TextCollator(ctx.tok.pad_token_id, profile_table=ctx.profile_table), **ctx.common)
+
+
+@register_stage("dpo", "text", run=train_text)
+class TextDPO:
+    """The chosen > rejected pairs; reference: the model at the start of the stage."""
+
+    @staticmethod
+    def rows(tok, sp, cfg: TrainConfig, *, source=None, **encode) -> list:
+        from pluralign.training.text import encode_rows
+
+        if not sp.train.pairs:
+            raise PluralignError("no preference pair in the training part", file=source, field="stage")
+        return encode_rows(tok, sp.train.pairs, max_completion_tokens=cfg.completion_max_length, **encode)
+
+    @staticmethod
+    def trainer(ctx: StageContext):
+        from pluralign.training.text import TextCollator, TextDPOTrainer
+
+        # reference log-probs: computed per pair when first trained on (TextDPOTrainer), not for every pair up front
+        return TextDPOTrainer(data_collator=TextCollator(ctx.tok.pad_token_id, profile_table=ctx.profile_table, dpo=True),
+                              beta=ctx.cfg.dpo_beta, **ctx.common)
+
+
+@register_stage("grpo", "text", run=train_text)
+class TextGRPO:
+    """Sampled groups scored by the reward functions (``--grpo-reward``); ``--batch-size`` counts prompts."""
+
+    @staticmethod
+    def rows(tok, sp, cfg: TrainConfig, *, source=None, **encode) -> list:
+        return grpo_rows(tok, sp.train.records, **encode)
+
+    @staticmethod
+    def trainer(ctx: StageContext):
+        from pluralign.training.grpo import GRPOConditionalTrainer, resolve_reward, settings_from_config
+
+        cfg = ctx.cfg
+        names = list(cfg.grpo_reward) or (["blend-match"] if any(r.answers for r in ctx.records) else ["judge"])
+        rewards = [resolve_reward(n, judge_factory=judge_factory(cfg, ctx.role)) for n in names]
+        return GRPOConditionalTrainer(reward_funcs=rewards, settings=settings_from_config(cfg), tokenizer=ctx.tok,
+                                      profile_table=ctx.profile_table, **ctx.common)
 
 
 __all__ = ["train_text", "load_text_split", "text_split_record", "grpo_rows"]
