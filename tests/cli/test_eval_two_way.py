@@ -104,3 +104,13 @@ def test_part_validation_without_validation_rows_is_one_error_line(tiny_model_di
     assert not (tmp_path / "x").exists()
     res = _invoke("eval", "--model", tiny_model_dir, "--part", "dev", "--out", tmp_path / "y")
     assert res.exit_code == 2 and "--part" in res.output and "validation" in res.output
+
+
+def test_a_reference_that_scores_no_row_is_not_a_table_row():
+    from pluralign.evaluation.report import summary_rows
+
+    m = {"emd": 0.1, "accuracy": 0.5, "n": 10}
+    res = {"dataset": {"kind": "distributional"}, "method": "persona", "metrics": m,
+           "references": {"uniform": {"metrics": m}, "train_mean": {"metrics": {"emd": float("nan"), "n": 0}}}}
+    _, rows = summary_rows([res], intervals=False)
+    assert [r[0] for r in rows][1:] == ["ref:uniform"]

@@ -64,7 +64,8 @@ def readout_suffix(r: dict) -> str:
 
 
 def summary_rows(results: list[dict], intervals: bool = True) -> tuple[list[str], list[list]]:
-    """One row per result plus the reference predictors (taken from the first result). With
+    """One row per result plus the reference predictors (taken from the first result; one that
+    scored no row, such as ``train_mean`` on unseen questions, is left out). With
     ``intervals``, a metric with a bootstrap interval in the results is the string
     ``0.172 [0.165, 0.180]``; a ``coverage`` column appears when some result did not score every
     example (an unparseable verbalized answer)."""
@@ -80,6 +81,8 @@ def summary_rows(results: list[dict], intervals: bool = True) -> tuple[list[str]
     if results:
         for name, ref in results[0]["references"].items():
             m = ref["metrics"]
+            if not m.get("n"):  # a reference with nothing to say here (train_mean on questions no training row answered)
+                continue
             rows.append([f"ref:{name}", *[_cell(m, ref.get("intervals"), c, intervals) if c != "option_mass" else "" for c in cols],
                          _sd(m), m["n"]])
     return header, rows
