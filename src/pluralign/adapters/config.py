@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from pluralign._fields import helpfield
 from pluralign.errors import PluralignError
+from pluralign.registry import Registry
 
 ROUTER_INPUTS = ("hidden", "hidden+profile", "profile")
 ROUTER_KINDS = ("mlp", "linear")
@@ -99,19 +100,17 @@ class AdapterMethod:
 
 #: method name -> AdapterMethod (filled by the modules that implement them; the built-in ones by
 #: :mod:`pluralign.adapters.builtin`, which ``import pluralign.adapters`` loads)
-METHODS: dict[str, AdapterMethod] = {}
+METHODS: Registry[AdapterMethod] = Registry("adapter method", field="method")
 
 ADAPTER_METHODS: tuple = ("cuma", "mixlora", "hydralora", "mixlora-qv", "hydralora-qv", "lora", "dora", "ptuning-v2", "full")
 
 
 def register_method(name: str, config_factory: Callable[[], Any], builder: Callable, summary: str) -> None:
-    METHODS[name] = AdapterMethod(name, config_factory, builder, summary)
+    METHODS.add(name, AdapterMethod(name, config_factory, builder, summary))
 
 
 def get_method(method: str) -> AdapterMethod:
-    if method not in METHODS:
-        raise PluralignError(f"unknown adapter method {method!r} (available: {', '.join(METHODS)})", field="method")
-    return METHODS[method]
+    return METHODS.get(method)
 
 
 def adapter_config(method: str, **overrides) -> Any:

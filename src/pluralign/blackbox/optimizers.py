@@ -20,6 +20,7 @@ import numpy as np
 
 from pluralign._fields import helpfield
 from pluralign.errors import PluralignError
+from pluralign.registry import Registry
 
 
 @dataclass
@@ -145,18 +146,16 @@ class Optimizer:
         return F
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {}
+OPTIMIZERS: Registry[type[Optimizer]] = Registry("optimizer", field="optimizer")
 
 
 def register_optimizer(cls: type[Optimizer]) -> type[Optimizer]:
-    OPTIMIZERS[cls.name] = cls
-    return cls
+    """Class decorator: register an :class:`Optimizer` under its ``name``."""
+    return OPTIMIZERS.add(cls.name, cls)
 
 
 def make_optimizer(name: str, x0, lower, upper, cfg: OptimizerConfig | None = None, seed: int = 0) -> Optimizer:
-    if name not in OPTIMIZERS:
-        raise PluralignError(f"unknown optimizer {name!r} (available: {', '.join(sorted(OPTIMIZERS))})", field="optimizer")
-    return OPTIMIZERS[name](x0, lower, upper, cfg or OptimizerConfig(), seed)
+    return OPTIMIZERS.get(name)(x0, lower, upper, cfg or OptimizerConfig(), seed)
 
 
 class _PymooOptimizer(Optimizer):

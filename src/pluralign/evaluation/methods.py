@@ -20,6 +20,7 @@ from pluralign.data.items import SurveyItem
 from pluralign.data.profile import PROFILE_FIELDS, Profile
 from pluralign.data.tasks import Example, GroupExample, IndividualExample, SurveyDataset
 from pluralign.errors import PluralignError
+from pluralign.registry import Registry
 
 INSTRUCTION = "Answer with the {kind} of one option only."
 
@@ -59,18 +60,16 @@ class PromptMethod:
         return ex.profile.key() if self.uses_profile else ""
 
 
-METHODS: dict[str, type[PromptMethod]] = {}
+METHODS: Registry[type[PromptMethod]] = Registry("method", field="method")
 
 
 def register_method(cls: type[PromptMethod]) -> type[PromptMethod]:
-    METHODS[cls.name] = cls
-    return cls
+    """Class decorator: register a :class:`PromptMethod` under its ``name``."""
+    return METHODS.add(cls.name, cls)
 
 
 def get_method(name: str, **kwargs) -> PromptMethod:
-    if name not in METHODS:
-        raise PluralignError(f"unknown method {name!r} (available: {', '.join(sorted(METHODS))})", field="method")
-    return METHODS[name](**kwargs)
+    return METHODS.get(name)(**kwargs)
 
 
 @register_method

@@ -21,8 +21,10 @@ import numpy as np
 from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import f1_score
 
+from pluralign.registry import Registry
+
 DistMetric = Callable[[np.ndarray, np.ndarray, bool], float]
-METRICS: dict[str, DistMetric] = {}
+METRICS: Registry[DistMetric] = Registry("metric", field="metric")
 #: per metric: ``higher_is_better`` and a one-line ``description`` (reports, docs)
 METRIC_INFO: dict[str, dict] = {}
 
@@ -34,7 +36,7 @@ def register_metric(name: str, *, higher_is_better: bool = False, description: s
     an ordinal-scale metric on a nominal item)."""
 
     def deco(fn: DistMetric) -> DistMetric:
-        METRICS[name] = fn
+        METRICS.add(name, fn)
         METRIC_INFO[name] = {"higher_is_better": higher_is_better, "description": description or (fn.__doc__ or "").split("\n")[0]}
         return fn
 

@@ -58,6 +58,7 @@ import torch
 
 from pluralign._fields import helpfield
 from pluralign.errors import PluralignError
+from pluralign.registry import Registry
 from pluralign.models.generation import decode, generate_ids
 from pluralign.training.trainer import ConditionalTrainer
 
@@ -157,7 +158,10 @@ def _blend(completions, answers, counts, *, weighted: bool):
 
 blend_match_reward.__name__ = "blend-match"
 blend_weighted_reward.__name__ = "blend-weighted"
-REWARDS: dict[str, Callable] = {"blend-match": blend_match_reward, "blend-weighted": blend_weighted_reward}
+#: the built-in GRPO rewards by name (``judge`` and ``module:function`` are resolved by :func:`resolve_reward`)
+REWARDS: Registry[Callable] = Registry("reward", field="reward")
+REWARDS.add("blend-match", blend_match_reward)
+REWARDS.add("blend-weighted", blend_weighted_reward)
 
 
 class JudgeReward:

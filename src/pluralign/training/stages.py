@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from pluralign.errors import PluralignError
+from pluralign.registry import Registry
 
 DATA_KINDS = ("survey", "text")
 
@@ -52,8 +53,12 @@ class StageContext:
     role: str = "user"  # text data: the role the profile speaks in
 
 
-#: (stage, data kind) -> Stage
-STAGES: dict[tuple[str, str], Stage] = {}
+#: ``"stage:data"`` (e.g. ``dpo:survey``) -> Stage
+STAGES: Registry[Stage] = Registry("stage", field="stage")
+
+
+def stage_key(name: str, data: str) -> str:
+    return f"{name}:{data}"
 
 
 def register_stage(name: str, data: str, *, run: Callable[..., dict]):
@@ -62,27 +67,24 @@ def register_stage(name: str, data: str, *, run: Callable[..., dict]):
         raise ValueError(f"data kind must be one of {', '.join(DATA_KINDS)}, got {data!r}")
 
     def deco(cls):
-        if (name, data) in STAGES:
-            raise ValueError(f"stage {name!r} on {data} data is registered twice")
-        STAGES[(name, data)] = Stage(name, data, run, cls.rows, cls.trainer)
+        STAGES.add(stage_key(name, data), Stage(name, data, run, cls.rows, cls.trainer))
         return cls
 
     return deco
 
 
 def get_stage(name: str, data: str) -> Stage:
-    try:
-        return STAGES[(name, data)]
-    except KeyError:
-        known = ", ".join(f"{s} ({d})" for s, d in sorted(STAGES))
-        raise PluralignError(f"no stage {name!r} on {data} data (stages: {known})", field="stage") from None
+    key = stage_key(name, data)
+    if key not in STAGES:
+        raise PluralignError(f"no stage {name!r} on {data} data (stages: {', '.join(STAGES.names())})", field="stage")
+    return STAGES[key]
 
 
 def data_kind(cfg) -> str:
     """``text`` for preference / prompt data or a stage that only text data has (grpo), else ``survey``."""
     from pluralign.data.loaders import is_preference_spec
 
-    return "survey" if not is_preference_spec(cfg.data) and (cfg.stage, "survey") in STAGES else "text"
+    return "survey" if not is_preference_spec(cfg.data) and stage_key(cfg.stage, "survey") in STAGES else "text"
 
 
-__all__ = ["DATA_KINDS", "STAGES", "Stage", "StageContext", "data_kind", "get_stage", "register_stage"]
+__all__ = ["DATA_KINDS", "STAGES", "Stage", "StageContext", "data_kind", "get_stage", "register_stage", "stage_key"]

@@ -33,6 +33,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from scipy.stats import spearmanr
 
+from pluralign.registry import Registry
 from pluralign.wordassoc.tasks import normalise, parse_associations
 
 
@@ -101,14 +102,13 @@ def _text(completion) -> str:
 
 
 RewardFn = Callable[..., list[float]]
-REWARDS: dict[str, RewardFn] = {}
+REWARDS: Registry[RewardFn] = Registry("reward", field="reward")
 
 
 def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
     def deco(fn: RewardFn) -> RewardFn:
         fn.__name__ = name  # TRL logs rewards under the function name
-        REWARDS[name] = fn
-        return fn
+        return REWARDS.add(name, fn)
 
     return deco
 

@@ -22,6 +22,7 @@ from typing import Sequence
 
 from pluralign.data.loaders.swow import SwowData
 from pluralign.errors import PluralignError
+from pluralign.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,11 @@ class Template:
     separator: str  # between words in a target / a ranked list
 
 
-TEMPLATES: dict[str, Template] = {}
+TEMPLATES: Registry[Template] = Registry("prompt template", field="language")
 
 
 def register_template(t: Template) -> Template:
-    TEMPLATES[t.language] = t
-    return t
+    return TEMPLATES.add(t.language, t)
 
 
 register_template(Template(

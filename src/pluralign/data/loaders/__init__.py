@@ -18,23 +18,30 @@ from typing import Callable
 
 from pluralign.data.tasks import SurveyDataset
 from pluralign.errors import PluralignError
+from pluralign.registry import Registry
 
 Loader = Callable[..., SurveyDataset]
 Detector = Callable[[Path], bool]
 
-_LOADERS: dict[str, tuple[Loader, Detector | None, str]] = {}
+#: the loader modules, imported on the first lookup of either registry (each registers its loaders)
+_MODULES = tuple(f"pluralign.data.loaders.{m}" for m in (
+    "wvs_probe", "wvs_shares", "worldvaluesbench", "globalopinionqa", "hofstede", "drhur", "opinionqa", "yaml_survey",
+    "prism", "community_alignment", "blend"))
+
+#: survey loaders: name -> (loader, detector or None, help)
+LOADERS: Registry[tuple[Loader, Detector | None, str]] = Registry("loader", field="data", modules=_MODULES)
+_LOADERS = LOADERS
 
 
 def register_loader(name: str, *, detect: Detector | None = None, help: str = "") -> Callable[[Loader], Loader]:
     def deco(fn: Loader) -> Loader:
-        _LOADERS[name] = (fn, detect, help)
+        LOADERS.add(name, (fn, detect, help))
         return fn
 
     return deco
 
 
 def available_loaders() -> dict[str, str]:
-    _import_all()
     out = {k: v[2] for k, v in _LOADERS.items()}
     out.update({k: f"(preference data: train --stage sft/dpo/grpo, generate-eval) {v[2]}" for k, v in _PREF_LOADERS.items()})
     return dict(sorted(out.items()))
@@ -46,7 +53,6 @@ def load_dataset(spec: str | Path, *, strict: bool | None = None, **kwargs) -> S
     ``strict=True`` makes a loader that skips unusable cells (and counts them in
     ``meta["dropped"]``) fail on the first one instead; it is passed only to loaders that take it
     (the others have no skip policy: they refuse bad cells anyway)."""
-    _import_all()
     if strict is not None:
         kwargs["strict"] = strict
     s = str(spec)
@@ -96,27 +102,28 @@ def _not_a_survey(what: str):
     )
 
 
-_PREF_LOADERS: dict[str, tuple[Callable, Detector | None, str]] = {}
+#: preference / prompt data loaders: name -> (loader, detector or None, help)
+PREFERENCE_LOADERS: Registry[tuple[Callable, Detector | None, str]] = Registry(
+    "preference loader", field="data", modules=_MODULES)
+_PREF_LOADERS = PREFERENCE_LOADERS
 
 
 def register_preference_loader(name: str, *, detect: Detector | None = None, help: str = ""):
     """Register a loader returning a :class:`~pluralign.data.preferences.PreferenceDataset`."""
 
     def deco(fn):
-        _PREF_LOADERS[name] = (fn, detect, help)
+        PREFERENCE_LOADERS.add(name, (fn, detect, help))
         return fn
 
     return deco
 
 
 def available_preference_loaders() -> dict[str, str]:
-    _import_all()
     return {k: v[2] for k, v in sorted(_PREF_LOADERS.items())}
 
 
 def _pref_resolve(spec: str):
     """``(loader, path or None)`` of a preference spec, or None when it is not one."""
-    _import_all()
     s = str(spec)
     head, sep, rest = s.partition(":")
     if head in _PREF_LOADERS:
@@ -153,13 +160,3 @@ def load_preferences(spec: str | Path, *, strict: bool | None = None, **kwargs):
     return fn(Path(path), **kwargs) if path else fn(**kwargs)
 
 
-def _import_all() -> None:
-    from pluralign.data.loaders import wvs_probe, wvs_shares  # noqa: F401
-
-    for mod in ("worldvaluesbench", "globalopinionqa", "hofstede", "drhur", "opinionqa", "yaml_survey",
-                "prism", "community_alignment", "blend"):
-        try:
-            __import__(f"pluralign.data.loaders.{mod}")
-        except ModuleNotFoundError as e:  # a loader module not written yet
-            if e.name != f"pluralign.data.loaders.{mod}":
-                raise
