@@ -376,13 +376,13 @@ class StagedOutput:
 # ------------------------------------------------------------------------------ output folders
 #: files that show which kind of run a folder holds
 _KIND_SIGNS = {"train": ("train_config.json", "checkpoints"), "eval": ("summary.json",),
-               "softprompt": ("prompt.safetensors", "baseline.json", "pareto.json")}
+               "softprompt": ("prompt.safetensors", "baseline.json", "pareto.json"), "report": ("index.html",)}
 _LOCKS: dict[str, int] = {}
 
 
 def output_kind(path: str | Path) -> str | None:
     """The kind of pluralign run whose outputs ``path`` holds (``train``, ``eval``,
-    ``softprompt``), from its files; None for an empty or unknown folder."""
+    ``softprompt``, ``report``), from its files; None for an empty or unknown folder."""
     p = Path(path)
     if not p.is_dir():
         return None
@@ -395,7 +395,7 @@ def output_kind(path: str | Path) -> str | None:
 
 
 def claim_output(path: str | Path, kind: str, *, field: str = "out", create: bool = True) -> Path:
-    """Make ``path`` the output folder of one run of ``kind`` (``eval``, ``train``, ``softprompt``),
+    """Make ``path`` the output folder of one run of ``kind`` (``eval``, ``train``, ``softprompt``, ``report``),
     or refuse with one clear error: the working folder or a folder above it (``.``, ``..``,
     ``''``); a folder holding another kind of run (:func:`output_kind`); a folder another process
     is writing. The last is an advisory lock (``flock``) on the folder itself, held until this
@@ -440,3 +440,42 @@ def release_output(path: str | Path) -> None:
     fd = _LOCKS.pop(str(Path(path).resolve()), None)
     if fd is not None:
         os.close(fd)
+
+
+# ------------------------------------------------------------------------------ output files
+def check_replaceable(path: str | Path | None, *, own, what: str, inputs=(), field: str = "--out") -> None:
+    """Refuse, before any work, an output file that would replace one of ``inputs`` or an existing
+    file that ``own(path)`` does not recognise as an earlier output of the same command (``what``
+    names that output in the error)."""
+    from pluralign.errors import PluralignError
+
+    if path is None:
+        return
+    full = Path(path).resolve()
+    if any(full == Path(i).resolve() for i in inputs):
+        raise PluralignError("is one of this command's inputs; give another file for the output", file=path, field=field)
+    if full.is_file() and not own(full):
+        raise PluralignError(f"exists and is not {what}; give another file or remove it first", file=path, field=field)
+
+
+def json_schema_of(path: str | Path) -> str | None:
+    """The ``schema`` field of a JSON object file, or None (not JSON, not an object, no schema)."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return doc.get("schema") if isinstance(doc, dict) and isinstance(doc.get("schema"), str) else None
+
+
+def is_markdown_table_file(path: str | Path, *, notes: bool = False) -> bool:
+    """Whether ``path`` holds what the table commands write: Markdown table rows (``notes``: the
+    first non-blank line is a table row, other lines may be notes)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 20)
+        lines = [line.strip() for line in head.decode("utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not lines:
+        return False
+    return lines[0].startswith("|") if notes else all(line.startswith("|") for line in lines)

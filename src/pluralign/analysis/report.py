@@ -477,13 +477,10 @@ def _details_section(runs) -> dict:
 
 def build_report(paths: Sequence, out, *, title: str | None = None, collapse: bool = True, topology: bool = False,
                  overlap: bool = False, items=None, groups=None, analyses: Sequence = (), **routing_kw) -> Path:
-    """Write ``out/index.html`` and its plots; returns the path of ``index.html``. ``analyses``:
-    files of ``pluralign analyze topology|overlap|zeroshot`` to include."""
-    import jinja2
-
-    from pluralign import __version__
+    """Write ``out/index.html`` and its plots, all swapped in at once (files of ``out`` the new
+    report does not write are kept); returns the path of ``index.html``. ``analyses``: files of
+    ``pluralign analyze topology|overlap|zeroshot`` to include."""
     from pluralign.analysis.runs import open_runs
-    from pluralign.io import atomic_write_text
 
     runs = open_runs(paths, need_eval=False)
     for run in runs:
@@ -493,8 +490,34 @@ def build_report(paths: Sequence, out, *, title: str | None = None, collapse: bo
     for f in analyses:
         if not Path(f).is_file():
             raise PluralignError("no such analysis file", file=f, field="--analysis")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from pluralign.io import StagedOutput
+
+    # the page and its plots are written into a staging folder and swapped in together: an interrupted
+    # report leaves the earlier page with its own plots, never the old page beside new plots
+    final = Path(out)
+    staged = StagedOutput(final, owned=is_report_file)
+    out = staged.path
+    try:
+        _write_report(runs, out, title=title, collapse=collapse, topology=topology, overlap=overlap, items=items, groups=groups,
+                      analyses=analyses, routing_kw=routing_kw)
+    except BaseException:
+        staged.abort()
+        raise
+    staged.commit()
+    return final / "index.html"
+
+
+def is_report_file(name: str) -> bool:
+    """Files of one report (replaced together): the page, its plots and the analyses' JSON beside them."""
+    return name == "index.html" or name.endswith((".png", ".json"))
+
+
+def _write_report(runs, out: Path, *, title, collapse, topology, overlap, items, groups, analyses, routing_kw) -> Path:
+    import jinja2
+
+    from pluralign import __version__
+    from pluralign.io import atomic_write_text
+
     sections = [_overview(runs)]
     sections += _metric_sections(runs, out, collapse=collapse, items=items, groups=groups)
     sections += _routing_sections(runs, out, topology=topology, overlap=overlap, kw=routing_kw)

@@ -356,6 +356,9 @@ def _report(runs, out, title, collapse, topology, overlap, analysis, items, grou
 
     _check_routing({**kw, "n_perm": kw["n_perm"]})
     _check_out_dir(out)
+    from pluralign.io import claim_output
+
+    claim_output(out, "report", field="--out", create=False)  # not the working folder nor a run's folder; one writer at a time
     path = build_report(runs, out, title=title, collapse=collapse, topology=topology, overlap=overlap, items=_csv(items),
                         groups=_csv(groups), analyses=list(analysis or []), **kw)
     typer.echo(f"wrote {path}")

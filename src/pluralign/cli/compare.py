@@ -55,6 +55,18 @@ def collect(paths: list[Path]) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
+def _check_outputs(files: list[Path], *, out: Path | None, diff_out: Path | None) -> None:
+    """Refuse an --out / --diff-out that would replace an input results file, or any existing file
+    that is not an earlier table of this command (a file whose non-blank lines are all Markdown
+    table rows), or that names the same file twice."""
+    from pluralign.io import check_replaceable, is_markdown_table_file
+
+    if out is not None and diff_out is not None and Path(out).resolve() == Path(diff_out).resolve():
+        raise PluralignError("is also given as --out; give two different files", file=diff_out, field="--diff-out")
+    for flag, p in (("--out", out), ("--diff-out", diff_out)):
+        check_replaceable(p, own=is_markdown_table_file, what="a table written by `pluralign compare`", inputs=files, field=flag)
+
+
 def _run_label(path: Path, r: dict) -> str:
     """``<run>:<method>``, where run is the training run folder of the adapter or the folder of the file."""
     if r.get("adapter"):
@@ -170,6 +182,7 @@ def _run(paths: list[Path], out: Path | None, name: str, diff_out: Path | None =
     validate("compare", {"name": name, "out": out})
     _check_bootstrap(bootstrap, bootstrap_unit)
     files = collect(paths)
+    _check_outputs(files, out=out, diff_out=diff_out)
     reps = _generation_reports(files)
     if reps is not None:
         return _run_generation(files, reps, out=out, diff_out=diff_out, bootstrap=bootstrap, seed=seed, bootstrap_unit=bootstrap_unit)

@@ -347,6 +347,13 @@ def _reference_settings(a: dict, sp, train, explicit: set):
     return tuned
 
 
+def _same_data(a, b) -> bool:
+    """Whether two --data values name the same data (paths compared absolute: a run records them so)."""
+    from pluralign.data.fingerprint import absolute_spec
+
+    return absolute_spec(str(a)) == absolute_spec(str(b))
+
+
 def _run(**a) -> None:
     quiet_libraries()
     import dataclasses
@@ -374,7 +381,7 @@ def _run(**a) -> None:
     run_rec = _adapter_record(a["adapter"]) if a["adapter"] else None
     sel_rec = _split_json(a["split_from"]) if a.get("split_from") else run_rec
     fmt_rec = run_rec or sel_rec
-    if sel_rec is not None and not a.get("split_from") and "data" in explicit and str(a["data"]) != str(sel_rec["data"]):
+    if sel_rec is not None and not a.get("split_from") and "data" in explicit and not _same_data(a["data"], sel_rec["data"]):
         # an adapter on NEW data (the zero-shot use): only its prompt format is replayed, not its run's split;
         # the trained-rows check below still runs, and --reference-data supplies the references
         typer.echo(f"note: --data {a['data']} is not the data of the adapter's run ({sel_rec['data']}): its prompt format "
@@ -401,6 +408,8 @@ def _run(**a) -> None:
     if a["adapter"] and run_rec is None:
         typer.echo(f"note: {a['adapter']} records no training split; cannot check that its training rows are not scored", err=True)
     full = load_dataset(a["data"], strict=True if a.get("strict") else None)
+    from pluralign.data.fingerprint import data_label
+
     ds = full
     if a["countries"] or a["questions"]:
         ds = ds.filter(countries=_csv(a["countries"]), questions=_csv(a["questions"]))
@@ -505,7 +514,7 @@ def _run(**a) -> None:
                     if a["soft_prompt"]:
                         res["soft_prompt"] = str(a["soft_prompt"])
                     res.setdefault("dataset", {})["dropped"] = dict(full.meta.get("dropped") or {})  # unusable cells the loader skipped
-                    name = f"eval-{ds.name}-{m}" + ("" if ro == "logprob" else f"-{ro}") + (f"@{cell.replace('/', '-')}" if cell else "") + ".json"
+                    name = f"eval-{data_label(a['data'], ds.name)}-{m}" + ("" if ro == "logprob" else f"-{ro}") + (f"@{cell.replace('/', '-')}" if cell else "") + ".json"
                     path = out / save_results(res, stage.path / name).name
                     typer.echo(f"{m}{'' if ro == 'logprob' else ' (' + ro + ')'}{' [' + cell + ']' if cell else ''}: wrote {path}"
                                + _readout_note(res), err=True)

@@ -99,7 +99,9 @@ def _run(**a) -> None:
         rec = extra["split"]
     if rec is not None and rec.get("kind") != "preference":
         raise PluralignError("this run trained on survey data; use `pluralign eval`", file=a["split_from"] or a["adapter"], field="--split-from")
-    if rec is not None and a["data"] and a["data"] != rec.get("data"):
+    from pluralign.data.fingerprint import absolute_spec
+
+    if rec is not None and a["data"] and absolute_spec(a["data"]) != absolute_spec(rec.get("data")):
         raise PluralignError(f"--data {a['data']!r} differs from the run's {rec.get('data')!r}", field="--data")
     data = a["data"] or (rec or {}).get("data")
     if not data:

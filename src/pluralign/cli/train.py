@@ -167,6 +167,11 @@ def _apply_config_file(a: dict) -> None:
             a[cli] = ",".join(map(str, v)) if isinstance(v, list) else v
 
 
+def _absolute(p) -> str:
+    """A local path made absolute; a hub id or short name (no such path here) as given."""
+    return str(Path(p).resolve()) if p and Path(str(p)).exists() else str(p)
+
+
 def _run(**a) -> None:
     quiet_libraries()
     from pluralign.training import TrainConfig, train
@@ -179,11 +184,14 @@ def _run(**a) -> None:
 
     import dataclasses
 
+    from pluralign.data.fingerprint import absolute_spec
+
     # every TrainConfig field has a flag of the same name; these need converting from their CLI form
     converted = dict(
         test_units=_csv(a["test_units"]), countries=_csv(a["countries"]), questions=_csv(a["questions"]),
         test_questions=_csv(a["test_questions"]),
-        target_modules=_csv(a["target_modules"]), init_adapter=str(a["init_adapter"]) if a["init_adapter"] else None,
+        target_modules=_csv(a["target_modules"]), init_adapter=_absolute(a["init_adapter"]) if a["init_adapter"] else None,
+        data=absolute_spec(a["data"]), model=_absolute(a["model"]),  # recorded so that the run names them from any folder
         out=str(a["out"]), grpo_reward=_list(a["grpo_reward"]), grpo_reward_weights=_floats(a["grpo_reward_weights"]),
         judge_model=a["judge_model"] or "", judge_api_model=a["judge_api_model"] or "", save_steps=default_save_steps(a),
     )

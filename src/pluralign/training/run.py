@@ -70,8 +70,11 @@ def split_record(cfg: TrainConfig, ds, sp) -> dict:
 
     units = sorted({unit_of(e, sp.by) for e in sp.test.examples}) if sp.country_part is None else \
         [f"country:{c}" for c in sp.units("country", "test")] + [f"question:{q}" for q in sp.units("question", "test")]
+    from pluralign.data.fingerprint import data_files
+
     rec = {
         "data": cfg.data,
+        "data_files": data_files(cfg.data),  # absolute path -> SHA-256: a resume refuses edited data
         "by": sp.by,
         "requested_by": cfg.split,  # "auto" resolves through pluralign.data.splits.resolve_auto_split
         "test_frac": cfg.test_frac,
@@ -124,6 +127,10 @@ def check_init_adapter_split(cfg: TrainConfig, rec: dict) -> None:
             a, b = float(a or 0.0), float(b or 0.0)
         elif isinstance(b, list):
             a = list(a or [])
+        elif k == "data":  # a run before paths were recorded absolute: as it resolves from here
+            from pluralign.data.fingerprint import absolute_spec
+
+            a, b = absolute_spec(a), absolute_spec(b)
         if a != b:
             raise PluralignError(
                 f"--init-adapter was trained on another data selection or split ({k}: {a!r} there, {b!r} here); "
@@ -156,6 +163,11 @@ def _check_out(cfg: TrainConfig, out: Path) -> str | None:
     new = cfg.to_dict()
     # a field the earlier run's config lacks (added to TrainConfig since) counts as its default
     defaults = TrainConfig().to_dict()
+    from pluralign.data.fingerprint import absolute_spec, check_data_files
+
+    for k in ("data", "model"):  # runs before paths were recorded absolute: as they resolve from here
+        if isinstance(old.get(k), str):
+            old[k] = absolute_spec(old[k]) if k == "data" else _absolute_path(old[k])
     diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_CHANGES and old.get(k, defaults.get(k)) != new.get(k))
     if diff:
         raise PluralignError(
@@ -163,6 +175,11 @@ def _check_out(cfg: TrainConfig, out: Path) -> str | None:
             file=prev_cfg,
             field=diff[0],
         )
+    split_file = out / "split.json"
+    if split_file.is_file():
+        rec = read_json(split_file)
+        if isinstance(rec, dict) and isinstance(rec.get("data_files"), dict):
+            check_data_files(rec["data_files"], record_file=split_file)
     summary_file = out / "train_summary.json"
     if (out / "adapter").exists() and summary_file.exists():
         done = read_json(summary_file)
@@ -177,6 +194,11 @@ def _check_out(cfg: TrainConfig, out: Path) -> str | None:
     note = f" (passed over incomplete {', '.join(n for n, _ in skipped)})" if skipped else ""
     print(f"resuming from {last} (step {checkpoint_step(last)}){note}", file=sys.stderr, flush=True)
     return last
+
+
+def _absolute_path(p: str) -> str:
+    """A local path made absolute; a hub id or short name (no such path here) as given."""
+    return str(Path(p).resolve()) if p and Path(p).exists() else p
 
 
 def make_training_args(cfg: TrainConfig, out: Path, *, device: str, bf16: bool):

@@ -47,8 +47,10 @@ def text_split_record(cfg: TrainConfig, ds, sp) -> dict:
     from pluralign.data.preferences import unit_of_record
 
     units = sorted({unit_of_record(r, sp.by) for r in sp.test.records})
+    from pluralign.data.fingerprint import data_files
+
     rec = {
-        "data": cfg.data, "by": sp.by, "requested_by": cfg.split, "test_frac": cfg.test_frac, "seed": cfg.seed,
+        "data": cfg.data, "data_files": data_files(cfg.data), "by": sp.by, "requested_by": cfg.split, "test_frac": cfg.test_frac, "seed": cfg.seed,
         "test_units": list(cfg.test_units), "countries": list(cfg.countries), "questions": list(cfg.questions),
         "sizes": sp.describe(), "n_test_units": len(units),
         "test_units_sha256": hashlib.sha256("\n".join(units).encode()).hexdigest(),
