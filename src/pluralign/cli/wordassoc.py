@@ -129,20 +129,19 @@ def _train(**a) -> None:
                   held_out_pairs=a["held_out_pairs"], excluded=excluded)
     out: Path = a["out"]
     lora = LoraSettings(r=a["lora_r"], alpha=2 * a["lora_r"])
-    model, tok = load_backbone(a["model"], dtype=a["dtype"], device=a["device"])
-    model.train()
-    sft_record = None
+    from pluralign.wordassoc.train import check_stage, stage_settings
+
+    # every stage to train, with its settings, checked against what its folder already holds before the model loads
+    sft_record = sft_stage = rl_stage = None
     if a["stage"] in ("sft", "both"):
-        st = SFTStage(output_dir=str(out / "sft"), tasks=a["sft_tasks"], n_targets=a["n_targets"], samples_per_cue=a["samples_per_cue"],
-                      n_candidates=a["n_candidates"], max_steps=a["sft_steps"], batch_size=a["batch_size"], learning_rate=a["sft_lr"],
-                      seed=a["seed"], lora=lora)
+        sft_stage = SFTStage(output_dir=str(out / "sft"), tasks=a["sft_tasks"], n_targets=a["n_targets"], samples_per_cue=a["samples_per_cue"],
+                             n_candidates=a["n_candidates"], max_steps=a["sft_steps"], batch_size=a["batch_size"], learning_rate=a["sft_lr"],
+                             seed=a["seed"], lora=lora)
         sft_record = training_record(d, stage="sft", depth=sft_depth(n_targets=a["n_targets"], samples_per_cue=a["samples_per_cue"],
                                                                       tasks=a["sft_tasks"], n_candidates=a["n_candidates"]), **record)
-        r = train_sft(model, tok, train, st, progress=a["progress"], extra_meta={"training_data": sft_record})
-        ls = r["losses"]
-        loss = f"loss {ls[0]:.3f} -> {ls[-1]:.3f} ({len(ls)} logs)" if ls else "no loss logged"
-        typer.echo(f"SFT: {loss}; adapter {r['adapter']}", err=True)
-        sft_adapter = Path(r["adapter"])
+        sft_extra = {"training_data": sft_record}
+        check_stage(out / "sft", stage_settings(sft_stage, {**sft_extra, "model": a["model"]}), max_steps=a["sft_steps"])
+        sft_adapter = out / "sft" / "adapter"
     else:
         sft_adapter = a["adapter"]
         if sft_adapter:
@@ -150,18 +149,32 @@ def _train(**a) -> None:
 
             sft_record = read_meta(sft_adapter).get("training_data")
     if a["stage"] in ("rl", "both"):
+        rl_stage = RLStage(output_dir=str(out / "rl"), reward=a["reward"], n_candidates=a["n_candidates"], n_targets=a["n_targets"],
+                           max_steps=a["rl_steps"], batch_size=a["batch_size"], num_generations=a["num_generations"],
+                           learning_rate=a["rl_lr"], seed=a["seed"], lora=lora)
+        rl_record = training_record(d, stage="rl", depth=rl_depth(reward=a["reward"], n_candidates=a["n_candidates"]),
+                                    previous=sft_record, **record)
+        rl_extra = {"training_data": rl_record}
+        rl_settings = {"model": a["model"], "init_adapter": str(Path(sft_adapter).resolve()) if sft_adapter else None}
+        check_stage(out / "rl", stage_settings(rl_stage, {**rl_extra, **rl_settings}), max_steps=a["rl_steps"])
+    if sft_stage is not None:
+        model, tok = load_backbone(a["model"], dtype=a["dtype"], device=a["device"])
+        model.train()
+        r = train_sft(model, tok, train, sft_stage, progress=a["progress"], extra_meta=sft_extra, settings={"model": a["model"]})
+        ls = r["losses"]
+        loss = f"loss {ls[0]:.3f} -> {ls[-1]:.3f} ({len(ls)} logs)" if ls else "no loss logged"
+        done = " (already finished: nothing trained)" if r.get("already_finished") else ""
+        typer.echo(f"SFT{done}: {loss}; adapter {r['adapter']}", err=True)
+        sft_adapter = Path(r["adapter"])
+    if rl_stage is not None:
         base, tok = load_backbone(a["model"], dtype=a["dtype"], device=a["device"])
         policy = load_with_adapter(base, sft_adapter, trainable=True) if sft_adapter else base
         policy.train()
-        st = RLStage(output_dir=str(out / "rl"), reward=a["reward"], n_candidates=a["n_candidates"], n_targets=a["n_targets"],
-                     max_steps=a["rl_steps"], batch_size=a["batch_size"], num_generations=a["num_generations"],
-                     learning_rate=a["rl_lr"], seed=a["seed"], lora=lora)
-        rl_record = training_record(d, stage="rl", depth=rl_depth(reward=a["reward"], n_candidates=a["n_candidates"]),
-                                    previous=sft_record, **record)
-        r = train_rl(policy, tok, train, st, progress=a["progress"], extra_meta={"training_data": rl_record})
+        r = train_rl(policy, tok, train, rl_stage, progress=a["progress"], extra_meta=rl_extra, settings=rl_settings)
         rw = r["rewards"]
+        done = " (already finished: nothing trained)" if r.get("already_finished") else ""
         if rw:
-            typer.echo(f"RL (GRPO, {a['reward']}): reward {rw[0]:.3f} -> {rw[-1]:.3f} ({len(rw)} logs); adapter {r['adapter']}", err=True)
+            typer.echo(f"RL (GRPO, {a['reward']}){done}: reward {rw[0]:.3f} -> {rw[-1]:.3f} ({len(rw)} logs); adapter {r['adapter']}", err=True)
 
 
 @app.command("eval", help="Evaluate on held-out cues: P@K of generated associations, Spearman of rankings, and "
@@ -218,6 +231,10 @@ def _eval(**a) -> None:
     from pluralign.cli._validate import validate
 
     validate("wordassoc eval", a)
+    from pluralign.io import check_replaceable, json_schema_of
+
+    check_replaceable(a["out"], own=lambda f: json_schema_of(f) == "pluralign.wordassoc.eval/1",
+                      what="an earlier `pluralign wordassoc eval` result")
     for name in ("fixed_words", "top_up_rounds", "split_seed"):
         if a[name] is not None and a[name] < 0:
             raise PluralignError(f"must be >= 0, got {a[name]}", field="--" + name.replace("_", "-"))
@@ -314,6 +331,10 @@ def _report(results: list[Path], labels: Optional[str], out: Optional[Path]) -> 
     from pluralign.wordassoc.transfer import TransferConfig, compare_transfer, transfer_dataset, transfer_rows
 
     validate("wordassoc report", {"out": out})
+    from pluralign.io import check_replaceable, is_markdown_table_file
+
+    check_replaceable(out, own=lambda f: is_markdown_table_file(f, notes=True), what="a report written by `pluralign wordassoc report`",
+                      inputs=results)
     rs = [read_json(p, allow_nan=True) for p in results]
     for p, r in zip(results, rs):
         if not isinstance(r, dict) or r.get("schema") != "pluralign.wordassoc.eval/1":

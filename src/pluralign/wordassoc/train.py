@@ -17,7 +17,8 @@ value model; with ``beta=0`` no reference policy either, as in TRL's default). T
 data are the paper's; the policy-gradient estimator differs.
 
 Both stages write Hugging Face checkpoints (``checkpoint-N``) every ``save_steps`` and resume from the
-newest one when re-run with the same ``output_dir``; the final adapter is written to
+newest one when re-run with the same ``output_dir`` and the same settings (recorded in
+``<output_dir>/settings.json``; a re-run with other settings is refused, naming them); the final adapter is written to
 ``<output_dir>/adapter`` (written aside, then renamed, so a crash never leaves a half adapter).
 """
 
@@ -95,6 +96,87 @@ def _last_checkpoint(out: Path) -> str | None:
     return get_last_checkpoint(str(out)) if out.is_dir() else None
 
 
+#: each stage's folder records the settings it was trained with (a re-run must use the same)
+STAGE_SETTINGS = "settings.json"
+#: stage fields a re-run may change (more steps continue; intervals only change what is logged / saved)
+RESUMABLE_STAGE_CHANGES = ("max_steps", "epochs", "save_steps", "logging_steps")
+#: settings named as the `pluralign wordassoc train` flags that set them
+_FLAGS = {"tasks": "--sft-tasks", "learning_rate": "--sft-lr / --rl-lr", "lora": "--lora-r", "sample_seed": "--seed",
+          "training_data.sample_seed": "--seed", "training_data.split_seed": "--split-seed", "training_data.data": "--data",
+          "training_data.train_cues": "--train-cues", "training_data.min_responses": "--min-responses",
+          "training_data.held_out_pairs": "--held-out-pairs", "training_data.previous": "--adapter (its training data)",
+          "init_adapter": "--adapter"}
+
+
+def stage_settings(stage, extra: dict | None = None) -> dict:
+    """What a stage's training depends on: its configuration less the output folder and the fields
+    of :data:`RESUMABLE_STAGE_CHANGES`, with ``extra`` (model, data record, start adapter), as JSON."""
+    d = {k: v for k, v in asdict(stage).items() if k != "output_dir" and k not in RESUMABLE_STAGE_CHANGES}
+    return json.loads(json.dumps({**d, **(extra or {})}, default=str))
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k == "training_data":
+            out.update(_flat(v, f"{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def check_stage(out: str | Path, settings: dict, *, max_steps: int | None = None) -> None:
+    """Before training a stage into ``out``: refuse a folder holding a stage trained with other
+    settings (naming each flag that differs), checkpoints whose settings were never recorded, or a
+    checkpoint past ``max_steps`` (fewer steps than already trained would save the old weights
+    under the new settings)."""
+    from pluralign.io import read_json
+
+    out = Path(out)
+    ck, rec = _last_checkpoint(out), out / STAGE_SETTINGS
+    if ck is None and not (out / "adapter").exists():
+        return None
+    if not rec.is_file():
+        raise PluralignError("holds checkpoints or an adapter whose settings were not recorded (another run?); give another --out",
+                             file=out, field="--out")
+    old = read_json(rec)
+    old = _flat(old if isinstance(old, dict) else {})
+    new = _flat(settings)
+    diff = [k for k in sorted(set(old) | set(new)) if k not in RESUMABLE_STAGE_CHANGES and old.get(k) != new.get(k)]
+    if diff:
+        said = ", ".join(f"{_FLAGS.get(k, '--' + k.split('.')[-1].replace('_', '-'))} ({old.get(k)!r} -> {new.get(k)!r})" for k in diff)
+        raise PluralignError(f"this stage was trained with other settings: {said}; give the same values to continue it, "
+                             "or another --out", file=rec, field="--out")
+    step = int(Path(ck).name.rsplit("-", 1)[-1]) if ck else 0
+    if max_steps is not None and 0 < max_steps < step:
+        raise PluralignError(f"this stage already ran {step} steps, more than the {max_steps} asked for; ask for at least "
+                             f"{step} steps to continue it, or give another --out", file=ck, field="--out")
+
+
+def _finished(out: Path, max_steps: int) -> dict | None:
+    """The summary of a stage that already ran ``max_steps`` steps into ``out`` (its adapter saved)."""
+    from pluralign.io import read_json
+
+    summ = out / "summary.json"
+    if not (summ.is_file() and (out / "adapter").is_dir() and (out / STAGE_SETTINGS).is_file()):
+        return None
+    done = read_json(summ)
+    if not isinstance(done, dict) or int((done.get("config") or {}).get("max_steps") or -2) != int(max_steps):
+        return None
+    return done
+
+
+def _begin_stage(out: Path, stage, extra: dict | None) -> dict | None:
+    settings = stage_settings(stage, extra)
+    check_stage(out, settings, max_steps=stage.max_steps)
+    done = _finished(out, stage.max_steps)
+    if done is not None:
+        return {**done, "already_finished": True}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / STAGE_SETTINGS, settings)
+    return None
+
+
 def _save_adapter(model, tok, target: Path, meta: dict) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
@@ -142,16 +224,24 @@ def sft_records(data: SwowData, stage: SFTStage) -> list[dict]:
 
 
 def train_sft(model, tok, data: SwowData, stage: SFTStage | None = None, *, callbacks: Sequence = (), progress: bool = True,
-              extra_meta: dict | None = None) -> dict:
+              extra_meta: dict | None = None, settings: dict | None = None) -> dict:
     """Stage 1. ``model`` is the base causal LM (not a PeftModel). Returns a summary with the loss
     curve and the adapter path. ``extra_meta`` is added to the summary and the adapter's record
-    (``pluralign_wordassoc.json``), e.g. which cues and pairs were held out."""
+    (``pluralign_wordassoc.json``), e.g. which cues and pairs were held out.
+
+    The stage's settings (its configuration, ``extra_meta`` and ``settings``, e.g. the model) are
+    recorded in ``output_dir/settings.json``; a re-run into the same folder continues its newest
+    checkpoint only with the same settings (:func:`check_stage`; ``max_steps`` may grow) and
+    returns the earlier summary (``already_finished``) when the stage had already ended."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     stage = stage or SFTStage()
     check_language(data, data.language)
     out = Path(stage.output_dir)
+    done = _begin_stage(out, stage, {**(extra_meta or {}), **(settings or {})})
+    if done is not None:
+        return done
     recs = sft_records(data, stage)
     _check_lengths(tok, recs, stage.max_length)
     ds = Dataset.from_list(recs).shuffle(seed=stage.seed)
@@ -216,12 +306,13 @@ def rl_records(data: SwowData, stage: RLStage) -> list[dict]:
 def train_rl(
     model, tok, data: SwowData | None = None, stage: RLStage | None = None, *, records: list[dict] | None = None,
     reward_fn: Callable | None = None, callbacks: Sequence = (), progress: bool = True, extra_meta: dict | None = None,
+    settings: dict | None = None,
 ) -> dict:
     """Stage 2 (GRPO, :mod:`pluralign.training.grpo`). ``model``: a PeftModel holding the trainable
     SFT adapter (it is trained further), or a plain model (a fresh LoRA from ``stage.lora`` is
     added; ``lora=None`` trains every weight in place). ``records`` and ``reward_fn`` override the
-    SWOW ranking data and the registered reward (tests use a toy reward). ``extra_meta``: as in
-    :func:`train_sft`."""
+    SWOW ranking data and the registered reward (tests use a toy reward). ``extra_meta`` and
+    ``settings``: as in :func:`train_sft` (a re-run continues only with the same settings)."""
     import torch
     from peft import PeftModel, get_peft_model
     from transformers import TrainingArguments
@@ -243,6 +334,9 @@ def train_rl(
     if stage.batch_size % stage.num_generations:
         raise PluralignError(f"batch_size {stage.batch_size} must be a multiple of num_generations {stage.num_generations}", field="batch_size")
     out = Path(stage.output_dir)
+    done = _begin_stage(out, stage, {**(extra_meta or {}), **(settings or {})})
+    if done is not None:
+        return done
     _ensure_pad(tok)
     torch.manual_seed(stage.seed)
     if not isinstance(model, PeftModel) and stage.lora is not None:
@@ -327,4 +421,4 @@ def read_meta(adapter: str | Path) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-__all__ = ["LoraSettings", "SFTStage", "RLStage", "train_sft", "train_rl", "sft_records", "rl_records", "load_with_adapter", "read_meta"]
+__all__ = ["LoraSettings", "SFTStage", "RLStage", "train_sft", "train_rl", "check_stage", "stage_settings", "sft_records", "rl_records", "load_with_adapter", "read_meta"]
