@@ -128,7 +128,7 @@ interrupted run is never lost.
   differ only in case are refused; nesting, value length, number length, file size and value count
   have limits; 60 hypothesis mutations of a valid file end in a dataset or one error line.
 * **Damaged adapters** (`test_adapter_files.py`, issue 27): 34 kinds of damage (truncated, padded,
-  garbled or bit-flipped weights, NaN / inf tensors, malformed adapter_config.json fields) in
+  garbled or bit-flipped weights, NaN / inf tensors, malformed fields of the adapter's record, pluralign_adapter.json) in
   `eval --adapter`, `serve --adapter`, `train --stage dpo --init-adapter` and `load_adapter`: one
   line naming the file and the field or tensor, exit 2, no output. Adapters record their weights'
   size and SHA-256. A truncated optimizer / scheduler state on `--resume` is an expected failure

@@ -134,6 +134,6 @@ def test_train_reads_a_questionnaire(tiny_model_dir, tmp_path):
     assert summary["split"]["train"] == 3 and summary["split"]["test"] == 3
     split = json.loads((run / "split.json").read_text())
     assert split["data"] == str(survey) and split["test_unit_list"] == ["Italy"]
-    meta = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    meta = json.loads((run / "adapter" / "pluralign_adapter.json").read_text())
     assert meta["method"] == "lora" and meta["n_parameters"] == summary["trainable_parameters"] > 0
     assert list((run / "adapter").glob("*.safetensors"))

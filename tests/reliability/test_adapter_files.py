@@ -1,5 +1,5 @@
 """Damaged adapters and checkpoints (issue 27, class 12): a truncated, corrupted or non-finite
-adapter, or a malformed adapter_config.json, is one ``error:`` line naming the file (and field or
+adapter, or a malformed record (pluralign_adapter.json), is one ``error:`` line naming the file (and field or
 tensor), exit status 2, in every command that reads adapters -- ``eval --adapter``, ``serve
 --adapter``, ``train --stage dpo --init-adapter`` -- and in the Python API they share
 (:func:`pluralign.adapters.load_adapter`). Nothing is scored with NaN weights, no output folder is
@@ -24,7 +24,7 @@ from reliability._helpers import QUESTIONS, assert_one_error, invoke, train_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-W, C = "adapter_model.safetensors", "adapter_config.json"
+W, C = "adapter_model.safetensors", "pluralign_adapter.json"  # a LoRA adapter: its record beside peft's files
 COMMON = ["--data", "wvs-shares", "--countries", "USA,DEU,THA", "--questions", QUESTIONS, "--split", "question",
           "--test-frac", "0.34", "--task", "distributional", "--batch-size", "4", "--logging-steps", "1", "--no-progress"]
 

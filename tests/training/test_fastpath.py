@@ -159,5 +159,5 @@ def test_train_with_top_layers_uses_the_fast_path_and_learns(tmp_path, tiny_toke
     log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     ce = [r["ce"] for r in log if "ce" in r]
     assert ce[-1] < ce[0]
-    meta = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
+    meta = json.loads((tmp_path / "run" / "adapter" / "pluralign_adapter.json").read_text())
     assert meta["config"]["layers_to_transform"] == [1]

@@ -11,6 +11,7 @@ peft baselines (LoRA, DoRA, P-tuning v2) and full fine-tuning, behind one API.
 from __future__ import annotations
 
 from pluralign.adapters import builtin  # noqa: F401  (registers the built-in methods before any lookup)
+from pluralign.adapters.builtin import adapted_from_peft
 from pluralign.adapters.checkpoint import (
     load_adapter,
     load_adapter_for_eval,
@@ -58,7 +59,7 @@ def build_adapted_model(model, method: str, config=None) -> AdaptedModel:
 
 
 __all__ = [
-    "ADAPTER_METHODS", "METHODS", "AdaptedModel", "FullSettings", "LoRASettings", "MoELoRAConfig", "MoELoRALinear",
+    "ADAPTER_METHODS", "METHODS", "AdaptedModel", "adapted_from_peft", "FullSettings", "LoRASettings", "MoELoRAConfig", "MoELoRALinear",
     "MoERouter", "PrefixSettings", "adapter_config", "build_adapted_model", "config_help", "gate_probs",
     "get_method", "load_adapter", "load_adapter_for_eval", "read_adapter_config", "read_adapter_weights", "register_method",
     "save_adapter", "torch_file_problem", "uses_profile", "weights_problem",

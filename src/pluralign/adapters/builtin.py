@@ -103,6 +103,30 @@ register_method("lora", LoRASettings, _lora_builder("lora"), "LoRA (peft) on the
 register_method("dora", lambda: LoRASettings(use_dora=True), _lora_builder("dora"), "DoRA (peft): weight-decomposed LoRA")
 
 
+def adapted_from_peft(peft_model: nn.Module) -> AdaptedModel:
+    """An :class:`AdaptedModel` (method ``lora`` or ``dora``) around a peft LoRA model built
+    elsewhere (the word-association trainers), with the settings that rebuild it: its resolved
+    target modules (``all-linear`` becomes the last names of the modules it matched), rank, alpha,
+    dropout, layers. For :func:`~pluralign.adapters.save_adapter`; ``peft_model`` is not changed."""
+    pcs = getattr(peft_model, "peft_config", None) or {}
+    pc = pcs.get("default")
+    if len(pcs) != 1 or pc is None or getattr(pc.peft_type, "value", pc.peft_type) != "LORA":
+        raise PluralignError("not a peft model with one LoRA adapter named 'default'", field="model")
+    plain = dict(bias="none", rank_pattern={}, alpha_pattern={}, use_rslora=False, modules_to_save=None)
+    odd = [k for k, v in plain.items() if (getattr(pc, k, v) or v) != v]
+    if odd:
+        raise PluralignError(f"a LoRA with {', '.join(odd)} set cannot be saved as a pluralign adapter", field="model")
+    layers = pc.layers_to_transform
+    cfg = LoRASettings(
+        r=int(pc.r), alpha=float(pc.lora_alpha), dropout=float(pc.lora_dropout),
+        # peft resolves all-linear into module paths; the names' last components rebuild the same set
+        target_modules=tuple(sorted({t.rsplit(".", 1)[-1] for t in ([pc.target_modules] if isinstance(pc.target_modules, str)
+                                                                    else pc.target_modules)})),
+        use_dora=bool(pc.use_dora), layers_to_transform=None if layers is None else tuple([layers] if isinstance(layers, int) else layers),
+    )
+    return AdaptedModel(peft_model, "dora" if cfg.use_dora else "lora", cfg)
+
+
 def _prefix_builder(model: nn.Module, cfg: PrefixSettings) -> AdaptedModel:
     from peft import PrefixTuningConfig, get_peft_model
 

@@ -1,8 +1,17 @@
-"""Save / load adapters: ``adapter_model.safetensors`` (trainable weights only) and
-``adapter_config.json`` (method, config, base model, backbone shape, profile encoder, and the
-weights' size and SHA-256).
+"""Save / load adapters. An adapter folder holds ``adapter_model.safetensors`` (the trainable
+weights only) and pluralign's record of the adapter (method, config, base model, backbone shape,
+profile encoder, the run's ``extra`` record, the weights' layout, size and SHA-256):
 
-Every reader of an adapter goes through :func:`read_adapter_config` (the config checked field by
+- the peft methods (LoRA, DoRA, P-tuning v2 without the reparameterisation MLP): the weights and
+  ``adapter_config.json`` are peft's own files, as ``PeftModel.save_pretrained`` writes them, so
+  ``PeftModel.from_pretrained(base, folder)`` (and vLLM's multi-LoRA) load the adapter; the record
+  is ``pluralign_adapter.json`` (``weights_format: "peft"``);
+- the other methods (the MoE-LoRA family, full fine-tuning, prefixes with the MLP), which peft
+  cannot represent or resume: the weights under pluralign's parameter names, the record in
+  ``adapter_config.json`` (``weights_format: "pluralign"``), as every method was saved before
+  format version 2 -- such older folders load as before.
+
+Every reader of an adapter goes through :func:`read_adapter_config` (the record checked field by
 field, the weights file's header and length checked against each other: a truncated file is found
 before any model loads) and :func:`load_adapter` (the checksum, and every tensor finite), so a
 damaged adapter is one :class:`PluralignError` naming the file (and field or tensor) in ``eval
@@ -28,9 +37,14 @@ from pluralign.adapters.config import config_from_dict, config_to_dict, get_meth
 from pluralign.errors import PluralignError
 
 WEIGHTS = "adapter_model.safetensors"
+#: peft's config (peft methods), else pluralign's record
 CONFIG = "adapter_config.json"
+#: pluralign's record of an adapter saved in peft's files
+RECORD = "pluralign_adapter.json"
 FORMAT = "pluralign-adapter"
-VERSION = 1
+VERSION = 2
+#: ``weights_format`` of the record: tensor names as peft saves them, or pluralign's parameter names
+PEFT_WEIGHTS, OWN_WEIGHTS = "peft", "pluralign"
 _BACKBONE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                   "intermediate_size", "vocab_size")
 
@@ -97,10 +111,33 @@ def adapter_state_dict(model) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_adapter(model, path, *, base_model: str, extra: dict | None = None) -> Path:
-    """Write ``path/adapter_model.safetensors`` and ``path/adapter_config.json``.
+def record_file(path) -> Path:
+    """The file holding pluralign's record of the adapter folder ``path``: ``pluralign_adapter.json``
+    beside peft's files, else ``adapter_config.json`` (methods peft cannot represent, and folders
+    saved before format version 2). Checks nothing."""
+    path = Path(path)
+    return path / CONFIG if not (path / RECORD).exists() and (path / CONFIG).exists() else path / RECORD
 
-    Atomic: both files are written to a temporary sibling folder that then replaces ``path``; a
+
+def _peft_model(model):
+    """The peft model inside ``model`` (an :class:`AdaptedModel`) whose saved weights are exactly
+    its trainable tensors, else None. Prefix tuning with ``prefix_projection`` is left out: peft
+    saves the MLP's output only, which cannot resume training."""
+    inner = getattr(model, "_modules", {}).get("model")
+    if not (hasattr(inner, "peft_config") and hasattr(inner, "save_pretrained")):
+        return None
+    if list(inner.peft_config) != ["default"] or getattr(inner.peft_config["default"], "prefix_projection", False):
+        return None
+    return inner
+
+
+def save_adapter(model, path, *, base_model: str, extra: dict | None = None) -> Path:
+    """Write the adapter folder ``path``: ``adapter_model.safetensors`` and the record; for the
+    peft methods peft's ``adapter_config.json`` and weights (``PeftModel.from_pretrained`` loads
+    the folder) with the record in ``pluralign_adapter.json``, else the record in
+    ``adapter_config.json`` and the weights under pluralign's parameter names.
+
+    Atomic: the files are written to a temporary sibling folder that then replaces ``path``; a
     failure leaves an earlier adapter at ``path`` untouched."""
     from safetensors.torch import save_file
 
@@ -132,13 +169,22 @@ def save_adapter(model, path, *, base_model: str, extra: dict | None = None) -> 
         "n_parameters": int(sum(t.numel() for t in state.values())),
         "extra": extra or {},
     }
+    peft_model = _peft_model(model)
+    meta["weights_format"] = PEFT_WEIGHTS if peft_model is not None else OWN_WEIGHTS
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     old = None
     try:
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT, "method": method})
+        if peft_model is not None:
+            # peft's adapter_config.json and adapter_model.safetensors, as peft writes them (no
+            # embedding layers are trained, so none are saved: no look-up of the base model's files)
+            peft_model.save_pretrained(str(tmp), save_embedding_layers=False)
+            (tmp / "README.md").unlink(missing_ok=True)  # peft's model-card stub
+            os.chmod(tmp / CONFIG, 0o666 & ~_umask())
+        else:
+            save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT, "method": method})
         meta["weights"] = {"bytes": (tmp / WEIGHTS).stat().st_size, "sha256": _sha256(tmp / WEIGHTS)}
-        atomic_write_json(tmp / CONFIG, meta)
+        atomic_write_json(tmp / (RECORD if peft_model is not None else CONFIG), meta)
         mask = _umask()  # mkdtemp (and safetensors) create 0700 / 0600: follow the umask like a plain open()
         os.chmod(tmp / WEIGHTS, 0o666 & ~mask)
         os.chmod(tmp, 0o777 & ~mask)
@@ -187,9 +233,11 @@ def _field_ok(default, value, name: str) -> bool:
 
 
 def _check_meta(meta, file: Path) -> dict:
-    """The fields of an adapter_config.json that loading reads, each of the right type."""
+    """The fields of an adapter record that loading reads, each of the right type."""
     if not isinstance(meta, dict):
         raise PluralignError(f"an adapter config must be a JSON object, got a {type(meta).__name__}", file=file)
+    if file.name == CONFIG and "peft_type" in meta and "format" not in meta:
+        raise PluralignError(f"a peft adapter without pluralign's record ({RECORD}): not saved by pluralign", file=file)
     if meta.get("format") != FORMAT:
         raise PluralignError(f"not a pluralign adapter (format {meta.get('format')!r})", file=file, field="format")
     method = meta.get("method")
@@ -222,6 +270,9 @@ def _check_meta(meta, file: Path) -> dict:
     w = meta.get("weights")
     if w is not None and (not _is_int(w.get("bytes")) or not isinstance(w.get("sha256"), str)):
         raise PluralignError("'weights' must hold 'bytes' and 'sha256'", file=file, field="weights")
+    if meta.get("weights_format", OWN_WEIGHTS) not in (PEFT_WEIGHTS, OWN_WEIGHTS):
+        raise PluralignError(f"'weights_format' must be {PEFT_WEIGHTS!r} or {OWN_WEIGHTS!r}, got {meta['weights_format']!r}",
+                             file=file, field="weights_format")
     return meta
 
 
@@ -282,8 +333,8 @@ def torch_file_problem(f: str | Path) -> str | None:
 
 
 def read_adapter_config(path, *, check_weights: bool = False) -> dict:
-    """The checked adapter_config.json of the adapter folder ``path`` (its weights file must
-    exist). ``check_weights``: also read the weights file's header and check that the file is whole
+    """The checked record of the adapter folder ``path`` (see :func:`record_file`; its weights
+    file must exist). ``check_weights``: also read the weights file's header and check that the file is whole
     (its length against the header and the recorded byte count) -- cheap, for checks before a model
     loads; :func:`load_adapter` always does it and more."""
     from pluralign.io import read_json
@@ -291,9 +342,10 @@ def read_adapter_config(path, *, check_weights: bool = False) -> dict:
     path = Path(path)
     if not path.is_dir():
         raise PluralignError("adapter folder not found" if not path.exists() else "not an adapter folder (a file)", file=path)
-    if not (path / CONFIG).is_file():
-        raise PluralignError(f"not an adapter folder (no {CONFIG})", file=path)
-    meta = _check_meta(read_json(path / CONFIG), path / CONFIG)
+    rec = record_file(path)
+    if not rec.is_file():
+        raise PluralignError(f"not an adapter folder (no {RECORD} or {CONFIG})", file=path)
+    meta = _check_meta(read_json(rec), rec)
     if not (path / WEIGHTS).is_file():
         raise PluralignError(f"adapter weights missing ({WEIGHTS})", file=path)
     if check_weights:
@@ -323,7 +375,7 @@ def read_adapter_weights(path, meta: dict | None = None) -> dict[str, torch.Tens
     rec = (meta.get("weights") or {}).get("sha256")
     if rec is not None and _sha256(f) != rec:
         raise PluralignError("damaged adapter weights: their SHA-256 differs from the one recorded at saving (corrupted or "
-                             f"replaced; to use edited weights on purpose, delete 'weights' from {CONFIG})", file=f)
+                             f"replaced; to use edited weights on purpose, delete 'weights' from {record_file(path).name})", file=f)
     try:
         state = load_file(str(f))
     except Exception as e:  # safetensors raises its own SafetensorError (and OSError, ValueError) on a damaged file
@@ -338,12 +390,14 @@ def read_adapter_weights(path, meta: dict | None = None) -> dict[str, torch.Tens
 
 def load_adapter(base_model: nn.Module, path):
     """Rebuild the adapter of ``path`` on ``base_model`` (a fresh backbone, modified in place) and
-    load its weights. Raises :class:`PluralignError` when the checkpoint was made for another
-    backbone or does not match its recorded config."""
+    load its weights (under peft's tensor names or pluralign's, as the record says). Raises
+    :class:`PluralignError` when the checkpoint was made for another backbone or does not match
+    its recorded config."""
     from pluralign.adapters import build_adapted_model
 
     path = Path(path)
     meta = read_adapter_config(path)
+    rec = record_file(path)
     want = meta.get("backbone") or {}
     have = backbone_fingerprint(base_model)
     diff = [f"{k}: adapter {want[k]} vs model {have.get(k)}" for k in want
@@ -354,38 +408,74 @@ def load_adapter(base_model: nn.Module, path):
     if diff:
         raise PluralignError(
             f"adapter was trained on another backbone ({meta.get('base_model')}): {'; '.join(diff)}",
-            file=path / CONFIG, field="backbone",
+            file=rec, field="backbone",
         )
     method = meta["method"]
     try:
         cfg = config_from_dict(method, meta["config"])
     except PluralignError as e:
-        raise PluralignError(e.message, file=path / CONFIG, field=f"config.{e.field}" if e.field else "config") from None
+        raise PluralignError(e.message, file=rec, field=f"config.{e.field}" if e.field else "config") from None
     except (TypeError, ValueError) as e:
-        raise PluralignError(f"invalid settings ({e})", file=path / CONFIG, field="config") from None
+        raise PluralignError(f"invalid settings ({e})", file=rec, field="config") from None
     state = read_adapter_weights(path, meta)  # before the backbone is modified
     model = build_adapted_model(base_model, method, cfg)
+    if meta.get("weights_format") == PEFT_WEIGHTS:
+        _load_peft_weights(model, state, path, rec)
+    else:
+        _load_own_weights(model, state, path)
+    model.adapter_meta = meta
+    return model
+
+
+def _mismatch(method: str, missing: list, unexpected: list, path: Path) -> PluralignError:
+    what = (f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}")
+    return PluralignError(
+        f"adapter weights do not match the {method} config ({len(missing)} missing, {len(unexpected)} unexpected; {what})",
+        file=path / WEIGHTS,
+    )
+
+
+def _shape_error(k: str, saved, model, path: Path) -> PluralignError:
+    return PluralignError(f"tensor {k} has shape {tuple(saved)} in the checkpoint but {tuple(model)} in the model",
+                          file=path / WEIGHTS)
+
+
+def _load_peft_weights(model, state: dict, path: Path, rec: Path) -> None:
+    """Weights saved by peft (tensor names without the adapter name), loaded as
+    ``PeftModel.from_pretrained`` does, after the same name and shape checks as pluralign's own."""
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+    peft_model = _peft_model(model)
+    if peft_model is None:
+        raise PluralignError(f"the record says peft weights, but a {model.method} model is not a peft model",
+                             file=rec, field="weights_format")
+    with torch.no_grad():
+        expected = {k: t.shape for k, t in get_peft_model_state_dict(peft_model, save_embedding_layers=False).items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise _mismatch(model.method, missing, unexpected, path)
+    for k, t in state.items():
+        if t.shape != expected[k]:
+            raise _shape_error(k, t.shape, expected[k], path)
+    set_peft_model_state_dict(peft_model, state)  # its unexpected keys list a prompt encoder's, loaded apart
+
+
+def _load_own_weights(model, state: dict, path: Path) -> None:
+    """Weights saved under pluralign's parameter names (the non-peft methods, and every method in
+    a folder saved before format version 2)."""
     params = dict(model.named_parameters())
     expected = adapter_state_dict(model).keys()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in params]
     if missing or unexpected:
-        what = (f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}")
-        raise PluralignError(
-            f"adapter weights do not match the {method} config ({len(missing)} missing, {len(unexpected)} unexpected; {what})",
-            file=path / WEIGHTS,
-        )
+        raise _mismatch(model.method, missing, unexpected, path)
     with torch.no_grad():
         for k, t in state.items():
             p = params[k]
             if p.shape != t.shape:
-                raise PluralignError(
-                    f"tensor {k} has shape {tuple(t.shape)} in the checkpoint but {tuple(p.shape)} in the model",
-                    file=path / WEIGHTS,
-                )
+                raise _shape_error(k, t.shape, p.shape, path)
             p.copy_(t.to(p.dtype))
-    model.adapter_meta = meta
-    return model
 
 
 def load_adapter_for_eval(base_model: nn.Module, path, *, encoder=None, tokenizer=None):
@@ -412,7 +502,7 @@ def load_adapter_for_eval(base_model: nn.Module, path, *, encoder=None, tokenize
     if encoder.dim != model.adapter_config.profile_dim:
         raise PluralignError(
             f"profile encoder {encoder.name} gives {encoder.dim}-d embeddings, the adapter expects {model.adapter_config.profile_dim}",
-            file=Path(path) / CONFIG, field="profile_encoder",
+            file=record_file(path), field="profile_encoder",
         )
     device, dtype = model.device, model._activation_dtype()
 

@@ -115,14 +115,14 @@ def unit_prompts(tok, units: Sequence[Unit], items, cfg) -> tuple[list[str], lis
 def load_run_model(run, *, model: str | None = None, device: str = "auto", dtype: str = "auto"):
     """``(adapted model, tokenizer, profile_kwargs)`` of the run's adapter on its backbone."""
     from pluralign.adapters import load_adapter_for_eval
-    from pluralign.adapters.checkpoint import read_adapter_config
+    from pluralign.adapters.checkpoint import read_adapter_config, record_file
     from pluralign.models import load_backbone
 
     if run.adapter is None:
         raise PluralignError("the run has no adapter/ folder (a `pluralign train --out` folder is needed)", file=run.path)
     meta = read_adapter_config(run.adapter)
     if not (meta.get("config") or {}).get("n_experts"):
-        raise PluralignError(f"{meta['method']} is a dense method: it has no router to record", file=run.adapter / "adapter_config.json",
+        raise PluralignError(f"{meta['method']} is a dense method: it has no router to record", file=record_file(run.adapter),
                              field="method")
     name = model or run.model_name()
     if not name:

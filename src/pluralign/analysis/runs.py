@@ -23,6 +23,13 @@ from pluralign.errors import PluralignError
 from pluralign.io import read_json, read_text
 
 
+def record_file(adapter: Path) -> Path:
+    """The record file of an adapter folder (see :func:`pluralign.adapters.checkpoint.record_file`)."""
+    from pluralign.adapters.checkpoint import record_file as rf  # lazy: importing adapters loads torch
+
+    return rf(adapter)
+
+
 @dataclass
 class Run:
     path: Path  # the folder as given
@@ -70,7 +77,7 @@ class Run:
     def adapter_meta(self) -> dict | None:
         if self.adapter is None:
             return None
-        f = self.adapter / "adapter_config.json"
+        f = record_file(self.adapter)
         return read_json(f) if f.exists() else None
 
     def model_name(self) -> str | None:
@@ -92,7 +99,7 @@ class Run:
         meta = self.adapter_meta() or {}
         rec = (meta.get("extra") or {}).get("split")
         if isinstance(rec, dict):
-            return dict(rec, _file=str(self.adapter / "adapter_config.json"))
+            return dict(rec, _file=str(record_file(self.adapter)))
         if self.eval_files:
             r = self.results()[0]
             if isinstance(r.get("split"), dict) and r["split"].get("data"):
@@ -157,7 +164,7 @@ def open_run(path, *, need_eval: bool = True) -> Run:
     if (root / "log.jsonl").exists():
         run.log_file = root / "log.jsonl"
         run.log = read_jsonl(root / "log.jsonl")
-    if (root / "adapter" / "adapter_config.json").exists():
+    if (root / "adapter").is_dir() and record_file(root / "adapter").exists():
         run.adapter = root / "adapter"
     if eval_dir is not None and (eval_dir / "summary.json").exists():
         s = read_json(eval_dir / "summary.json", allow_nan=True)

@@ -156,10 +156,12 @@ def _split_json(folder) -> dict:
 
 def _adapter_record(adapter) -> dict | None:
     """The split and prompt format of the run that trained ``adapter``: ``extra.split`` of its
-    adapter_config.json, else the run folder's (the adapter's parent) split.json; None if neither."""
+    record (``adapters.checkpoint.record_file``), else the run folder's (the adapter's parent)
+    split.json; None if neither."""
+    from pluralign.adapters.checkpoint import record_file
     from pluralign.io import read_json
 
-    cfg_file = Path(adapter) / "adapter_config.json"
+    cfg_file = record_file(adapter)
     extra = {}
     if cfg_file.exists():
         meta = read_json(cfg_file)

@@ -25,7 +25,6 @@ newest one when re-run with the same ``output_dir`` and the same settings (recor
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -178,18 +177,28 @@ def _begin_stage(out: Path, stage, extra: dict | None) -> dict | None:
 
 
 def _save_adapter(model, tok, target: Path, meta: dict) -> Path:
+    """Write the adapter folder ``target``: a LoRA as :func:`pluralign.adapters.save_adapter` writes
+    it (peft's files and pluralign's record, so ``pluralign eval --adapter`` and ``serve`` load it as
+    well as :func:`load_with_adapter`), a model trained without LoRA (``lora=None``) as its
+    ``save_pretrained`` writes it; with the tokenizer and the word-association record; staged aside
+    and put in place by :func:`pluralign.io.replace_dir`."""
+    from pluralign.adapters import adapted_from_peft, save_adapter
+    from pluralign.io import replace_dir
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        atomic_write_json(tmp / "pluralign_wordassoc.json", meta)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        staged = tmp / target.name
+        if hasattr(model, "peft_config"):
+            base = getattr(getattr(model, "config", None), "_name_or_path", None) or ""
+            save_adapter(adapted_from_peft(model), staged, base_model=str(base), extra={"wordassoc_stage": meta.get("stage")})
+        else:
+            model.save_pretrained(staged)
+        tok.save_pretrained(staged)
+        atomic_write_json(staged / "pluralign_wordassoc.json", meta)
+        replace_dir(staged, target)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
