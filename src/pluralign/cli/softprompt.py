@@ -177,7 +177,10 @@ def _run(**a) -> None:
 
     objective_name = parse_objective(a["objective"])
     search_wordings = parse_wordings(a["wordings"])
-    target = country_target(a["country"])
+    try:
+        target = country_target(a["country"])
+    except PluralignError as e:  # a flag, not the package's scores file, is what the user gets wrong
+        raise PluralignError(e.message, field="--country") from None
     given = parse_calibration(a["calibration_countries"])
     calib = [c for c in given if not same_unit(c, target)]
     if not calib:
