@@ -21,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: the second audit's cases (test_audit2.py): new command-line cases, one class
+AUDIT2 = "CLI: second audit (new bad flags and files, odd output folders, outputs over inputs)"
 #: test name (without parameters) → class, for the tests outside the CLI matrix
 CLASSES = {
     "test_seed_file_loads": "loader fuzz: the valid seed file",
@@ -38,6 +40,10 @@ CLASSES = {
     "test_setup_pins": "set-up: pinned versions (constraints.txt), SPDX licence",
     "test_output_folders": "output folders: the working folder, another kind of run's folder, two writers at once",
     "test_leaks": "leaks: test groups in --reference-data, fewshot's own cell, a mistyped PLURALIGN_DATA, an adapter on new data",
+    "test_softprompt_runs": "soft-prompt folders: a rerun, another kind's folder, a second writer, --resume with changed settings",
+    "test_wordassoc_resume": "word-association re-runs: changed settings, fewer steps, unrecorded checkpoints, a finished stage",
+    "test_run_records": "run records: compare / report outputs, data paths and hashes on --resume, results named after the data",
+    "test_audit2": AUDIT2,
 }
 MATRIX = {
     "count": "CLI: zero or negative counts",
@@ -60,6 +66,8 @@ def classify(case: ET.Element) -> tuple[str, str] | None:
     name, module = case.get("name", ""), case.get("classname", "").rsplit(".", 1)[-1]
     base, _, param = name.partition("[")
     param = param.rstrip("]")
+    if module == "test_audit2":  # audit2/COMMAND/N, or a test named test_COMMAND_...
+        return AUDIT2, (param.partition("/")[2] if param else base.split("_")[1])
     if base == "test_bad_input_gives_one_error_line_and_changes_nothing":
         cls, _, rest = param.partition("/")
         return MATRIX.get(cls, f"CLI: {cls}"), rest.rsplit("/", 1)[0]
@@ -140,6 +148,21 @@ interrupted run is never lost.
 * **Set-up** (`test_setup_pins.py`, issue 27): constraints.txt pins the installed versions of the
   packages that matter and every declared dependency, every install line of the Makefile uses it,
   and setuptools reads the SPDX licence without a warning.
+* **Soft-prompt folders** (`test_softprompt_runs.py`, issue 27): a rerun without `--resume`, a
+  training or evaluation folder and a folder another run is writing are refused; `--resume` with
+  another model, objective, wordings, constants, population, seed or optimiser setting is refused
+  before the model loads, naming the flag; nothing is deleted.
+* **Word-association re-runs** (`test_wordassoc_resume.py`, issue 27): each stage records its
+  settings; a re-run with other settings, fewer steps than trained, or into checkpoints without
+  recorded settings is refused naming the flags; a finished stage is not trained again.
+* **Run records** (`test_run_records.py`, issue 27): `compare` never writes over an input or a
+  file that is not its table; an interrupted `report` leaves the earlier page with its own plots;
+  a training run records its data by absolute path and SHA-256 and refuses `--resume` after the
+  data changed or went; an evaluation's result files are named after the data, not the loader.
+* **Second audit** (`test_audit2.py`, issue 27): command-line cases not in the tests above (data
+  naming nothing, empty files and folders, outputs over another command's files or the inputs,
+  resumes of nothing) for eval, train, softprompt, wordassoc, compare, report and generate-eval;
+  each ends in one error line with every earlier file unchanged, or succeeds with the right output.
 
 """
 
