@@ -143,3 +143,34 @@ def test_an_eval_of_a_culturespa_folder_is_named_after_the_folder(tiny_model_dir
     assert data_label("wvs-shares", "wvs-shares") == "wvs-shares"
     assert data_label(f"wvs-shares:{spa / 'proportions_group_by_country.json'}", "wvs-shares") == "proportions_group_by_country"
     assert data_label(str(spa), "mysurvey") == "mysurvey"  # data that names itself (a YAML questionnaire) keeps its name
+
+
+def test_a_run_records_its_base_model_files_and_refuses_a_replaced_model(tiny_model_dir, tmp_path):
+    """A local base model's weights, configuration and tokenizer files are recorded (size and a
+    digest of both ends); a resume after one was replaced at the same path is refused, naming it."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    run = tmp_path / "run"
+    res = invoke(train_args(model, run))
+    assert res.exit_code == 0, (res.output, stderr_of(res))
+    rec = json.loads((run / "split.json").read_text())["model_files"]
+    weights = [f for f in rec if f.endswith(".safetensors")]
+    assert weights and str((model / "config.json").resolve()) in rec
+    res = invoke(train_args(model, run, extra=("--resume",)))  # unchanged: resumes (finished: nothing to do)
+    assert res.exit_code == 0, (res.output, stderr_of(res))
+    before = tree_digest(run)
+    w = Path(weights[0])
+    data = bytearray(w.read_bytes())
+    data[-1] ^= 0xFF  # the same size, another last byte: a re-saved model
+    w.write_bytes(bytes(data))
+    line = assert_one_error(invoke(train_args(model, run, extra=("--resume",))), contains=str(w))
+    assert "changed" in line and "--model" in line
+    w.unlink()
+    assert "gone" in assert_one_error(invoke(train_args(model, run, extra=("--resume",))), contains=str(w))
+    assert tree_digest(run) == before
+
+
+def test_model_files_of_a_hub_id_are_not_recorded():
+    from pluralign.models.loading import model_files
+
+    assert model_files("Qwen/Qwen3-8B") == {}

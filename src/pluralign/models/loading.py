@@ -79,6 +79,62 @@ def resolve_model(name: str | os.PathLike) -> ModelRef:
     return ModelRef(s, s)
 
 
+#: files of a local model whose identity a run records (weights, configuration, tokenizer)
+_MODEL_FILE_GLOBS = ("*.safetensors", "*.bin", "*.gguf", "*.pt", "config.json", "generation_config.json", "tokenizer*.json",
+                     "tokenizer.model", "*.index.json")
+
+
+def _quick_digest(path: Path, block: int = 1 << 20) -> str:
+    """``size:sha256(first MiB + last MiB)``: cheap enough for multi-GB weights on every resume, and
+    it changes when a file is replaced, re-quantised or re-saved (file size or either end)."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        h.update(fh.read(block))
+        if size > 2 * block:
+            fh.seek(size - block)
+        h.update(fh.read(block))
+    return f"{size}:{h.hexdigest()}"
+
+
+def model_files(name: str | os.PathLike) -> dict[str, str]:
+    """Absolute path -> quick digest (:func:`_quick_digest`) of each weight, configuration and
+    tokenizer file of a local model (a short name's packaged file, a ``.gguf`` file or a folder);
+    empty for a hub id (its revision is the hub's business) or a model that cannot be resolved."""
+    try:
+        ref = resolve_model(name)
+    except PluralignError:
+        return {}
+    loc = Path(ref.location)
+    if not loc.is_dir():
+        return {}
+    if ref.gguf_file:
+        files = [loc / ref.gguf_file]
+    else:
+        files = sorted({f for g in _MODEL_FILE_GLOBS for f in loc.glob(g) if f.is_file()})
+    out = {}
+    for f in files:
+        try:
+            out[str(f.resolve())] = _quick_digest(f)
+        except OSError:
+            continue
+    return out
+
+
+def check_model_files(recorded: dict | None, *, record_file: str | Path, field: str = "--model") -> None:
+    """Refuse (one line naming the file) when a model file recorded by :func:`model_files` is gone
+    or was replaced since the run recorded it."""
+    for f, digest in (recorded or {}).items():
+        p = Path(f)
+        if not p.is_file():
+            raise PluralignError(f"this file of the run's base model is gone (recorded in {record_file}); restore it, or start "
+                                 "a new run in another --out", file=f, field=field)
+        now = _quick_digest(p)
+        if now != digest:
+            raise PluralignError(f"this file of the run's base model changed since the run began (recorded in {record_file}); "
+                                 "restore it, or start a new run in another --out", file=f, field=field)
+
+
 def _looks_like_hub_id(s: str) -> bool:
     parts = s.split("/")
     return len(parts) == 2 and all(parts)

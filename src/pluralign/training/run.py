@@ -71,10 +71,12 @@ def split_record(cfg: TrainConfig, ds, sp) -> dict:
     units = sorted({unit_of(e, sp.by) for e in sp.test.examples}) if sp.country_part is None else \
         [f"country:{c}" for c in sp.units("country", "test")] + [f"question:{q}" for q in sp.units("question", "test")]
     from pluralign.data.fingerprint import data_files
+    from pluralign.models.loading import model_files
 
     rec = {
         "data": cfg.data,
         "data_files": data_files(cfg.data),  # absolute path -> SHA-256: a resume refuses edited data
+        "model_files": model_files(cfg.model),  # absolute path -> size + digest of both ends: a resume refuses a replaced model
         "by": sp.by,
         "requested_by": cfg.split,  # "auto" resolves through pluralign.data.splits.resolve_auto_split
         "test_frac": cfg.test_frac,
@@ -180,6 +182,10 @@ def _check_out(cfg: TrainConfig, out: Path) -> str | None:
         rec = read_json(split_file)
         if isinstance(rec, dict) and isinstance(rec.get("data_files"), dict):
             check_data_files(rec["data_files"], record_file=split_file)
+        if isinstance(rec, dict) and isinstance(rec.get("model_files"), dict):
+            from pluralign.models.loading import check_model_files
+
+            check_model_files(rec["model_files"], record_file=split_file)
     summary_file = out / "train_summary.json"
     if (out / "adapter").exists() and summary_file.exists():
         done = read_json(summary_file)
