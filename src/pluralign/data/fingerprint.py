@@ -75,18 +75,24 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def check_recorded_files(recorded: dict | None, digest, *, what: str, record_file: str | Path, field: str) -> None:
+    """Refuse (one line naming the file) when a file of ``recorded`` (path -> digest) is gone or
+    ``digest(path)`` no longer gives its recorded value; ``what`` names the kind of file."""
+    for f, was in (recorded or {}).items():
+        p = Path(f)
+        if not p.is_file():
+            raise PluralignError(f"this {what} of the run is gone (recorded in {record_file}); restore it, or start a new run "
+                                 "in another --out", file=f, field=field)
+        now = digest(p)
+        if now != was:
+            raise PluralignError(f"this {what} changed since the run began ({str(was)[:12]}... recorded in {record_file}, now "
+                                 f"{str(now)[:12]}...); restore it, or start a new run in another --out", file=f, field=field)
+
+
 def check_data_files(recorded: dict | None, *, record_file: str | Path, field: str = "--data") -> None:
     """Refuse (one line naming the file) when a file recorded by :func:`data_files` is gone or its
     content changed since the run recorded it."""
-    for f, digest in (recorded or {}).items():
-        p = Path(f)
-        if not p.is_file():
-            raise PluralignError(f"this data file of the run is gone (recorded in {record_file}); restore it, or start a new run "
-                                 "in another --out", file=f, field=field)
-        now = _sha256(p)
-        if now != digest:
-            raise PluralignError(f"this data file changed since the run began (SHA-256 {digest[:12]}... recorded in {record_file}, "
-                                 f"now {now[:12]}...); restore it, or start a new run in another --out", file=f, field=field)
+    check_recorded_files(recorded, _sha256, what="data file", record_file=record_file, field=field)
 
 
 def data_label(spec: str | Path, dataset_name: str) -> str:

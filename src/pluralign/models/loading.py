@@ -124,15 +124,9 @@ def model_files(name: str | os.PathLike) -> dict[str, str]:
 def check_model_files(recorded: dict | None, *, record_file: str | Path, field: str = "--model") -> None:
     """Refuse (one line naming the file) when a model file recorded by :func:`model_files` is gone
     or was replaced since the run recorded it."""
-    for f, digest in (recorded or {}).items():
-        p = Path(f)
-        if not p.is_file():
-            raise PluralignError(f"this file of the run's base model is gone (recorded in {record_file}); restore it, or start "
-                                 "a new run in another --out", file=f, field=field)
-        now = _quick_digest(p)
-        if now != digest:
-            raise PluralignError(f"this file of the run's base model changed since the run began (recorded in {record_file}); "
-                                 "restore it, or start a new run in another --out", file=f, field=field)
+    from pluralign.data.fingerprint import check_recorded_files
+
+    check_recorded_files(recorded, _quick_digest, what="file of the base model", record_file=record_file, field=field)
 
 
 def _looks_like_hub_id(s: str) -> bool:
