@@ -15,7 +15,7 @@ The config (JSON) gives ``root`` (output folder), ``common`` (flags of every tra
 ``jobs``: each with ``name``, ``set`` (or ``split``/``test_units`` for other splits), ``seed``,
 ``train`` (extra training flags; absent for evaluation-only jobs) and ``eval`` (extra eval flags).
 ``${NAME}`` in any string is read from the environment (a model file's place on this machine).
-After the jobs, the config's ``report`` script (default ``scripts/study_report.py``) writes the
+After the jobs, the config's ``report`` script (default ``scripts/study_report.py``; ``null``: none) writes the
 tables (``--report`` runs only that).
 """
 
@@ -200,7 +200,8 @@ def main() -> None:
         if args.dry_run:
             return
     report = cfg.get("report", "scripts/study_report.py")
-    subprocess.run([sys.executable, str(REPO / report), args.config], check=False, cwd=REPO)
+    if report:  # "report": null -- each job's eval/summary.json is the report
+        subprocess.run([sys.executable, str(REPO / report), args.config], check=False, cwd=REPO)
 
 
 if __name__ == "__main__":
