@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from pluralign.data.fingerprint import check_recorded_files
 from pluralign.errors import PluralignError
 from pluralign.paths import cache_dir
 
@@ -124,8 +125,6 @@ def model_files(name: str | os.PathLike) -> dict[str, str]:
 def check_model_files(recorded: dict | None, *, record_file: str | Path, field: str = "--model") -> None:
     """Refuse (one line naming the file) when a model file recorded by :func:`model_files` is gone
     or was replaced since the run recorded it."""
-    from pluralign.data.fingerprint import check_recorded_files
-
     check_recorded_files(recorded, _quick_digest, what="file of the base model", record_file=record_file, field=field)
 
 
