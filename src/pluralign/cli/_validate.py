@@ -12,10 +12,10 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+from pluralign._fields import DTYPES
 from pluralign.errors import PluralignError
 
 LABELS = ("auto", "digits", "letters")
-DTYPES = ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16")
 SPLITS = ("auto", "respondent", "question", "country", "profile", "country,question", "none")
 
 
@@ -292,7 +292,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "sft_tasks": Choice(("generation", "ranking"), csv=True), "n_targets": Int(1), "samples_per_cue": Int(1),
         "n_candidates": Int(2), "sft_steps": Int(1), "sft_lr": Float(0, open_lo=True), "rl_steps": Int(1),
         "rl_lr": Float(0, open_lo=True), "reward": Choice(("spearman", "precision")), "num_generations": Int(2),
-        "batch_size": Int(1), "lora_r": Int(1), "seed": SEED, "dtype": DTYPE, "device": DEVICE, "threads": Int(1, optional=True),
+        "batch_size": Int(1), "lora_r": Int(1), "seed": SEED, "dtype": DTYPE, "device": DEVICE, "threads": Int(0),
         "out": OutDir(),
     },
     "wordassoc eval": {
@@ -301,7 +301,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "n_words": Int(1), "num_samples": Int(1), "temperature": Float(0, open_lo=True), "n_candidates": Int(2),
         "max_new_tokens": Int(1), "batch_size": Int(1), "tasks": Choice(("generation", "ranking"), csv=True),
         "transfer_items": Int(1, optional=True), "n_tension": Int(1), "seed": SEED, "dtype": DTYPE, "device": DEVICE,
-        "threads": Int(1, optional=True), "out": OutFile(),
+        "threads": Int(0), "out": OutFile(),
     },
     "wordassoc report": {"out": OutFile()},
     "data inspect": {"top": Int(1)},

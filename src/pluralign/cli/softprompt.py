@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from pluralign.cli._common import markdown_table, quiet_libraries
+from pluralign.cli._common import BatchSize, ChatTemplate, Device, Dtype, Model, Progress, Threads, markdown_table, quiet_libraries
 from pluralign.errors import PluralignError
 
 HELP = """Align a frozen model to a country's Hofstede dimensions with a searched soft prompt.
@@ -51,12 +51,12 @@ def softprompt_cmd(
     tokens: int = typer.Option(10, help="Virtual tokens T."),
     pop: int = typer.Option(32, help="Population size."),
     gens: int = typer.Option(50, help="Generations after the initial population."),
-    model: str = typer.Option("smollm2-135m", help="Short name (smollm2-135m), hub id, local folder or .gguf file."),
+    model: str = Model(),
     out: Optional[Path] = typer.Option(None, help="Output folder (default runs/sp-COUNTRY-OPTIMIZER)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pkl."),
     baseline: bool = typer.Option(False, "--baseline", help="Only score the naive and in-context baselines, no search."),
     seed: int = typer.Option(0, help="Seed of the initial population and the optimiser."),
-    batch_size: int = typer.Option(64, help="(candidate, item) rows per forward pass."),
+    batch_size: int = BatchSize(64, help="(candidate, item) rows per forward pass."),
     prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache", help="Reuse the KV cache of the prompt prefix shared by all items."),
     patience: int = typer.Option(0, help="Early stop after this many generations without improvement (0 = off)."),
     init_scale: float = typer.Option(1.0, help="Initial candidates: embeddings of random real tokens times this."),
@@ -88,14 +88,14 @@ def softprompt_cmd(
     reduction: str = typer.Option("mean", help="L1 over dimensions: mean or sum."),
     knowledge: int = typer.Option(0, help="BLEnD knowledge questions to score before and after (0 = skip); with nsga2 the search's "
                                           "questions, and up to as many more held out for before / after."),
-    chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template", help="Use the model's chat template."),
+    chat_template: bool = ChatTemplate(),
     reworded_check: bool = typer.Option(True, "--reworded-check/--no-reworded-check", help="Score the baselines, the calibration and the "
                                         "searched prompt on every shipped wording (original, reworded, reworded2), not only on "
                                         "--wordings: does the prompt's reduction survive wordings it was not searched on?"),
-    dtype: str = typer.Option("auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
-    threads: int = typer.Option(0, help="CPU threads for torch (0 = torch's default)."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    dtype: str = Dtype(),
+    device: str = Device(),
+    threads: int = Threads(),
+    progress: bool = Progress(),
 ) -> None:
     from pluralign.cli.main import run_guarded
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pluralign.cli._common import quiet_libraries
+from pluralign.cli._common import BatchSize, ChatTemplate, Device, Dtype, Model, Progress, quiet_libraries
 from pluralign.errors import PluralignError
 
 TRAIN_HELP = """Fine-tune a causal LM to answer survey questions as a demographic profile would.
@@ -47,7 +47,7 @@ def train_cmd(
     method: str = typer.Option("cuma", help="cuma, mixlora, hydralora, mixlora-qv, hydralora-qv, lora, dora, ptuning-v2, full (see above)."),
     task: str = typer.Option("individual", help="individual (respondent answers) or distributional (group answer shares)."),
     stage: str = typer.Option("sft", help="sft, dpo (survey data: human answer preferred over the mean-collapse answer; preference data: its chosen > rejected pairs; start from --init-adapter), or grpo (preference / prompt data, with --reward)."),
-    model: str = typer.Option("smollm2-135m", help="Backbone: short name, hub id, local folder or .gguf file."),
+    model: str = Model(),
     data: str = typer.Option("wvs-probe", help="Dataset: wvs-probe (individual), wvs-shares (distributional), or a path."),
     strict: bool = typer.Option(False, "--strict", help="Fail on the first unusable cell of the data (default: skip it and count it per reason, reported as dataset.dropped); for loaders that skip cells."),
     split: str = typer.Option("auto", help="Hold-out unit: respondent, question, country, profile, or country,question (two-way: countries and questions held out at once; training sees training countries x training questions only; eval reports the cells unseen_questions, unseen_countries, unseen_both); auto = respondent (individual) / country (distributional), as `pluralign eval`."),
@@ -66,7 +66,7 @@ def train_cmd(
     trunk_cache_dir: str = typer.Option("auto", help="Where cached trunk states are kept on disk and reused across runs (auto: $PLURALIGN_CACHE/trunk; none: memory only)."),
     enrich_profile: bool = typer.Option(False, "--enrich-profile/--no-enrich-profile", help="Country profiles also carry their Inglehart-Welzel cultural-map position and zone (persona text; router features with --profile-encoder ...+culture-map)."),
     map_before: Optional[int] = typer.Option(None, help="Cultural-map wave: each country's latest coordinates from a survey year before this one (e.g. 2017 for WVS-7 data, so no side information comes from the evaluation data's own wave); applies to --enrich-profile and the culture-map encoder. Default: the latest coordinates."),
-    batch_size: int = typer.Option(8, help="Rows per device per forward pass."),
+    batch_size: int = BatchSize(8, help="Rows per device per forward pass (stage grpo: prompts)."),
     grad_accum: int = typer.Option(1, help="Gradient accumulation steps."),
     lr: float = typer.Option(2e-4, help="Peak AdamW learning rate (warm-up then cosine decay)."),
     warmup_ratio: float = typer.Option(0.05, help="Fraction of steps of linear warm-up."),
@@ -105,17 +105,17 @@ def train_cmd(
     judge_url: Optional[str] = typer.Option(None, help="Judge reward: an OpenAI-compatible endpoint instead (e.g. http://127.0.0.1:8000/v1 from `pluralign serve`)."),
     judge_api_model: Optional[str] = typer.Option(None, help="Model name sent to --judge-url (default: its first model)."),
     labels: str = typer.Option("auto", help="Option labels: auto, digits, letters (must match evaluation)."),
-    chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template", help="Use the model's chat template."),
+    chat_template: bool = ChatTemplate(),
     max_length: Optional[int] = typer.Option(None, help="Keep only the last N prompt tokens."),
-    dtype: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda."),
+    dtype: str = Dtype(),
+    device: str = Device(),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Trade compute for memory."),
     seed: int = typer.Option(0, help="Seed of the split, sampling and initialisation."),
     out: Path = typer.Option(Path("runs/train"), help="Output folder."),
     save_steps: Optional[int] = typer.Option(None, help="Checkpoint every N steps (0: none before the end). Default: scaled to the run, a fifth of --steps, between 1 and 50 (50 with --epochs), so a short run can be resumed too."),
     logging_steps: int = typer.Option(5, help="Log every N steps (OUT/log.jsonl)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in OUT (same configuration)."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: bool = Progress(),
 ) -> None:
     from pluralign.cli.main import run_guarded
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pluralign.cli._common import markdown_table, quiet_libraries
+from pluralign.cli._common import BatchSize, Device, Dtype, Model, Progress, Threads, markdown_table, quiet_libraries
 from pluralign.errors import PluralignError
 
 HELP = """Word-association learning for cultural alignment (ALIGN, on Small World of Words data).
@@ -44,23 +44,18 @@ _DATA_HELP = "SWOW strength CSV (or a folder holding one); default: the shared S
 _LANG_HELP = "Data language (en, zh); default from the file name (SWOW-EN / SWOWZH). Must match the prompt template."
 #: options both sub-commands take, with the same meaning
 _W = {
-    "model": typer.Option("smollm2-135m", help="Short name, hub id, local folder or .gguf file."),
     "data": typer.Option(None, help=_DATA_HELP),
     "language": typer.Option(None, help=_LANG_HELP),
     "on_bad_row": typer.Option("error", help="Malformed strength rows: error (default) or skip (counted)."),
     "on_duplicate": typer.Option("error", help="Duplicate cue-response rows: error (default) or merge (sum counts)."),
     "n_candidates": typer.Option(5, help="Candidates per ranking prompt."),
-    "dtype": typer.Option("auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16."),
-    "device": typer.Option("auto", help="auto, cpu, cuda."),
-    "threads": typer.Option(None, help="torch CPU threads."),
-    "progress": typer.Option(True, help="Show progress bars."),
 }
 
 
 @app.command("train", help="Train on word associations: SFT with LoRA, then GRPO with the Spearman ranking reward. "
              "Re-running with the same --out resumes from the newest checkpoint of each stage.")
 def train_cmd(
-    model: str = _W["model"],
+    model: str = Model(),
     data: Optional[str] = _W["data"],
     language: Optional[str] = _W["language"],
     stage: str = typer.Option("both", help="sft, rl (on --adapter or a fresh LoRA) or both (rl continues the SFT adapter)."),
@@ -79,18 +74,18 @@ def train_cmd(
     rl_lr: float = typer.Option(5e-5, help="GRPO learning rate."),
     reward: str = typer.Option("spearman", help="RL reward: spearman (ranking; ALIGN) or precision (generation)."),
     num_generations: int = typer.Option(4, help="GRPO completions per prompt."),
-    batch_size: int = typer.Option(8, help="Per-device batch (GRPO: completions per step)."),
+    batch_size: int = BatchSize(8, help="Per-device batch (GRPO: completions per step)."),
     lora_r: int = typer.Option(16, help="LoRA rank."),
     held_out_pairs: str = typer.Option("exclude", help="exclude: drop from the training cues' responses every held-out "
                                                       "(val or test) cue that has the training cue among its own responses, so "
                                                       "no reversed pair of a held-out pair is trained on; keep: the cue split only."),
     seed: int = typer.Option(0, help="Seed of the training-cue subset, shuffling and sampling (and of the cue split unless --split-seed)."),
     split_seed: Optional[int] = typer.Option(None, help="Seed of the train / val / test cue split (default: --seed)."),
-    dtype: str = _W["dtype"],
-    device: str = _W["device"],
-    threads: Optional[int] = _W["threads"],
+    dtype: str = Dtype(),
+    device: str = Device(),
+    threads: int = Threads(),
     out: Path = typer.Option(Path("runs/wordassoc"), help="Output folder: sft/, rl/ (checkpoints, adapter/, summary.json)."),
-    progress: bool = _W["progress"],
+    progress: bool = Progress(),
 ) -> None:
     from pluralign.cli.main import run_guarded
 
@@ -180,7 +175,7 @@ def _train(**a) -> None:
 @app.command("eval", help="Evaluate on held-out cues: P@K of generated associations, Spearman of rankings, and "
              "(with --transfer) WVS answers of USA / China with the persona method.")
 def eval_cmd(
-    model: str = _W["model"],
+    model: str = Model(),
     adapter: Optional[Path] = typer.Option(None, help="A word-association adapter (wordassoc train); none = the vanilla model."),
     data: Optional[str] = _W["data"],
     language: Optional[str] = _W["language"],
@@ -195,7 +190,7 @@ def eval_cmd(
     temperature: float = typer.Option(1.0, help="Sampling temperature when num_samples > 1."),
     n_candidates: int = _W["n_candidates"],
     max_new_tokens: int = typer.Option(24, help="New tokens per completion."),
-    batch_size: int = typer.Option(16, help="Prompts per generate() call (left-padded)."),
+    batch_size: int = BatchSize(16, help="Prompts per generate() call (left-padded)."),
     tasks: str = typer.Option("generation,ranking", help="Which tasks to evaluate: generation, ranking."),
     transfer: bool = typer.Option(True, "--transfer/--no-transfer", help="Also score WVS answers for USA and China."),
     transfer_items: Optional[int] = typer.Option(None, help="WVS items for the transfer (high-tension ones first; default all)."),
@@ -206,11 +201,11 @@ def eval_cmd(
     seed: int = typer.Option(0, help="Seed of sampling (and of the cue split and subset unless --split-seed)."),
     split_seed: Optional[int] = typer.Option(None, help="Seed of the cue split and of the evaluated subset (default: --seed); "
                                                         "an adapter that records its split must be evaluated on it."),
-    dtype: str = _W["dtype"],
-    device: str = _W["device"],
-    threads: Optional[int] = _W["threads"],
+    dtype: str = Dtype(),
+    device: str = Device(),
+    threads: int = Threads(),
     out: Path = typer.Option(Path("runs/wordassoc/eval.json"), help="Results JSON (written atomically)."),
-    progress: bool = _W["progress"],
+    progress: bool = Progress(),
 ) -> None:
     from pluralign.cli.main import run_guarded
 
@@ -367,13 +362,13 @@ def _report(results: list[Path], labels: Optional[str], out: Optional[Path]) -> 
 def study_cmd(
     seeds: str = typer.Option("0,1,2", help="Training seeds (comma-separated)."),
     split_seed: int = typer.Option(0, help="Seed of the cue split and of the evaluated cues, the same for every seed."),
-    model: str = _W["model"],
+    model: str = Model(),
     data: Optional[str] = _W["data"],
     train_cues: int = typer.Option(2000, help="Training cues (seeded subset)."),
     sft_steps: int = typer.Option(250, help="SFT steps."),
     sft_lr: float = typer.Option(5e-4, help="SFT learning rate."),
     rl_steps: int = typer.Option(200, help="GRPO steps."),
-    batch_size: int = typer.Option(8, help="Batch size of both stages."),
+    batch_size: int = BatchSize(8, help="Batch size of both stages."),
     num_generations: int = typer.Option(4, help="GRPO completions per prompt."),
     held_out_pairs: str = typer.Option("exclude", help="exclude (default) or keep the reversed pairs of held-out pairs in training."),
     eval_cues: int = typer.Option(300, help="Evaluated test cues."),
@@ -381,7 +376,7 @@ def study_cmd(
     max_new_tokens: int = typer.Option(20, help="New tokens per completion."),
     n_tension: int = typer.Option(30, help="High-tension WVS items of the transfer check."),
     fixed_words: int = typer.Option(5, help="P@N at N generated words."),
-    threads: int = typer.Option(1, help="torch CPU threads per step."),
+    threads: int = Threads(1),
     out: Path = typer.Option(Path("runs/wa-study"), help="Study folder."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the steps still to run, run nothing."),
     report: bool = typer.Option(False, "--report", help="Only write OUT/report.md from the finished evaluations."),
@@ -399,11 +394,11 @@ def _study(**a) -> None:
     seeds = parse_seeds(a["seeds"])
     if a["held_out_pairs"] not in HELD_OUT_PAIRS:
         raise PluralignError(f"must be exclude or keep, got {a['held_out_pairs']!r}", field="--held-out-pairs")
-    for name in ("split_seed", "fixed_words"):
+    for name in ("split_seed", "fixed_words", "threads"):
         if a[name] < 0:
             raise PluralignError(f"must be >= 0, got {a[name]}", field="--" + name.replace("_", "-"))
     for name in ("train_cues", "sft_steps", "rl_steps", "batch_size", "num_generations", "eval_cues", "num_samples", "max_new_tokens",
-                 "n_tension", "threads"):
+                 "n_tension"):
         if a[name] < 1:
             raise PluralignError(f"must be a positive whole number, got {a[name]}", field="--" + name.replace("_", "-"))
     if not (a["sft_lr"] > 0 and a["sft_lr"] < float("inf")):
