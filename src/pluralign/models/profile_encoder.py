@@ -14,6 +14,16 @@ calls, not 100k.
 :func:`make_profile_encoder` builds any of them from a spec string (``minilm-l6``, ``backbone``,
 ``backbone:12``, ``culture-map``, ``minilm-l6+culture-map``); the spec is recorded in the adapter
 and evaluation rebuilds the same encoder from it. The router's input size is the encoder's ``dim``.
+
+Each part of a spec is ``NAME`` or ``NAME:ARG``; ``NAME`` is looked up in :data:`ENCODERS` (a
+:class:`~pluralign.registry.Registry`), and a part that names no registered encoder is a
+sentence-transformers hub id or folder. A new encoder is one file and one decorator::
+
+    @register_encoder("my-encoder", usage="my-encoder[:ARG]", summary="what it embeds")
+    def build(arg: str | None, *, backbone=None, device=None):  # arg: the text after ':' (None without one)
+        return MyEncoder(...)  # a _CachedEncoder subclass: name, dim, _embed(profiles)
+
+:func:`encoder_choices` lists the registered ones (the errors name them).
 """
 
 from __future__ import annotations
@@ -22,13 +32,49 @@ import hashlib
 import io
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 
 from pluralign.errors import PluralignError
+from pluralign.registry import Registry
 
 DEFAULT_ENCODER = "minilm-l6"
+
+
+class EncoderBuilder(Protocol):
+    """A registered encoder: ``build(arg, *, backbone=None, device=None)`` makes one from the text
+    after ``NAME:`` (None when the part is ``NAME`` alone); ``usage``, ``summary`` and
+    ``needs_backbone`` are set by :func:`register_encoder`."""
+
+    usage: str
+    summary: str
+    needs_backbone: bool
+
+    def __call__(self, arg: str | None, *, backbone: tuple | None = None, device: str | None = None): ...
+
+
+#: spec name -> builder (:func:`register_encoder`); a spec part that names none of them is a
+#: sentence-transformers hub id or folder
+ENCODERS: Registry[EncoderBuilder] = Registry("profile encoder", field="profile_encoder")
+
+
+def register_encoder(name: str, *, summary: str, usage: str | None = None, needs_backbone: bool = False):
+    """Decorator: register ``build(arg, *, backbone=None, device=None) -> encoder`` as the profile
+    encoder ``name`` of specs. ``usage``: how a spec writes it (default ``name``); ``summary``: one
+    line for listings; ``needs_backbone``: it needs ``backbone=(model, tokenizer)``."""
+
+    def deco(build):
+        build.usage, build.summary, build.needs_backbone = usage or name, summary, bool(needs_backbone)
+        return ENCODERS.add(name, build)
+
+    return deco
+
+
+def encoder_choices() -> str:
+    """The registered encoders as a spec writes them, for errors and help texts."""
+    return (", ".join(ENCODERS[n].usage for n in ENCODERS.names())
+            + ", or a sentence-transformers hub id or folder; several joined by '+'")
 
 
 class _CachedEncoder:
@@ -255,35 +301,67 @@ class ConcatProfileEncoder(_CachedEncoder):
         return torch.cat([p.encode(profiles) for p in self.parts], dim=-1)
 
 
+# ----------------------------------------------------------------------------- the registered ones
+@register_encoder("minilm-l6", summary="all-MiniLM-L6-v2 sentence encoder of the profile text (384-d, packaged)")
+def _minilm(arg: str | None, *, backbone=None, device=None):
+    if arg is not None:
+        raise PluralignError(f"minilm-l6 takes no argument, got 'minilm-l6:{arg}'", field="profile_encoder")
+    return ProfileEncoder("minilm-l6", device=device) if device else ProfileEncoder("minilm-l6")
+
+
+@register_encoder("backbone", usage="backbone[:LAYER]", needs_backbone=True,
+                  summary="the LLM's own hidden state of the profile text after decoder layer LAYER (default: the middle), mean-pooled")
+def _backbone(arg: str | None, *, backbone=None, device=None):
+    if backbone is None:
+        raise PluralignError("the 'backbone' profile encoder needs the backbone model and tokenizer", field="profile_encoder")
+    try:
+        layer = int(arg) if arg else None
+    except ValueError:
+        raise PluralignError(f"backbone encoder layer must be an integer, got {arg!r}", field="profile_encoder") from None
+    return BackboneProfileEncoder(backbone[0], backbone[1], layer=layer)
+
+
+@register_encoder("culture-map", usage="culture-map[:before=YEAR]",
+                  summary="numeric cultural-map features of the country (Inglehart-Welzel coordinates and zone; before=YEAR: an earlier wave's)")
+def _culture_map(arg: str | None, *, backbone=None, device=None):
+    if arg is None:
+        return CultureMapEncoder()
+    key, _, year = arg.partition("=")  # culture-map:before=YEAR (an earlier wave's coordinates)
+    if key != "before" or not year.isdigit():
+        raise PluralignError(f"culture-map takes ':before=YEAR', got 'culture-map:{arg}'", field="profile_encoder")
+    return CultureMapEncoder(before=int(year))
+
+
+def _parts(spec: str) -> list[tuple[str, str, str | None]]:
+    """``(part, name, arg)`` per '+'-joined part; ``arg`` is None without a ':'."""
+    out = []
+    for part in (p.strip() for p in str(spec).split("+")):
+        if part:
+            head, sep, arg = part.partition(":")
+            out.append((part, head, arg if sep else None))
+    return out
+
+
 def needs_backbone(spec: str) -> bool:
-    return any(part.strip().split(":")[0] == "backbone" for part in str(spec).split("+"))
+    return any(head in ENCODERS and ENCODERS[head].needs_backbone for _, head, _ in _parts(spec))
 
 
 def make_profile_encoder(spec: str = DEFAULT_ENCODER, *, backbone: tuple | None = None, device: str | None = None):
-    """An encoder from a spec: a sentence-encoder name / hub id / folder, ``backbone[:LAYER]``
-    (needs ``backbone=(model, tokenizer)``), ``culture-map`` (or ``culture-map:before=YEAR``: an
-    earlier wave's coordinates), or several joined by ``+``."""
-    parts = [p.strip() for p in str(spec).split("+") if p.strip()]
+    """An encoder from a spec: a registered encoder (:data:`ENCODERS`: ``minilm-l6``,
+    ``backbone[:LAYER]`` (needs ``backbone=(model, tokenizer)``), ``culture-map`` or
+    ``culture-map:before=YEAR`` (an earlier wave's coordinates)), a sentence-transformers hub id or
+    folder, or several joined by ``+``. A part that is neither names the registered encoders."""
+    parts = _parts(spec)
     if not parts:
-        raise PluralignError("empty profile encoder spec", field="profile_encoder")
+        raise PluralignError(f"empty profile encoder spec (choices: {encoder_choices()})", field="profile_encoder")
     encs = []
-    for part in parts:
-        head, _, arg = part.partition(":")
-        if part == "culture-map":
-            encs.append(CultureMapEncoder())
-        elif head == "culture-map":  # culture-map:before=YEAR (an earlier wave's coordinates)
-            key, _, year = arg.partition("=")
-            if key != "before" or not year.isdigit():
-                raise PluralignError(f"culture-map takes ':before=YEAR', got {part!r}", field="profile_encoder")
-            encs.append(CultureMapEncoder(before=int(year)))
-        elif head == "backbone":
-            if backbone is None:
-                raise PluralignError("the 'backbone' profile encoder needs the backbone model and tokenizer", field="profile_encoder")
-            try:
-                layer = int(arg) if arg else None
-            except ValueError:
-                raise PluralignError(f"backbone encoder layer must be an integer, got {arg!r}", field="profile_encoder") from None
-            encs.append(BackboneProfileEncoder(backbone[0], backbone[1], layer=layer))
-        else:
+    for part, head, arg in parts:
+        if head in ENCODERS:
+            encs.append(ENCODERS[head](arg, backbone=backbone, device=device))
+            continue
+        try:
             encs.append(ProfileEncoder(part, device=device) if device else ProfileEncoder(part))
+        except PluralignError as e:
+            raise PluralignError(f"{e.message} (profile encoder {part!r}: not a registered encoder nor a loadable sentence "
+                                 f"encoder; choices: {encoder_choices()})", file=e.file, row=e.row, field=e.field or "profile_encoder") from None
     return encs[0] if len(encs) == 1 else ConcatProfileEncoder(encs)
