@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 
 import grimp
@@ -73,12 +72,13 @@ def test_train_flags_default_to_train_config():
     from pluralign.cli.train import train_cmd
     from pluralign.training import TrainConfig
 
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig) if f.init}
+    from pluralign._fields import settings
+
+    fields = {s.name: s for s in settings(TrainConfig)}  # nested blocks (grpo) by their flat names, grpo_beta
     for name, p in inspect.signature(train_cmd).parameters.items():
         if name == "config":
             continue
         assert name in fields, name
         d = p.default.default
-        f = fields[name]
-        cfg_default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        cfg_default = fields[name].default
         assert d is None or d == cfg_default or str(d) == str(cfg_default), (name, d, cfg_default)

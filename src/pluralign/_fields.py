@@ -48,3 +48,99 @@ def shared_field(name: str, default: Any = None, help: str | None = None, **meta
     rules = {"dtype": {"choices": DTYPES}, "batch_size": {"lo": 1}, "threads": {"lo": 0},
              "chat_template": {"flag": "--chat-template/--no-chat-template"}}
     return helpfield(defaults.get(name) if default is None else default, help or SHARED_HELP[name], **{**rules.get(name, {}), **meta})
+
+
+# --------------------------------------------------------------------------- flat view of a config
+class Setting:
+    """One setting of a config dataclass as a flag / config-file key sees it: ``name`` is flat
+    (``grpo_beta`` for the ``beta`` of the ``grpo`` block, whose field has ``metadata["prefix"]``
+    "grpo_"; a field's ``metadata["flag"]`` may name it otherwise), ``path`` the attribute path."""
+
+    def __init__(self, name: str, path: tuple[str, ...], f, type_: Any):
+        self.name, self.path, self.field, self.type = name, path, f, type_
+        self.meta = dict(f.metadata)
+
+    @property
+    def help(self) -> str:
+        return self.meta.get("help", "")
+
+    @property
+    def default(self) -> Any:
+        from dataclasses import MISSING
+
+        return self.field.default_factory() if self.field.default is MISSING else self.field.default
+
+    @property
+    def base(self) -> Any:
+        """The type without ``| None`` (``list[str]`` -> ``list``)."""
+        import typing
+
+        args = [t for t in typing.get_args(self.type) if t is not type(None)]
+        tp = args[0] if args and typing.get_origin(self.type) not in (list, tuple, dict) else self.type
+        return typing.get_origin(tp) or tp
+
+    @property
+    def optional(self) -> bool:
+        """None is a value of the setting (its type says ``| None``, or its flag's default is None)."""
+        import typing
+
+        return type(None) in typing.get_args(self.type) or self.meta.get("cli_default", 0) is None
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"Setting({self.name!r}, path={self.path!r})"
+
+
+def _flag_name(meta: dict, default: str) -> str:
+    flag = meta.get("flag")
+    return flag.split("/")[0].lstrip("-").replace("-", "_") if flag else default
+
+
+def settings(cls) -> list[Setting]:
+    """Every setting of dataclass ``cls`` in declaration order, the fields of a nested settings
+    block (a field with ``metadata["prefix"]``) in its place, named with the prefix."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    out: list[Setting] = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        prefix = f.metadata.get("prefix")
+        if prefix is not None:
+            for s in settings(hints[f.name]):
+                name = _flag_name(s.meta, prefix + s.name) if len(s.path) == 1 else s.name
+                out.append(Setting(name, (f.name, *s.path), s.field, s.type))
+        else:
+            out.append(Setting(_flag_name(f.metadata, f.name), (f.name,), f, hints[f.name]))
+    return out
+
+
+def flatten(cls, d: dict) -> dict:
+    """A config as a dict (``asdict``, or a JSON record) with each nested block's fields as flat keys
+    (``{"grpo": {"beta": 0.1}}`` -> ``{"grpo_beta": 0.1}``); flat keys already there are kept, as are
+    keys ``cls`` does not know (for the caller to refuse)."""
+    out = {k: v for k, v in d.items()}
+    for s in settings(cls):
+        if len(s.path) > 1:
+            block = d.get(s.path[0])
+            if isinstance(block, dict) and s.path[1] in block:
+                out[s.name] = block[s.path[1]]
+    for s in settings(cls):
+        if len(s.path) > 1 and isinstance(d.get(s.path[0]), dict):
+            out.pop(s.path[0], None)
+    return out
+
+
+def unflatten(cls, flat: dict) -> dict:
+    """The inverse of :func:`flatten`: constructor arguments of ``cls`` (each nested block a dict of
+    its fields; a nested block given whole, as a dict, is merged under its flat keys)."""
+    by_name = {s.name: s for s in settings(cls)}
+    out: dict = {}
+    for k, v in flatten(cls, flat).items():
+        s = by_name.get(k)
+        if s is None or len(s.path) == 1:
+            out[k] = v
+        else:
+            out.setdefault(s.path[0], {})[s.path[1]] = v
+    return out

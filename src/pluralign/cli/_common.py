@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import inspect
 import warnings
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
 
 import typer
 
-from pluralign._fields import DEFAULT_MODEL, SHARED_HELP
+from pluralign._fields import DEFAULT_MODEL, SHARED_HELP, Setting, settings
 
 
 def quiet_libraries() -> None:
@@ -71,3 +73,52 @@ def Threads(default: int = 0) -> Any:
 
 def Progress() -> Any:
     return typer.Option(True, help=SHARED_HELP["progress"])
+
+
+# --------------------------------------------------------------------------- options from a config dataclass
+def _cli_type(s: Setting) -> tuple[Any, Any]:
+    """The annotation and default of setting ``s``'s flag: a list is one comma-separated string (or,
+    with ``metadata["repeat"]``, a repeated flag); ``metadata["path"]`` makes it a path."""
+    default = s.meta.get("cli_default", s.default)
+    base = s.base
+    if base in (list, tuple):
+        return (Optional[list[str]] if s.meta.get("repeat") else Optional[str]), None
+    if s.meta.get("path"):
+        return (Optional[Path] if default is None else Path), (None if default is None else Path(default))
+    return (Optional[base] if default is None else base), default
+
+
+def option_params(cls) -> list[inspect.Parameter]:
+    """One ``typer`` option per setting of the config dataclass ``cls`` (nested settings blocks
+    included, named with their prefix), in declaration order: the flag ``--field-name`` (or
+    ``metadata["flag"]``; a switch that is off by default is a lone ``--field-name``), the field's
+    help and default. Settings with ``metadata["cli"] = False`` are left out (config file / API only)."""
+    out = []
+    for s in settings(cls):
+        if s.meta.get("cli", True) is False:
+            continue
+        ann, default = _cli_type(s)
+        decls = [s.meta["flag"]] if "flag" in s.meta else []
+        if not decls and s.base is bool and default is False:
+            decls = ["--" + s.name.replace("_", "-")]
+        out.append(inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, annotation=ann,
+                                     default=typer.Option(default, *decls, help=s.help)))
+    return out
+
+
+def cli_defaults(cls) -> dict[str, Any]:
+    """Each flag's default (as :func:`option_params` declares it), by setting name."""
+    return {p.name: p.default.default for p in option_params(cls)}
+
+
+def command_from(cls, run: Callable[..., None], *, before: Sequence[inspect.Parameter] = ()) -> Callable[..., None]:
+    """A typer command whose options are ``before`` then :func:`option_params` of ``cls``; it calls
+    ``run(**arguments)`` through :func:`pluralign.cli.main.run_guarded` (one ``error:`` line)."""
+
+    def command(**a: Any) -> None:
+        from pluralign.cli.main import run_guarded
+
+        run_guarded(run, **a)
+
+    command.__signature__ = inspect.Signature([*before, *option_params(cls)])  # type: ignore[attr-defined]
+    return command

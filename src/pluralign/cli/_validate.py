@@ -14,9 +14,9 @@ from typing import Any, Callable
 
 from pluralign._fields import DTYPES
 from pluralign.errors import PluralignError
+from pluralign.training.config import LABELS, SPLITS as TRAIN_SPLITS, TrainConfig
 
-LABELS = ("auto", "digits", "letters")
-SPLITS = ("auto", "respondent", "question", "country", "profile", "country,question", "none")
+SPLITS = (*TRAIN_SPLITS, "none")
 
 
 def flag(name: str) -> str:
@@ -210,18 +210,6 @@ class OutFile(Rule):
     optional = True
 
 
-def _train_methods():
-    from pluralign.training.methods import METHODS
-
-    return METHODS
-
-
-def _schedulers():
-    from transformers.trainer_utils import SchedulerType
-
-    return sorted(t.value for t in SchedulerType)
-
-
 def _eval_methods():
     from pluralign.evaluation.methods import METHODS
 
@@ -232,6 +220,51 @@ def _optimizers():
     from pluralign.blackbox.optimizers import OPTIMIZERS
 
     return sorted(OPTIMIZERS)
+
+
+class FloatList(Rule):
+    """Comma-separated numbers (or a list of them, from a config file)."""
+
+    optional = True
+
+    def check(self, v):
+        parts = v if isinstance(v, list) else [x for x in str(v).split(",") if x.strip()]
+        try:
+            [float(x) for x in parts if not isinstance(x, bool)]
+        except (TypeError, ValueError):
+            return f"must be comma-separated numbers, got {v!r}"
+        return None
+
+
+#: ``metadata["check"]`` of a field: a rule that does more than a type, range or choice
+_CHECKS: dict[str, Callable[[], Rule]] = {"device": lambda: Device(), "adapter": lambda: AdapterDir(),
+                                          "cache_dir": lambda: CacheDir(), "out_dir": lambda: OutDir(), "out_file": lambda: OutFile()}
+
+
+def rule_of(s) -> Rule:
+    """The rule of one setting (:class:`pluralign._fields.Setting`), from its type and metadata:
+    ``check``, ``choices``, ``lo`` / ``hi`` / ``open_lo`` / ``open_hi``, ``item``."""
+    m, base, optional = s.meta, s.base, s.optional
+    if "check" in m:
+        return _CHECKS[m["check"]]()
+    if "choices" in m:
+        return Choice(m["choices"], optional=optional)
+    if base is bool:
+        return Bool()
+    if base is int:
+        return Int(m.get("lo"), m.get("hi"), optional=optional)
+    if base is float:
+        return Float(m.get("lo"), m.get("hi"), open_lo=m.get("open_lo", False), open_hi=m.get("open_hi", False), optional=optional)
+    if base in (list, tuple):
+        return FloatList() if m.get("item") is float else TextList()
+    return Text(optional=optional)
+
+
+def rules_from(cls) -> dict[str, Rule]:
+    """A command's rules, one per setting of the config dataclass ``cls`` (flat names)."""
+    from pluralign._fields import settings
+
+    return {s.name: rule_of(s) for s in settings(cls)}
 
 
 SEED = Int(0)
@@ -247,31 +280,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "max_items": Int(1, optional=True), "k_shot": Int(0), "scoring": Choice(("next-token", "loglik")),
         "labels": Choice(LABELS), "batch_size": Int(1), "dtype": DTYPE, "device": DEVICE, "seed": SEED, "out": OutDir(),
     },
-    "train": {
-        "method": Choice(_train_methods), "task": Choice(("individual", "distributional")), "stage": Choice(("sft", "dpo", "grpo")),
-        "model": Text(), "data": Text(), "split": Choice(SPLITS[:-1]),
-        "test_frac": Float(0, 1, open_lo=True, open_hi=True), "test_units": TextList(), "countries": TextList(),
-        "test_questions": TextList(), "question_test_frac": Float(0, 1, open_lo=True, open_hi=True, optional=True),
-        "val_frac": Float(0, 1, open_hi=True), "option_mass_weight": Float(0), "map_before": Int(1900, 2100, optional=True),
-        "questions": TextList(), "max_examples": Int(1, optional=True), "steps": Int(1), "epochs": Float(0, open_lo=True, optional=True),
-        "top_layers": Int(1, optional=True), "cache_trunk": Bool(), "enrich_profile": Bool(), "batch_size": Int(1),
-        "grad_accum": Int(1), "lr": Float(0, open_lo=True), "warmup_ratio": Float(0, 1, open_hi=True),
-        "scheduler": Choice(_schedulers), "weight_decay": Float(0), "rank": Int(1, optional=True), "alpha": Float(0, open_lo=True, optional=True),
-        "experts": Int(1, optional=True), "top_k": Int(1, optional=True), "target_modules": TextList(),
-        "profile_prompt": Bool(), "demographic_routing": Bool(), "balance_loss": Bool(), "soft_routing": Bool(),
-        "soft_label_norm": Choice(("vocab", "options")), "profile_encoder": Text(), "init_adapter": Text(optional=True),
-        "dpo_beta": Float(0, open_lo=True), "labels": Choice(LABELS), "chat_template": Bool(), "max_length": Int(1, optional=True),
-        "dtype": DTYPE, "device": DEVICE, "gradient_checkpointing": Bool(), "seed": SEED, "out": OutDir(),
-        "save_steps": Int(0, optional=True), "save_total_limit": Int(1), "logging_steps": Int(1), "resume": Bool(), "progress": Bool(),
-        "max_grad_norm": Float(0, open_lo=True), "num_workers": Int(0),
-        "completion_max_length": Int(2), "grpo_reward": TextList(),
-        "grpo_num_generations": Int(2), "grpo_max_completion_length": Int(1), "grpo_temperature": Float(0, open_lo=True),
-        "grpo_top_p": Float(0, 1, open_lo=True), "grpo_top_k": Int(0), "grpo_beta": Float(0), "grpo_epsilon": Float(0),
-        "grpo_epsilon_high": Float(0, optional=True), "grpo_num_iterations": Int(1),
-        "grpo_loss_type": Choice(("grpo", "dapo", "bnpo", "dr_grpo")), "grpo_scale_rewards": Choice(("group", "batch", "none")),
-        "grpo_mask_truncated": Bool(), "judge_model": Text(optional=True), "judge_url": Text(optional=True),
-        "judge_api_model": Text(optional=True),
-    },
+    "train": {},  # built from TrainConfig's fields below
     "generate-eval": {
         "split": Choice(("auto", "question", "profile", "country", "respondent")), "test_frac": Float(0, 1, open_lo=True, open_hi=True),
         "max_records": Int(1, optional=True), "max_new_tokens": Int(1), "batch_size": Int(1), "temperature": Float(0, open_lo=True),
@@ -309,15 +318,16 @@ RULES: dict[str, dict[str, Rule]] = {
 }
 
 
+RULES["train"] = rules_from(TrainConfig)
+
 # Rules added for issue 27 (set here, apart from the table above): lists that name nothing are
 # refused in every command that takes them; adapters are checked before the model loads; the DE
 # strategy and a trunk cache folder before any work.
 for _cmd in ("eval", "generate-eval"):
     for _name in ("countries", "questions", "test_units"):
         RULES[_cmd].setdefault(_name, TextList())
-for _cmd, _name in (("eval", "adapter"), ("generate-eval", "adapter"), ("train", "init_adapter")):
+for _cmd, _name in (("eval", "adapter"), ("generate-eval", "adapter")):
     RULES[_cmd][_name] = AdapterDir()
-RULES["train"].setdefault("trunk_cache_dir", CacheDir())
 RULES["softprompt"].setdefault("de_variant", DEVariant())
 
 
@@ -352,15 +362,11 @@ def validate(command: str, a: dict, *, skip: tuple[str, ...] = ()) -> None:
 
 
 def _given_train_flags(a: dict) -> set[str]:
-    """``pluralign train`` arguments given on the command line (not at their default): they win
-    over the config file, so its values for them are not used (nor checked). The defaults are
-    TrainConfig's; a flag left unset is None (its default is TrainConfig's or computed from others)."""
-    import dataclasses
+    """``pluralign train`` arguments given on the command line (not at their flag's default): they
+    win over the config file, so its values for them are not used (nor checked)."""
+    from pluralign.cli._common import cli_defaults
 
-    from pluralign.training import TrainConfig
-
-    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                for f in dataclasses.fields(TrainConfig) if f.init}
+    defaults = cli_defaults(TrainConfig)
     return {k for k, d in defaults.items() if k in a and a[k] is not None and a[k] != d and str(a[k]) != str(d)}
 
 
@@ -368,12 +374,13 @@ def check_config_file(path, given: set[str] = frozenset()) -> dict:
     """A ``pluralign train --config`` file: an object of known TrainConfig fields, each of the
     right type and range (``{"steps": "many"}`` is refused here, naming file and field). Fields
     in ``given`` (set by a flag, which wins) are only checked to be known."""
+    from pluralign._fields import flatten
     from pluralign.io import read_json
-    from pluralign.training import TrainConfig
 
     data = read_json(path)
     if not isinstance(data, dict):
         raise PluralignError("a training config must be a JSON object of TrainConfig fields", file=path)
+    data = flatten(TrainConfig, data)
     known = set(TrainConfig.help())
     rules = RULES["train"]
     for k, v in data.items():

@@ -56,50 +56,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from pluralign._fields import helpfield
 from pluralign.errors import PluralignError
 from pluralign.registry import Registry
 from pluralign.models.generation import decode, generate_ids
+from pluralign.training.config import GRPOSettings  # noqa: F401  (declared with TrainConfig; re-exported)
 from pluralign.training.trainer import ConditionalTrainer
-
-LOSS_TYPES = ("grpo", "dapo", "bnpo", "dr_grpo")
-SCALE_REWARDS = ("group", "batch", "none")
-
-
-@dataclass
-class GRPOSettings:
-    num_generations: int = helpfield(4, "Completions sampled per prompt (the group).")
-    max_completion_length: int = helpfield(32, "New tokens per completion.")
-    temperature: float = helpfield(1.0, "Sampling temperature (log-probs are computed at the same temperature).")
-    top_p: float = helpfield(1.0, "Nucleus sampling mass.")
-    top_k: int = helpfield(0, "Top-k sampling (0: off).")
-    beta: float = helpfield(0.0, "KL coefficient to the reference policy (the model at the start of the stage); 0 = no KL, TRL's default.")
-    epsilon: float = helpfield(0.2, "Clipping epsilon of the policy ratio (lower bound 1 - epsilon).")
-    epsilon_high: float | None = helpfield(None, "Upper clipping epsilon (DAPO's clip-higher); None = epsilon.")
-    num_iterations: int = helpfield(1, "Optimizer steps per generation batch (mu); > 1 makes the clip active.")
-    loss_type: str = helpfield("dapo", "grpo (sequence mean), dapo / bnpo (token mean), dr_grpo (sum / (N x max length)).")
-    scale_rewards: str = helpfield("group", "Divide advantages by the group std (group), the batch std (batch) or not (none).")
-    reward_weights: tuple | None = helpfield(None, "One weight per reward function (None: all 1).")
-    mask_truncated_completions: bool = helpfield(False, "Leave completions that hit max_completion_length out of the loss.")
-
-    def validate(self) -> "GRPOSettings":
-        if self.num_generations < 2:
-            raise PluralignError(f"num_generations must be >= 2 (a group), got {self.num_generations}", field="num_generations")
-        if self.max_completion_length < 1:
-            raise PluralignError(f"max_completion_length must be >= 1, got {self.max_completion_length}", field="max_completion_length")
-        if not self.temperature > 0:
-            raise PluralignError(f"temperature must be > 0, got {self.temperature}", field="temperature")
-        if not 0 < self.top_p <= 1:
-            raise PluralignError(f"top_p must be in (0, 1], got {self.top_p}", field="top_p")
-        if self.beta < 0 or self.epsilon < 0 or (self.epsilon_high is not None and self.epsilon_high < 0):
-            raise PluralignError("beta, epsilon and epsilon_high must be >= 0", field="beta" if self.beta < 0 else "epsilon")
-        if self.num_iterations < 1:
-            raise PluralignError(f"num_iterations must be >= 1, got {self.num_iterations}", field="num_iterations")
-        if self.loss_type not in LOSS_TYPES:
-            raise PluralignError(f"unknown loss_type {self.loss_type!r} ({' | '.join(LOSS_TYPES)})", field="loss_type")
-        if self.scale_rewards not in SCALE_REWARDS:
-            raise PluralignError(f"unknown scale_rewards {self.scale_rewards!r} ({' | '.join(SCALE_REWARDS)})", field="scale_rewards")
-        return self
 
 
 @dataclass
@@ -260,7 +221,7 @@ class GRPOConditionalTrainer(ConditionalTrainer):
         if not self.reward_funcs:
             raise PluralignError("GRPO needs at least one reward function", field="reward")
         w = settings.reward_weights
-        self.reward_weights = [1.0] * len(self.reward_funcs) if w is None else [float(x) for x in w]
+        self.reward_weights = [1.0] * len(self.reward_funcs) if not w else [float(x) for x in w]
         if len(self.reward_weights) != len(self.reward_funcs):
             raise PluralignError(f"{len(self.reward_weights)} reward weights for {len(self.reward_funcs)} reward functions", field="reward_weights")
         disable_dropout(self.model)
@@ -440,17 +401,5 @@ def build_grpo_trainer(model, tok, rows: list[PromptRow], reward_funcs: Sequence
                                   settings=settings, tokenizer=tok, profile_table=profile_table, callbacks=list(callbacks))
 
 
-def settings_from_config(cfg) -> GRPOSettings:
-    """The GRPO settings of a :class:`~pluralign.training.TrainConfig` (its ``grpo_*`` fields)."""
-    return GRPOSettings(
-        num_generations=cfg.grpo_num_generations, max_completion_length=cfg.grpo_max_completion_length,
-        temperature=cfg.grpo_temperature, top_p=cfg.grpo_top_p, top_k=cfg.grpo_top_k, beta=cfg.grpo_beta,
-        epsilon=cfg.grpo_epsilon, epsilon_high=cfg.grpo_epsilon_high, num_iterations=cfg.grpo_num_iterations,
-        loss_type=cfg.grpo_loss_type, scale_rewards=cfg.grpo_scale_rewards,
-        reward_weights=tuple(cfg.grpo_reward_weights) if cfg.grpo_reward_weights else None,
-        mask_truncated_completions=cfg.grpo_mask_truncated,
-    ).validate()
-
-
 __all__ = ["GRPOSettings", "PromptRow", "GRPOConditionalTrainer", "build_grpo_trainer",
-           "resolve_reward", "JudgeReward", "REWARDS", "blend_match_reward", "blend_weighted_reward", "settings_from_config"]
+           "resolve_reward", "JudgeReward", "REWARDS", "blend_match_reward", "blend_weighted_reward"]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from pluralign._fields import flatten
 from pluralign.errors import PluralignError
 from pluralign.io import atomic_write_json, read_json
 from pluralign.training.config import TrainConfig
@@ -162,9 +163,10 @@ def _check_out(cfg: TrainConfig, out: Path) -> str | None:
     old = read_json(prev_cfg)
     if not isinstance(old, dict):
         raise PluralignError("not a training configuration (expected a JSON object)", file=prev_cfg)
-    new = cfg.to_dict()
+    old = flatten(TrainConfig, old)  # one key per setting; records before the GRPO block was nested are flat already
+    new = cfg.flat_dict()
     # a field the earlier run's config lacks (added to TrainConfig since) counts as its default
-    defaults = TrainConfig().to_dict()
+    defaults = TrainConfig().flat_dict()
     from pluralign.data.fingerprint import absolute_spec, check_data_files
 
     for k in ("data", "model"):  # runs before paths were recorded absolute: as they resolve from here

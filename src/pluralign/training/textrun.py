@@ -211,12 +211,12 @@ class TextGRPO:
 
     @staticmethod
     def trainer(ctx: StageContext):
-        from pluralign.training.grpo import GRPOConditionalTrainer, resolve_reward, settings_from_config
+        from pluralign.training.grpo import GRPOConditionalTrainer, resolve_reward
 
         cfg = ctx.cfg
-        names = list(cfg.grpo_reward) or (["blend-match"] if any(r.answers for r in ctx.records) else ["judge"])
+        names = list(cfg.grpo.reward) or (["blend-match"] if any(r.answers for r in ctx.records) else ["judge"])
         rewards = [resolve_reward(n, judge_factory=judge_factory(cfg, ctx.role)) for n in names]
-        return GRPOConditionalTrainer(reward_funcs=rewards, settings=settings_from_config(cfg), tokenizer=ctx.tok,
+        return GRPOConditionalTrainer(reward_funcs=rewards, settings=cfg.grpo, tokenizer=ctx.tok,
                                       profile_table=ctx.profile_table, **ctx.common)
 
 
