@@ -236,6 +236,9 @@ def _check_meta(meta, file: Path) -> dict:
     """The fields of an adapter record that loading reads, each of the right type."""
     if not isinstance(meta, dict):
         raise PluralignError(f"an adapter config must be a JSON object, got a {type(meta).__name__}", file=file)
+    if file.name == CONFIG and meta.get("peft_type") == "PROMPT_TUNING" and "format" not in meta:
+        raise PluralignError("a soft prompt (a peft PromptTuning adapter, e.g. from `pluralign softprompt`), not an adapter: "
+                             "give it as a soft prompt (--soft-prompt)", file=file)
     if file.name == CONFIG and "peft_type" in meta and "format" not in meta:
         raise PluralignError(f"a peft adapter without pluralign's record ({RECORD}): not saved by pluralign", file=file)
     if meta.get("format") != FORMAT:

@@ -15,7 +15,9 @@ Files in the output folder (all written atomically):
 * ``log.jsonl``: one line per generation (evaluations, best loss, generation best / mean, best
   prompt's dimension scores, option mass, seconds); ``convergence.png`` (at the end): best and mean
   loss per generation;
-* ``prompt.safetensors`` + ``prompt.json``: the best prompt so far (loadable by ``pluralign eval --soft-prompt``).
+* ``prompt.safetensors`` + ``prompt.json``: the best prompt so far (loadable by ``pluralign eval --soft-prompt``),
+  and the same prompt as a peft PromptTuning adapter, ``adapter_config.json`` +
+  ``adapter_model.safetensors`` (``peft.PeftModel.from_pretrained(base, out)`` applies it).
 
 ``subspace_dim = d > 0`` searches ``z`` in a random d-dimensional subspace instead (BBT,
 :mod:`~pluralign.blackbox.subspace`), for every optimiser; the files are the same (full prompts).
@@ -223,7 +225,7 @@ def run_search(
             bar.set_postfix(best=f"{opt.best_f:.3f}", gen_mean=f"{f.mean():.2f}")
         stop = state["plateau"].update(opt.best_f)
         if out is not None:
-            _save(out, state, opt, target, T, H, meta)
+            _save(out, state, opt, target, T, H, meta, model_config=getattr(getattr(evaluator, "model", None), "config", None))
         if opt.best_f <= cfg.target_loss:
             stopped = "target_loss"
             break
@@ -374,7 +376,7 @@ def plot_pareto(state: dict, points: list[dict], path: Path, title: str = "") ->
     return _save_png(fig, path)
 
 
-def _save(out: Path, state: dict, opt, target: HofstedeTarget, T: int, H: int, meta: dict | None) -> None:
+def _save(out: Path, state: dict, opt, target: HofstedeTarget, T: int, H: int, meta: dict | None, *, model_config=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / CHECKPOINT, pickle.dumps(state))
     atomic_write_text(out / LOG, "".join(json.dumps(h) + "\n" for h in state["history"]))
@@ -383,7 +385,7 @@ def _save(out: Path, state: dict, opt, target: HofstedeTarget, T: int, H: int, m
          "option_mass": state.get("best_mass"), "optimizer": state["key"]["optimizer"], "generations": state["gen"],
          "evaluations": opt.n_evals, "config": state["config"],
          "objective": {k: state["key"].get(k, _OLD_KEY_DEFAULTS[k]) for k in ("objective", "wordings", "calibration")}}
-    save_soft_prompt(out, torch.tensor(np.asarray(opt.best_x, dtype=np.float32).reshape(T, H)), m)
+    save_soft_prompt(out, torch.tensor(np.asarray(opt.best_x, dtype=np.float32).reshape(T, H)), m, model_config=model_config)
     if opt.front_X is not None:
         from safetensors.torch import save
 

@@ -10,8 +10,18 @@ With left padding the layout is ``[virtual][pad ... pad][tokens]``: the padding 
 row computes exactly what ``[virtual][tokens]`` would (same positions, same visible keys).
 
 A saved prompt is ``prompt.safetensors`` (tensor ``soft_prompt``, shape ``[T, hidden]``, fp32) plus
-``prompt.json`` (model name, hidden size, tokens, country, loss, ...). :func:`save_soft_prompt`
-writes both atomically; :func:`load_soft_prompt` checks them.
+``prompt.json`` (model name, hidden size, tokens, country, loss, ...), and the same prompt as a peft
+PromptTuning adapter: ``adapter_config.json`` + ``adapter_model.safetensors`` (tensor
+``prompt_embeddings``), the files ``PeftModel.save_pretrained`` writes, so that
+``peft.PeftModel.from_pretrained(base, folder)`` applies it. :func:`save_soft_prompt` writes the four
+files, each atomically; :func:`load_soft_prompt` checks them and reads ``prompt.safetensors``, or in
+a folder without it a peft PromptTuning adapter (so folders saved before the peft files, and
+PromptTuning adapters trained with peft, load alike).
+
+peft puts the virtual tokens at positions ``0..T-1`` as :class:`SoftPromptModel` does but ignores
+``position_ids`` (positions count from the first column): on unpadded or right-padded inputs both
+compute the same logits (peft's start with the T virtual positions); under left padding only
+:class:`SoftPromptModel` shifts each row's positions past its padding.
 """
 
 from __future__ import annotations
@@ -28,6 +38,10 @@ from pluralign.errors import PluralignError
 PROMPT_FILE = "prompt.safetensors"
 META_FILE = "prompt.json"
 TENSOR_KEY = "soft_prompt"
+#: the peft PromptTuning adapter beside them (peft's file and tensor names)
+PEFT_CONFIG_FILE = "adapter_config.json"
+PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
+PEFT_KEY = "prompt_embeddings"
 
 
 def extend_inputs(
@@ -109,50 +123,114 @@ class SoftPromptModel(nn.Module):
 
 
 # ------------------------------------------------------------------------------------- files
-def save_soft_prompt(out_dir: str | Path, prompt: torch.Tensor, meta: dict) -> Path:
-    """Write ``prompt.safetensors`` + ``prompt.json`` atomically into ``out_dir``."""
+def peft_prompt_config(tokens: int, hidden: int, *, model_config=None, base_model: str | None = None) -> dict:
+    """The ``adapter_config.json`` that ``PeftModel.save_pretrained`` writes for a PromptTuning
+    adapter of ``tokens`` virtual tokens on a causal LM: peft's own :class:`~peft.PromptTuningConfig`,
+    filled from ``model_config`` (the backbone's config: layer and head counts) as
+    ``get_peft_model`` fills it, in inference mode as ``save_pretrained`` leaves it. Without
+    ``model_config`` those counts stay ``null`` (peft fills them from the base model when it loads
+    the adapter; the prompt itself needs only ``token_dim``)."""
+    from peft import PromptTuningConfig
+    from peft.utils.other import _prepare_prompt_learning_config
+
+    cfg = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=int(tokens), token_dim=int(hidden),
+                             base_model_name_or_path=base_model or None, inference_mode=True)
+    cfg.num_transformer_submodules = 1  # what PeftModel sets for a decoder-only model
+    if model_config is not None:
+        _prepare_prompt_learning_config(cfg, model_config)
+    return {k: (list(v) if isinstance(v, set) else v) for k, v in cfg.to_dict().items()}
+
+
+def save_soft_prompt(out_dir: str | Path, prompt: torch.Tensor, meta: dict, *, model_config=None) -> Path:
+    """Write ``prompt.safetensors`` + ``prompt.json``, and the same prompt as a peft PromptTuning
+    adapter (``adapter_model.safetensors`` + ``adapter_config.json``; ``model_config``: the
+    backbone's config, for the counts peft records, see :func:`peft_prompt_config`), into
+    ``out_dir``, each file atomically. Returns the ``prompt.safetensors`` path."""
     from safetensors.torch import save
 
-    from pluralign.io import atomic_write_bytes, atomic_write_json
+    from pluralign.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
     out = Path(out_dir)
     t = torch.as_tensor(prompt).detach().to("cpu", torch.float32).contiguous()
     meta = {**meta, "tokens": int(t.shape[0]), "hidden_size": int(t.shape[1]), "format": "pluralign.softprompt/1"}
+    peft_cfg = peft_prompt_config(t.shape[0], t.shape[1], model_config=model_config, base_model=meta.get("model"))
+    atomic_write_bytes(out / PEFT_WEIGHTS_FILE, save({PEFT_KEY: t}, metadata={"format": "pt"}))  # peft's metadata
+    atomic_write_text(out / PEFT_CONFIG_FILE, json.dumps(peft_cfg, indent=2, sort_keys=True))  # as peft writes it
     atomic_write_bytes(out / PROMPT_FILE, save({TENSOR_KEY: t}, metadata={"format": "pluralign.softprompt/1"}))
     atomic_write_json(out / META_FILE, meta)
     return out / PROMPT_FILE
 
 
-def load_soft_prompt(path: str | Path) -> tuple[torch.Tensor, dict]:
-    """Read a prompt saved by :func:`save_soft_prompt` (the folder or the ``.safetensors`` file)."""
+def _read_tensors(f: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    p = Path(path)
-    f = p / PROMPT_FILE if p.is_dir() else p
-    if not f.exists():
-        raise PluralignError(f"soft prompt not found (expected a folder with {PROMPT_FILE} or the file itself)", file=f)
     try:
-        tensors = load_file(str(f))
+        return load_file(str(f))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise PluralignError(f"corrupted soft prompt file ({msg})", file=f) from None
-    if TENSOR_KEY not in tensors:
-        raise PluralignError(f"no tensor {TENSOR_KEY!r} in the file (found: {', '.join(tensors) or 'none'})", file=f, field=TENSOR_KEY)
-    t = tensors[TENSOR_KEY].float()
+
+
+def _read_json_object(f: Path) -> dict:
+    try:
+        obj = json.loads(f.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise PluralignError(f"invalid JSON ({e.msg})", file=f, row=e.lineno) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PluralignError(f"cannot read ({type(e).__name__})", file=f) from None
+    if not isinstance(obj, dict):
+        raise PluralignError(f"must be a JSON object, got a {type(obj).__name__}", file=f)
+    return obj
+
+
+def _load_peft_prompt(folder: Path) -> tuple[torch.Tensor, dict]:
+    """A peft PromptTuning adapter's ``prompt_embeddings`` and a record (``model``: its
+    ``base_model_name_or_path``)."""
+    cf, wf = folder / PEFT_CONFIG_FILE, folder / PEFT_WEIGHTS_FILE
+    cfg = _read_json_object(cf)
+    if cfg.get("peft_type") != "PROMPT_TUNING":
+        raise PluralignError(f"not a soft prompt: a {cfg.get('peft_type') or 'non-peft'} adapter config (a soft prompt folder "
+                             f"has {PROMPT_FILE} or a peft PROMPT_TUNING adapter)", file=cf, field="peft_type")
+    if cfg.get("num_transformer_submodules") not in (None, 1):
+        raise PluralignError(f"a prompt for {cfg['num_transformer_submodules']} transformer submodules (an encoder-decoder "
+                             "model); soft prompts are for decoder-only models", file=cf, field="num_transformer_submodules")
+    if not wf.exists():
+        raise PluralignError(f"the PromptTuning adapter has no {PEFT_WEIGHTS_FILE}", file=wf)
+    tensors = _read_tensors(wf)
+    if PEFT_KEY not in tensors:
+        raise PluralignError(f"no tensor {PEFT_KEY!r} in the file (found: {', '.join(tensors) or 'none'})", file=wf, field=PEFT_KEY)
+    t = tensors[PEFT_KEY]
+    if t.ndim == 2 and cfg.get("num_virtual_tokens") not in (None, t.shape[0]):
+        raise PluralignError(f"the config says {cfg['num_virtual_tokens']} virtual tokens but the tensor has {t.shape[0]} rows",
+                             file=cf, field="num_virtual_tokens")
+    return t, ({"model": cfg["base_model_name_or_path"]} if cfg.get("base_model_name_or_path") else {})
+
+
+def load_soft_prompt(path: str | Path) -> tuple[torch.Tensor, dict]:
+    """Read a prompt saved by :func:`save_soft_prompt` (the folder or the ``.safetensors`` file), or
+    a folder holding only a peft PromptTuning adapter (``adapter_config.json`` +
+    ``adapter_model.safetensors``, for a decoder-only model)."""
+    p = Path(path)
+    f = p / PROMPT_FILE if p.is_dir() else p
+    if p.is_dir() and not f.exists() and (p / PEFT_CONFIG_FILE).exists():
+        f, key = p / PEFT_WEIGHTS_FILE, PEFT_KEY
+        t, meta = _load_peft_prompt(p)
+    else:
+        if not f.exists():
+            raise PluralignError(f"soft prompt not found (expected a folder with {PROMPT_FILE}, or with a peft PromptTuning "
+                                 f"adapter, or the file itself)", file=f)
+        tensors = _read_tensors(f)
+        key = TENSOR_KEY
+        if key not in tensors:
+            raise PluralignError(f"no tensor {key!r} in the file (found: {', '.join(tensors) or 'none'})", file=f, field=key)
+        t, meta = tensors[key], {}
+    t = t.float()
     if t.ndim != 2 or not torch.isfinite(t).all():
-        raise PluralignError(f"soft prompt must be a finite [tokens, hidden] matrix, got shape {list(t.shape)}", file=f, field=TENSOR_KEY)
-    meta: dict = {}
+        raise PluralignError(f"soft prompt must be a finite [tokens, hidden] matrix, got shape {list(t.shape)}", file=f, field=key)
     mf = f.with_name(META_FILE)
     if mf.exists():
-        try:
-            meta = json.loads(mf.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise PluralignError(f"invalid JSON ({e.msg})", file=mf, row=e.lineno) from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise PluralignError(f"cannot read ({type(e).__name__})", file=mf) from None
-        if not isinstance(meta, dict):
-            raise PluralignError(f"must be a JSON object, got a {type(meta).__name__}", file=mf)
+        meta = _read_json_object(mf)
         if meta.get("hidden_size") not in (None, t.shape[1]) or meta.get("tokens") not in (None, t.shape[0]):
             raise PluralignError(
                 f"metadata says {meta.get('tokens')}x{meta.get('hidden_size')} but the tensor is {t.shape[0]}x{t.shape[1]}", file=mf,
@@ -173,4 +251,4 @@ def load_soft_prompt_model(model: nn.Module, path: str | Path) -> SoftPromptMode
     return SoftPromptModel(model, t, meta=meta).eval()
 
 
-__all__ = ["SoftPromptModel", "extend_inputs", "load_soft_prompt", "load_soft_prompt_model", "save_soft_prompt"]
+__all__ = ["SoftPromptModel", "extend_inputs", "load_soft_prompt", "load_soft_prompt_model", "peft_prompt_config", "save_soft_prompt"]

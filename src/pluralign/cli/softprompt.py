@@ -23,7 +23,7 @@ By default the search runs in a random subspace (Black-Box Tuning, Sun et al. 20
 
 Before the search the two baselines are scored: naive (no prompt) and in-context (a "you are a person from ..." system message). With --knowledge N, accuracy on N BLEnD cultural-knowledge questions of the country's region is measured before and after.
 
-The output folder gets prompt.safetensors + prompt.json (the best prompt so far; the objective under "objective"), checkpoint.pkl (resume with --resume, with the same settings: model, objective, wordings, calibration countries, constants, population, seed, optimiser settings; only --gens may change, to run longer). A folder holds one search: a rerun into it without --resume, or into a training or evaluation folder, is refused, log.jsonl, convergence.png and results.json. Apply the prompt with: pluralign eval --soft-prompt OUT.
+The output folder gets prompt.safetensors + prompt.json (the best prompt so far; the objective under "objective"), the same prompt as a peft PromptTuning adapter (adapter_config.json + adapter_model.safetensors: peft.PeftModel.from_pretrained(base, OUT) loads it), checkpoint.pkl (resume with --resume, with the same settings: model, objective, wordings, calibration countries, constants, population, seed, optimiser settings; only --gens may change, to run longer). A folder holds one search: a rerun into it without --resume, or into a training or evaluation folder, is refused, log.jsonl, convergence.png and results.json. Apply the prompt with: pluralign eval --soft-prompt OUT.
 
 Examples:
 
