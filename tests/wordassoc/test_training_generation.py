@@ -79,12 +79,12 @@ def test_report_shows_intervals_and_paired_relative_change(tmp_path):
 
 
 def test_sft_loss_falls_and_resumes(tmp_path, tiny_tokenizer):
-    from pluralign.wordassoc.train import LoraSettings, SFTStage, read_meta, train_sft
+    from pluralign.wordassoc.train import SFTStage, align_lora, read_meta, train_sft
 
     d = load_swow(FIX / "strength.SWOW-EN.R1.csv")
     torch.manual_seed(0)
     st = SFTStage(output_dir=str(tmp_path / "sft"), tasks="generation,ranking", n_candidates=4, max_steps=4, batch_size=4,
-                  learning_rate=1e-2, logging_steps=1, save_steps=2, lora=LoraSettings(r=8, alpha=16, dropout=0.0))
+                  learning_rate=1e-2, logging_steps=1, save_steps=2, lora=align_lora(r=8, alpha=16, dropout=0.0))
     r = train_sft(make_tiny_model("llama"), tiny_tokenizer, d, st, progress=False)
     losses = r["losses"]
     assert len(losses) == 4 and losses[-1] < losses[0] - 0.1, losses

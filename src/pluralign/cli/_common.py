@@ -77,12 +77,15 @@ def Progress() -> Any:
 
 # --------------------------------------------------------------------------- options from a config dataclass
 def _cli_type(s: Setting) -> tuple[Any, Any]:
-    """The annotation and default of setting ``s``'s flag: a list is one comma-separated string (or,
-    with ``metadata["repeat"]``, a repeated flag); ``metadata["path"]`` makes it a path."""
+    """The annotation and default of setting ``s``'s flag: a list is one comma-separated string (its
+    default the default list joined; with ``metadata["repeat"]``, a repeated flag);
+    ``metadata["path"]`` makes it a path."""
     default = s.meta.get("cli_default", s.default)
     base = s.base
     if base in (list, tuple):
-        return (Optional[list[str]] if s.meta.get("repeat") else Optional[str]), None
+        if s.meta.get("repeat"):
+            return Optional[list[str]], None
+        return (str, ",".join(map(str, default))) if default else (Optional[str], None)
     if s.meta.get("path"):
         return (Optional[Path] if default is None else Path), (None if default is None else Path(default))
     return (Optional[base] if default is None else base), default
@@ -111,14 +114,21 @@ def cli_defaults(cls) -> dict[str, Any]:
     return {p.name: p.default.default for p in option_params(cls)}
 
 
-def command_from(cls, run: Callable[..., None], *, before: Sequence[inspect.Parameter] = ()) -> Callable[..., None]:
-    """A typer command whose options are ``before`` then :func:`option_params` of ``cls``; it calls
-    ``run(**arguments)`` through :func:`pluralign.cli.main.run_guarded` (one ``error:`` line)."""
+def command_from(cls, run: Callable[..., None], *, before: Sequence[inspect.Parameter] = (),
+                 after: Sequence[inspect.Parameter] = ()) -> Callable[..., None]:
+    """A typer command whose options are ``before``, :func:`option_params` of ``cls``, then ``after``
+    (the command's own options); it calls ``run(**arguments)`` through
+    :func:`pluralign.cli.main.run_guarded` (one ``error:`` line)."""
 
     def command(**a: Any) -> None:
         from pluralign.cli.main import run_guarded
 
         run_guarded(run, **a)
 
-    command.__signature__ = inspect.Signature([*before, *option_params(cls)])  # type: ignore[attr-defined]
+    command.__signature__ = inspect.Signature([*before, *option_params(cls), *after])  # type: ignore[attr-defined]
     return command
+
+
+def option(name: str, annotation: Any, default: Any, *decls: str, help: str) -> inspect.Parameter:
+    """A command's own option (one no config dataclass holds), for :func:`command_from`."""
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=typer.Option(default, *decls, help=help))

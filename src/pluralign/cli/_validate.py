@@ -320,6 +320,15 @@ RULES: dict[str, dict[str, Rule]] = {
 
 RULES["train"] = rules_from(TrainConfig)
 
+
+def _study_rules() -> dict[str, Rule]:
+    from pluralign.wordassoc.study import StudyConfig
+
+    return rules_from(StudyConfig)
+
+
+RULES["wordassoc study"] = _study_rules()
+
 # Rules added for issue 27 (set here, apart from the table above): lists that name nothing are
 # refused in every command that takes them; adapters are checked before the model loads; the DE
 # strategy and a trunk cache folder before any work.

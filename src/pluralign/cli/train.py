@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from pluralign.cli._common import cli_defaults, command_from, quiet_libraries
+from pluralign.cli._common import cli_defaults, command_from, option, quiet_libraries
 from pluralign.errors import PluralignError
 from pluralign.training.config import TrainConfig
 
@@ -44,8 +43,8 @@ def register(app: typer.Typer) -> None:
     app.command("train", help=TRAIN_HELP)(train_cmd)
 
 
-_CONFIG = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path], default=typer.Option(
-    None, help="A JSON file of training settings (field names of TrainConfig, e.g. configs/train/cuma-probe.json); flags given on the command line win."))
+_CONFIG = option("config", Optional[Path], None, help="A JSON file of training settings (field names of TrainConfig, e.g. "
+                 "configs/train/cuma-probe.json); flags given on the command line win.")
 
 
 def _csv(s: str | None) -> list[str]:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pluralign.cli._common import BatchSize, Device, Dtype, Model, Progress, Threads, markdown_table, quiet_libraries
+from pluralign.cli._common import BatchSize, Device, Dtype, Model, Progress, Threads, command_from, markdown_table, option, quiet_libraries
 from pluralign.errors import PluralignError
 
 HELP = """Word-association learning for cultural alignment (ALIGN, on Small World of Words data).
@@ -96,9 +96,8 @@ def _train(**a) -> None:
     quiet_libraries()
     import torch
 
-    from pluralign.data.loaders.swow import sample_cues, split_cues
     from pluralign.models import load_backbone
-    from pluralign.wordassoc.train import LoraSettings, RLStage, SFTStage, load_with_adapter, train_rl, train_sft
+    from pluralign.wordassoc.train import RLStage, SFTStage, align_lora, load_with_adapter, train_rl, train_sft
 
     from pluralign.cli._validate import validate
 
@@ -123,7 +122,7 @@ def _train(**a) -> None:
     record = dict(split_seed=split_seed, sample_seed=a["seed"], train_cues=a["train_cues"], min_responses=a["min_responses"],
                   held_out_pairs=a["held_out_pairs"], excluded=excluded)
     out: Path = a["out"]
-    lora = LoraSettings(r=a["lora_r"], alpha=2 * a["lora_r"])
+    lora = align_lora(r=a["lora_r"], alpha=2 * a["lora_r"])
     from pluralign.wordassoc.train import check_stage, stage_settings
 
     # every stage to train, with its settings, checked against what its folder already holds before the model loads
@@ -355,61 +354,19 @@ def _report(results: list[Path], labels: Optional[str], out: Optional[Path]) -> 
         atomic_write_text(out, text)
 
 
-@app.command("study", help="The budget study: for each seed, SFT then SFT + GRPO, each evaluated (with the vanilla model) on the "
-             "same held-out cues; then OUT/report.md, per seed and pooled over seeds with intervals. Every step is one "
-             "`pluralign wordassoc` process with its log in OUT; finished steps are skipped, so the same command continues an "
-             "interrupted study. Defaults: the budget run of docs/results/align.md, 3 seeds.")
-def study_cmd(
-    seeds: str = typer.Option("0,1,2", help="Training seeds (comma-separated)."),
-    split_seed: int = typer.Option(0, help="Seed of the cue split and of the evaluated cues, the same for every seed."),
-    model: str = Model(),
-    data: Optional[str] = _W["data"],
-    train_cues: int = typer.Option(2000, help="Training cues (seeded subset)."),
-    sft_steps: int = typer.Option(250, help="SFT steps."),
-    sft_lr: float = typer.Option(5e-4, help="SFT learning rate."),
-    rl_steps: int = typer.Option(200, help="GRPO steps."),
-    batch_size: int = BatchSize(8, help="Batch size of both stages."),
-    num_generations: int = typer.Option(4, help="GRPO completions per prompt."),
-    held_out_pairs: str = typer.Option("exclude", help="exclude (default) or keep the reversed pairs of held-out pairs in training."),
-    eval_cues: int = typer.Option(300, help="Evaluated test cues."),
-    num_samples: int = typer.Option(3, help="Sampled completions per cue (generation)."),
-    max_new_tokens: int = typer.Option(20, help="New tokens per completion."),
-    n_tension: int = typer.Option(30, help="High-tension WVS items of the transfer check."),
-    fixed_words: int = typer.Option(5, help="P@N at N generated words."),
-    threads: int = Threads(1),
-    out: Path = typer.Option(Path("runs/wa-study"), help="Study folder."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List the steps still to run, run nothing."),
-    report: bool = typer.Option(False, "--report", help="Only write OUT/report.md from the finished evaluations."),
-) -> None:
-    from pluralign.cli.main import run_guarded
-
-    run_guarded(_study, **locals())
-
-
 def _study(**a) -> None:
+    from pluralign._fields import settings
     from pluralign.io import atomic_write_text
-    from pluralign.wordassoc.heldout import HELD_OUT_PAIRS
     from pluralign.wordassoc.study import StudyConfig, parse_seeds, pooled_markdown, run
 
+    from pluralign.cli._validate import validate
+
+    validate("wordassoc study", a)
     seeds = parse_seeds(a["seeds"])
-    if a["held_out_pairs"] not in HELD_OUT_PAIRS:
-        raise PluralignError(f"must be exclude or keep, got {a['held_out_pairs']!r}", field="--held-out-pairs")
-    for name in ("split_seed", "fixed_words", "threads"):
-        if a[name] < 0:
-            raise PluralignError(f"must be >= 0, got {a[name]}", field="--" + name.replace("_", "-"))
-    for name in ("train_cues", "sft_steps", "rl_steps", "batch_size", "num_generations", "eval_cues", "num_samples", "max_new_tokens",
-                 "n_tension"):
-        if a[name] < 1:
-            raise PluralignError(f"must be a positive whole number, got {a[name]}", field="--" + name.replace("_", "-"))
-    if not (a["sft_lr"] > 0 and a["sft_lr"] < float("inf")):
-        raise PluralignError(f"must be a positive number, got {a['sft_lr']}", field="--sft-lr")
     if a["out"].exists() and not a["out"].is_dir():
         raise PluralignError("exists and is not a folder", file=a["out"], field="--out")
-    cfg = StudyConfig(out=str(a["out"]), seeds=seeds, split_seed=a["split_seed"], model=a["model"], data=a["data"],
-                      train_cues=a["train_cues"], sft_steps=a["sft_steps"], sft_lr=a["sft_lr"], rl_steps=a["rl_steps"],
-                      batch_size=a["batch_size"], num_generations=a["num_generations"], held_out_pairs=a["held_out_pairs"],
-                      eval_cues=a["eval_cues"], num_samples=a["num_samples"], max_new_tokens=a["max_new_tokens"],
-                      n_tension=a["n_tension"], fixed_words=a["fixed_words"], threads=a["threads"])
+    given = {s.name: a[s.name] for s in settings(StudyConfig) if s.name in a}
+    cfg = StudyConfig(**{**given, "seeds": seeds, "out": str(a["out"])})
     if not a["report"]:
         run(cfg, dry=a["dry_run"], echo=lambda m: typer.echo(m, err=True))
         if a["dry_run"]:
@@ -418,3 +375,18 @@ def _study(**a) -> None:
     atomic_write_text(a["out"] / "report.md", text + "\n")
     typer.echo(text)
     typer.echo(f"wrote {a['out'] / 'report.md'}", err=True)
+
+
+def _study_cmd():
+    from pluralign.wordassoc.study import StudyConfig
+
+    return command_from(StudyConfig, _study, after=[
+        option("dry_run", bool, False, "--dry-run", help="List the steps still to run, run nothing."),
+        option("report", bool, False, "--report", help="Only write OUT/report.md from the finished evaluations.")])
+
+
+#: every flag but --dry-run and --report is a StudyConfig setting
+study_cmd = app.command("study", help="The budget study: for each seed, SFT then SFT + GRPO, each evaluated (with the vanilla model) on the "
+             "same held-out cues; then OUT/report.md, per seed and pooled over seeds with intervals. Every step is one "
+             "`pluralign wordassoc` process with its log in OUT; finished steps are skipped, so the same command continues an "
+             "interrupted study. Defaults: the budget run of docs/results/align.md, 3 seeds.")(_study_cmd())

@@ -21,40 +21,43 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from pluralign._fields import helpfield
+from pluralign._fields import helpfield, shared_field
 from pluralign.errors import PluralignError
+from pluralign.wordassoc.heldout import HELD_OUT_PAIRS
 
 MODELS = ("vanilla", "SFT", "SFT+GRPO")
 
 
 @dataclass
 class StudyConfig:
-    out: str = helpfield("runs/wa-study", "Study folder.")
-    seeds: tuple[int, ...] = helpfield((0, 1, 2), "Training seeds.")
-    split_seed: int = helpfield(0, "Seed of the cue split and of the evaluated subset (the same for every seed).")
-    model: str = helpfield("smollm2-135m", "Model.")
-    data: str | None = helpfield(None, "SWOW strength file (default: the shared SWOW-EN R1 file).")
-    train_cues: int = helpfield(2000, "Training cues (seeded subset).")
-    sft_steps: int = helpfield(250, "SFT steps.")
-    sft_lr: float = helpfield(5e-4, "SFT learning rate.")
-    rl_steps: int = helpfield(200, "GRPO steps.")
-    batch_size: int = helpfield(8, "Batch size of both stages.")
-    num_generations: int = helpfield(4, "GRPO completions per prompt.")
-    held_out_pairs: str = helpfield("exclude", "exclude or keep the reversed pairs of held-out pairs in training.")
-    eval_cues: int = helpfield(300, "Evaluated test cues.")
-    num_samples: int = helpfield(3, "Sampled completions per cue (generation).")
-    max_new_tokens: int = helpfield(20, "New tokens per completion.")
-    n_tension: int = helpfield(30, "High-tension WVS items of the transfer check.")
-    fixed_words: int = helpfield(5, "P@N at N generated words.")
-    threads: int = helpfield(1, "torch CPU threads per step.")
-    extra_train: list[str] = field(default_factory=list, metadata={"help": "More `wordassoc train` arguments."})
-    extra_eval: list[str] = field(default_factory=list, metadata={"help": "More `wordassoc eval` arguments."})
+    """The study's settings; each is also the ``pluralign wordassoc study`` flag of the same name."""
+
+    seeds: tuple[int, ...] = helpfield((0, 1, 2), "Training seeds (comma-separated).")
+    split_seed: int = helpfield(0, "Seed of the cue split and of the evaluated cues, the same for every seed.", lo=0)
+    model: str = shared_field("model")
+    data: str | None = helpfield(None, "SWOW strength CSV (or a folder holding one); default: the shared SWOW-EN R1 file.")
+    train_cues: int = helpfield(2000, "Training cues (seeded subset).", lo=1)
+    sft_steps: int = helpfield(250, "SFT steps.", lo=1)
+    sft_lr: float = helpfield(5e-4, "SFT learning rate.", lo=0, open_lo=True)
+    rl_steps: int = helpfield(200, "GRPO steps.", lo=1)
+    batch_size: int = shared_field("batch_size", 8, "Batch size of both stages.")
+    num_generations: int = helpfield(4, "GRPO completions per prompt.", lo=1)
+    held_out_pairs: str = helpfield("exclude", "exclude (default) or keep the reversed pairs of held-out pairs in training.", choices=HELD_OUT_PAIRS)
+    eval_cues: int = helpfield(300, "Evaluated test cues.", lo=1)
+    num_samples: int = helpfield(3, "Sampled completions per cue (generation).", lo=1)
+    max_new_tokens: int = helpfield(20, "New tokens per completion.", lo=1)
+    n_tension: int = helpfield(30, "High-tension WVS items of the transfer check.", lo=1)
+    fixed_words: int = helpfield(5, "P@N at N generated words.", lo=0)
+    threads: int = shared_field("threads", 1)
+    out: str = helpfield("runs/wa-study", "Study folder.", path=True)
+    extra_train: list[str] = helpfield([], "More `wordassoc train` arguments.", cli=False)
+    extra_eval: list[str] = helpfield([], "More `wordassoc eval` arguments.", cli=False)
 
 
 @dataclass

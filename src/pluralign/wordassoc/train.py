@@ -32,23 +32,40 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from pluralign._fields import helpfield
+from pluralign.adapters.config import LoRASettings
 from pluralign.data.loaders.swow import SwowData, check_language
 from pluralign.errors import PluralignError
 from pluralign.io import atomic_write_json
 
 
-@dataclass
-class LoraSettings:
-    r: int = helpfield(16, "LoRA rank.")
-    alpha: int = helpfield(32, "LoRA alpha (scale = alpha / r).")
-    dropout: float = helpfield(0.05, "LoRA dropout.")
-    target_modules: str = helpfield("all-linear", "Modules to adapt: all-linear or comma-separated names (q_proj,v_proj).")
+def align_lora(**kw) -> LoRASettings:
+    """The LoRA of both stages: :class:`pluralign.adapters.config.LoRASettings` (the one declaration
+    of LoRA settings) on every linear layer (``all-linear``), as ALIGN; ``kw`` overrides fields."""
+    return LoRASettings(**{"target_modules": ("all-linear",), **kw})
 
-    def to_peft(self):
-        from peft import LoraConfig
 
-        tm = self.target_modules if self.target_modules == "all-linear" else [m.strip() for m in self.target_modules.split(",") if m.strip()]
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=tm, task_type="CAUSAL_LM")
+def lora_config(lora: LoRASettings):
+    """The peft ``LoraConfig`` of ``lora`` (``("all-linear",)`` is peft's all-linear shorthand)."""
+    from peft import LoraConfig
+
+    tm = "all-linear" if tuple(lora.target_modules) == ("all-linear",) else list(lora.target_modules)
+    layers = list(lora.layers_to_transform) if lora.layers_to_transform is not None else None
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=tm, use_dora=lora.use_dora,
+                      layers_to_transform=layers, task_type="CAUSAL_LM")
+
+
+def _lora_record(lora: LoRASettings | None) -> dict | None:
+    """``lora`` as a stage's settings record holds it: rank, alpha, dropout and the targets as one
+    comma-separated string (as recorded before the settings were pluralign.adapters'), DoRA and
+    layers only when set, so a stage recorded then resumes."""
+    if lora is None:
+        return None
+    d = {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout, "target_modules": ",".join(lora.target_modules)}
+    if lora.use_dora:
+        d["use_dora"] = True
+    if lora.layers_to_transform is not None:
+        d["layers_to_transform"] = list(lora.layers_to_transform)
+    return d
 
 
 @dataclass
@@ -67,7 +84,7 @@ class SFTStage:
     save_steps: int = helpfield(50, "Checkpoint every N steps (resumable).")
     logging_steps: int = helpfield(5, "Log the loss every N steps.")
     seed: int = helpfield(0, "Seed of shuffling, dropout and LoRA init.")
-    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA settings."})
+    lora: LoRASettings = field(default_factory=align_lora, metadata={"help": "LoRA settings (default: rank 16, alpha 32, every linear layer)."})
 
 
 @dataclass
@@ -86,7 +103,7 @@ class RLStage:
     save_steps: int = helpfield(25, "Checkpoint every N steps (resumable).")
     logging_steps: int = helpfield(1, "Log reward every N steps.")
     seed: int = helpfield(0, "Seed of sampling and shuffling.")
-    lora: LoraSettings | None = field(default_factory=LoraSettings, metadata={"help": "LoRA settings when no SFT adapter is given (None: train all weights; tiny models only)."})
+    lora: LoRASettings | None = field(default_factory=align_lora, metadata={"help": "LoRA settings when no SFT adapter is given (None: train all weights; tiny models only)."})
 
 
 def _last_checkpoint(out: Path) -> str | None:
@@ -111,6 +128,7 @@ def stage_settings(stage, extra: dict | None = None) -> dict:
     """What a stage's training depends on: its configuration less the output folder and the fields
     of :data:`RESUMABLE_STAGE_CHANGES`, with ``extra`` (model, data record, start adapter), as JSON."""
     d = {k: v for k, v in asdict(stage).items() if k != "output_dir" and k not in RESUMABLE_STAGE_CHANGES}
+    d["lora"] = _lora_record(stage.lora)
     return json.loads(json.dumps({**d, **(extra or {})}, default=str))
 
 
@@ -264,7 +282,7 @@ def train_sft(model, tok, data: SwowData, stage: SFTStage | None = None, *, call
     )
     _ensure_pad(tok)
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                         peft_config=stage.lora.to_peft(), callbacks=list(callbacks))
+                         peft_config=lora_config(stage.lora), callbacks=list(callbacks))
     resume = _last_checkpoint(out)
     result = trainer.train(resume_from_checkpoint=resume)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -349,7 +367,7 @@ def train_rl(
     _ensure_pad(tok)
     torch.manual_seed(stage.seed)
     if not isinstance(model, PeftModel) and stage.lora is not None:
-        model = get_peft_model(model, stage.lora.to_peft())
+        model = get_peft_model(model, lora_config(stage.lora))
     rows = []
     for i, r in enumerate(records):
         prompt = r["prompt"]
@@ -430,4 +448,4 @@ def read_meta(adapter: str | Path) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-__all__ = ["LoraSettings", "SFTStage", "RLStage", "train_sft", "train_rl", "check_stage", "stage_settings", "sft_records", "rl_records", "load_with_adapter", "read_meta"]
+__all__ = ["align_lora", "lora_config", "SFTStage", "RLStage", "train_sft", "train_rl", "check_stage", "stage_settings", "sft_records", "rl_records", "load_with_adapter", "read_meta"]
