@@ -84,17 +84,15 @@ def _run(**a) -> None:
 
     validate("generate-eval", a)
     from pluralign.adapters import load_adapter_for_eval, read_adapter_config
-    from pluralign.io import atomic_write_json, read_json
+    from pluralign.evaluation.run import read_split_record
+    from pluralign.io import atomic_write_json
     from pluralign.training.textrun import load_text_split
 
     meta = read_adapter_config(a["adapter"])
     extra = meta.get("extra") or {}
     rec = None
     if a["split_from"] is not None:
-        f = Path(a["split_from"]) / "split.json"
-        if not f.is_file():
-            raise PluralignError("no split.json in this run folder", file=a["split_from"], field="--split-from")
-        rec = read_json(f)
+        rec = read_split_record(a["split_from"], field="--split-from")  # the run's split.json, as pluralign eval --split-from reads it
     elif isinstance(extra.get("split"), dict) and extra["split"].get("kind") == "preference" and not a["all_records"]:
         rec = extra["split"]
     if rec is not None and rec.get("kind") != "preference":

@@ -111,9 +111,9 @@ def check_args(a: dict) -> dict:
         if meta.get("method") == "ptuning-v2":
             raise PluralignError("prefix-tuning (ptuning-v2) adapters keep their own KV prefix and cannot be served batched",
                                  file=a["adapter"], field="--adapter")
-        from pluralign.cli.evaluate import _adapter_record
+        from pluralign.evaluation.run import adapter_run_record
 
-        rec = _adapter_record(a["adapter"])
+        rec = adapter_run_record(a["adapter"])
     if a.get("soft_prompt") is not None:
         from pluralign.blackbox.softprompt import load_soft_prompt
 
