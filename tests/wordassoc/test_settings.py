@@ -31,3 +31,13 @@ def test_study_flags_are_study_config_fields():
     assert list(params)[:-2] == list(fields) and list(params)[-2:] == ["dry_run", "report"]
     assert params["seeds"].default.default == "0,1,2" and params["threads"].default.default == 1
     assert set(RULES["wordassoc study"]) == {s.name for s in settings(StudyConfig)}
+
+
+def test_rl_stage_nests_grpo_settings_and_records_them_as_before():
+    from pluralign.training.config import GRPOSettings
+
+    rec = stage_settings(RLStage())
+    assert "grpo" not in rec and {k: rec[k] for k in ("num_generations", "max_completion_length", "temperature", "beta")} == \
+        {"num_generations": 4, "max_completion_length": 32, "temperature": 1.0, "beta": 0.0}
+    assert "loss_type" not in rec  # at its default: not recorded, as before
+    assert stage_settings(RLStage(grpo=GRPOSettings(num_generations=2, loss_type="grpo")))["loss_type"] == "grpo"

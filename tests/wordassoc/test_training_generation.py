@@ -100,6 +100,7 @@ def test_sft_loss_falls_and_resumes(tmp_path, tiny_tokenizer):
 def test_grpo_raises_a_toy_reward(tmp_path, tiny_tokenizer):
     """Reward = fraction of completion tokens in a target set (60 of 600 ids). After a few GRPO
     steps with a fixed seed the policy puts more probability on the target set."""
+    from pluralign.training.config import GRPOSettings
     from pluralign.wordassoc.train import RLStage, train_rl
 
     target = list(range(100, 160))
@@ -121,7 +122,7 @@ def test_grpo_raises_a_toy_reward(tmp_path, tiny_tokenizer):
 
     model = make_tiny_model("llama")
     before = target_mass(model)
-    st = RLStage(output_dir=str(tmp_path / "rl"), max_steps=8, batch_size=8, num_generations=4, max_completion_length=4,
+    st = RLStage(output_dir=str(tmp_path / "rl"), max_steps=8, batch_size=8, grpo=GRPOSettings(num_generations=4, max_completion_length=4),
                  learning_rate=3e-3, logging_steps=1, save_steps=100, lora=None, seed=0)
     r = train_rl(model, tiny_tokenizer, records=recs, reward_fn=toy, stage=st, progress=False)
     after = target_mass(model.eval())

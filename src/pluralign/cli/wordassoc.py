@@ -97,6 +97,7 @@ def _train(**a) -> None:
     import torch
 
     from pluralign.models import load_backbone
+    from pluralign.training.config import GRPOSettings
     from pluralign.wordassoc.train import RLStage, SFTStage, align_lora, load_with_adapter, train_rl, train_sft
 
     from pluralign.cli._validate import validate
@@ -144,7 +145,7 @@ def _train(**a) -> None:
             sft_record = read_meta(sft_adapter).get("training_data")
     if a["stage"] in ("rl", "both"):
         rl_stage = RLStage(output_dir=str(out / "rl"), reward=a["reward"], n_candidates=a["n_candidates"], n_targets=a["n_targets"],
-                           max_steps=a["rl_steps"], batch_size=a["batch_size"], num_generations=a["num_generations"],
+                           max_steps=a["rl_steps"], batch_size=a["batch_size"], grpo=GRPOSettings(num_generations=a["num_generations"]),
                            learning_rate=a["rl_lr"], seed=a["seed"], lora=lora)
         rl_record = training_record(d, stage="rl", depth=rl_depth(reward=a["reward"], n_candidates=a["n_candidates"]),
                                     previous=sft_record, **record)

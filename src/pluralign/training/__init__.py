@@ -15,22 +15,25 @@ Multi-GPU: ``accelerate launch -m pluralign.cli.main train ...`` (the Trainer pi
 distributed set-up from accelerate); see ``scripts/accelerate_smoke.sh`` for 2 CPU processes.
 """
 
-from pluralign.training import textrun as _textrun  # noqa: F401  (registers the text stages; run.py the survey ones)
-from pluralign.training.config import TrainConfig
-from pluralign.training.run import build_trainer, load_split
-from pluralign.training.stages import data_kind, get_stage
+from pluralign.training.config import GRPOSettings, TrainConfig
 
 
 def train(cfg: TrainConfig) -> dict:
     """Run one training job described by ``cfg`` (the stage of its data kind); returns the run summary."""
+    from pluralign.training.stages import data_kind, get_stage  # the stage registry imports run.py / textrun.py
+
     cfg.validate()
     return get_stage(cfg.stage, data_kind(cfg)).run(cfg)
 
 
-__all__ = ["TrainConfig", "train", "build_trainer", "load_split", "ConditionalTrainer", "DPOConditionalTrainer"]
+__all__ = ["TrainConfig", "GRPOSettings", "train", "build_trainer", "load_split", "ConditionalTrainer", "DPOConditionalTrainer"]
 
 
-def __getattr__(name):  # keep `import pluralign.training` light (no transformers import)
+def __getattr__(name):  # keep `import pluralign.training` light (no torch / transformers import): the CLI reads TrainConfig
+    if name in ("build_trainer", "load_split"):
+        from pluralign.training import run
+
+        return getattr(run, name)
     if name == "ConditionalTrainer":
         from pluralign.training.trainer import ConditionalTrainer
 

@@ -54,7 +54,7 @@ class StageContext:
 
 
 #: ``"stage:data"`` (e.g. ``dpo:survey``) -> Stage
-STAGES: Registry[Stage] = Registry("stage", field="stage")
+STAGES: Registry[Stage] = Registry("stage", field="stage", modules=("pluralign.training.run", "pluralign.training.textrun"))
 
 
 def stage_key(name: str, data: str) -> str:

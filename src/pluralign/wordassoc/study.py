@@ -25,13 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
-
 from pluralign._fields import helpfield, shared_field
 from pluralign.errors import PluralignError
-from pluralign.wordassoc.heldout import HELD_OUT_PAIRS
 
 MODELS = ("vanilla", "SFT", "SFT+GRPO")
+
+
+def _held_out_pairs() -> tuple[str, ...]:
+    from pluralign.wordassoc.heldout import HELD_OUT_PAIRS
+
+    return tuple(HELD_OUT_PAIRS)
 
 
 @dataclass
@@ -48,7 +51,7 @@ class StudyConfig:
     rl_steps: int = helpfield(200, "GRPO steps.", lo=1)
     batch_size: int = shared_field("batch_size", 8, "Batch size of both stages.")
     num_generations: int = helpfield(4, "GRPO completions per prompt.", lo=1)
-    held_out_pairs: str = helpfield("exclude", "exclude (default) or keep the reversed pairs of held-out pairs in training.", choices=HELD_OUT_PAIRS)
+    held_out_pairs: str = helpfield("exclude", "exclude (default) or keep the reversed pairs of held-out pairs in training.", choices=_held_out_pairs)
     eval_cues: int = helpfield(300, "Evaluated test cues.", lo=1)
     num_samples: int = helpfield(3, "Sampled completions per cue (generation).", lo=1)
     max_new_tokens: int = helpfield(20, "New tokens per completion.", lo=1)
@@ -166,6 +169,8 @@ def _metric(r: dict, key: str, clean: bool = False) -> tuple[float | None, dict 
 def pooled_markdown(cfg: StudyConfig, results: dict | None = None) -> str:
     """Per seed: ``wordassoc report``'s tables; pooled: mean over seeds [seed range] of each metric,
     and the paired changes over (seed, cue) pairs, on all cues and on the cues held out for real."""
+    import numpy as np
+
     from pluralign.wordassoc.report import markdown_table, wordassoc_tables
     from pluralign.wordassoc.stats import LEVEL, fmt_interval, paired_change
 

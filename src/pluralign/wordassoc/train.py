@@ -36,6 +36,7 @@ from pluralign.adapters.config import LoRASettings
 from pluralign.data.loaders.swow import SwowData, check_language
 from pluralign.errors import PluralignError
 from pluralign.io import atomic_write_json
+from pluralign.training.config import GRPOSettings
 
 
 def align_lora(**kw) -> LoRASettings:
@@ -52,6 +53,17 @@ def lora_config(lora: LoRASettings):
     layers = list(lora.layers_to_transform) if lora.layers_to_transform is not None else None
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=tm, use_dora=lora.use_dora,
                       layers_to_transform=layers, task_type="CAUSAL_LM")
+
+
+#: the GRPO settings an RL stage's record holds at its top level (as before they were pluralign.training's)
+_RL_GRPO_KEYS = ("num_generations", "max_completion_length", "temperature", "beta")
+
+
+def _grpo_record(g: GRPOSettings) -> dict:
+    """An RL stage's GRPO settings as its record holds them: the four it always had, the others
+    only when not at their default (so a stage recorded before resumes)."""
+    d, base = asdict(g), asdict(GRPOSettings())
+    return {k: v for k, v in d.items() if k in _RL_GRPO_KEYS or v != base[k]}
 
 
 def _lora_record(lora: LoRASettings | None) -> dict | None:
@@ -94,12 +106,10 @@ class RLStage:
     n_candidates: int = helpfield(5, "Candidates per ranking prompt.")
     n_targets: int = helpfield(3, "Words asked for (precision reward).")
     max_steps: int = helpfield(30, "Optimizer steps.")
-    batch_size: int = helpfield(8, "Completions per device step (= prompts x num_generations).")
-    num_generations: int = helpfield(4, "Completions per prompt (GRPO group size).")
-    max_completion_length: int = helpfield(32, "New tokens per completion.")
-    temperature: float = helpfield(1.0, "Sampling temperature of rollouts.")
+    batch_size: int = helpfield(8, "Completions per device step (= prompts x grpo.num_generations).")
+    grpo: GRPOSettings = field(default_factory=GRPOSettings, metadata={"help": "The GRPO settings (pluralign.training.grpo; the same as "
+                                                                              "`pluralign train --stage grpo`): group size, completion length, sampling, KL, clipping."})
     learning_rate: float = helpfield(5e-5, "Learning rate.")
-    beta: float = helpfield(0.0, "KL coefficient to the reference policy (0 = none, TRL default).")
     save_steps: int = helpfield(25, "Checkpoint every N steps (resumable).")
     logging_steps: int = helpfield(1, "Log reward every N steps.")
     seed: int = helpfield(0, "Seed of sampling and shuffling.")
@@ -129,6 +139,9 @@ def stage_settings(stage, extra: dict | None = None) -> dict:
     of :data:`RESUMABLE_STAGE_CHANGES`, with ``extra`` (model, data record, start adapter), as JSON."""
     d = {k: v for k, v in asdict(stage).items() if k != "output_dir" and k not in RESUMABLE_STAGE_CHANGES}
     d["lora"] = _lora_record(stage.lora)
+    if isinstance(getattr(stage, "grpo", None), GRPOSettings):
+        d.pop("grpo")
+        d.update(_grpo_record(stage.grpo))
     return json.loads(json.dumps({**d, **(extra or {})}, default=str))
 
 
@@ -345,7 +358,7 @@ def train_rl(
     from transformers import TrainingArguments
 
     from pluralign.models.chat import build_chat_prompt
-    from pluralign.training.grpo import GRPOSettings, PromptRow, build_grpo_trainer
+    from pluralign.training.grpo import PromptRow, build_grpo_trainer
     from pluralign.wordassoc.metrics import REWARDS
 
     stage = stage or RLStage()
@@ -358,8 +371,8 @@ def train_rl(
             raise PluralignError("train_rl needs SWOW data or records", field="data")
         check_language(data, data.language)
         records = rl_records(data, stage)
-    if stage.batch_size % stage.num_generations:
-        raise PluralignError(f"batch_size {stage.batch_size} must be a multiple of num_generations {stage.num_generations}", field="batch_size")
+    if stage.batch_size % stage.grpo.num_generations:
+        raise PluralignError(f"batch_size {stage.batch_size} must be a multiple of num_generations {stage.grpo.num_generations}", field="batch_size")
     out = Path(stage.output_dir)
     done = _begin_stage(out, stage, {**(extra_meta or {}), **(settings or {})})
     if done is not None:
@@ -377,15 +390,13 @@ def train_rl(
                               columns={k: v for k, v in r.items() if k != "prompt"}))
     flags = _cpu_flags()
     args = TrainingArguments(
-        output_dir=str(out), max_steps=stage.max_steps, per_device_train_batch_size=stage.batch_size // stage.num_generations,
+        output_dir=str(out), max_steps=stage.max_steps, per_device_train_batch_size=stage.batch_size // stage.grpo.num_generations,
         learning_rate=stage.learning_rate, lr_scheduler_type="linear", warmup_steps=0,
         logging_steps=_every(stage.logging_steps, stage.max_steps), save_strategy="steps", save_steps=_every(stage.save_steps, stage.max_steps), save_total_limit=2, seed=stage.seed, data_seed=stage.seed,
         report_to=[], disable_tqdm=not progress, dataloader_num_workers=0, remove_unused_columns=False,
         bf16=flags["bf16"], use_cpu=flags["use_cpu"],
     )
-    settings = GRPOSettings(num_generations=stage.num_generations, max_completion_length=stage.max_completion_length,
-                            temperature=stage.temperature, beta=stage.beta)
-    trainer = build_grpo_trainer(model, tok, rows, [reward_fn], settings, args, callbacks=callbacks)
+    trainer = build_grpo_trainer(model, tok, rows, [reward_fn], stage.grpo, args, callbacks=callbacks)
     resume = _last_checkpoint(out)
     result = trainer.train(resume_from_checkpoint=resume)
     hist = trainer.state.log_history
