@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pluralign.cli._common import markdown_table, quiet_libraries
+from pluralign.cli._common import BatchSize, ChatTemplate, Device, Dtype, Model, Progress, markdown_table, quiet_libraries
 from pluralign.evaluation.run import SELECTION, EvalRunConfig, evaluate_run
 from pluralign.evaluation.run import apply_record as _apply_record  # noqa: F401  (the old names)
 from pluralign.evaluation.run import split_csv as _csv  # noqa: F401
@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
 
 def eval_cmd(
     ctx: typer.Context,
-    model: str = typer.Option("smollm2-135m", help=_h("model")),
+    model: str = Model(),
     data: str = typer.Option("wvs-shares", help=_h("data")),
     strict: bool = typer.Option(False, "--strict", help=_h("strict")),
     method: str = typer.Option("vanilla,persona", help=_h("method")),
@@ -60,10 +60,10 @@ def eval_cmd(
     k_shot: int = typer.Option(3, help=_h("k_shot")),
     scoring: str = typer.Option("next-token", help=_h("scoring")),
     labels: str = typer.Option("auto", help=_h("labels")),
-    chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template", help=_h("chat_template")),
-    batch_size: int = typer.Option(16, help=_h("batch_size")),
-    dtype: str = typer.Option("auto", help=_h("dtype")),
-    device: str = typer.Option("auto", help=_h("device")),
+    chat_template: bool = ChatTemplate(True, help=_h("chat_template")),
+    batch_size: int = BatchSize(16, help=_h("batch_size")),
+    dtype: str = Dtype(),
+    device: str = Device(),
     adapter: Optional[Path] = typer.Option(None, help=_h("adapter")),
     split_from: Optional[Path] = typer.Option(None, help=_h("split_from")),
     soft_prompt: Optional[Path] = typer.Option(None, help=_h("soft_prompt")),
@@ -79,7 +79,7 @@ def eval_cmd(
     reference_data: Optional[str] = typer.Option(None, help=_h("reference_data")),
     out: Path = typer.Option(Path("runs/eval"), help=_h("out")),
     plot: bool = typer.Option(True, help=_h("plot")),
-    progress: bool = typer.Option(True, help=_h("progress")),
+    progress: bool = Progress(),
 ) -> None:
     from pluralign.cli.main import run_guarded
 

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from pluralign.cli._common import quiet_libraries
+from pluralign.cli._common import BatchSize, ChatTemplate, Device, Dtype, Model, quiet_libraries
 from pluralign.errors import PluralignError
 
 HELP = """Open-ended evaluation: generate an answer per (profile, prompt) with the adapter (the profile on its router and in the system prompt, as in training) and with the base model, then report:
@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
 
 def generate_eval_cmd(
     adapter: Path = typer.Option(..., help="A trained adapter folder (pluralign train) to evaluate."),
-    model: Optional[str] = typer.Option(None, help="Backbone (default: the adapter's base model)."),
+    model: Optional[str] = Model(None, help="Backbone (default: the adapter's base model)."),
     data: Optional[str] = typer.Option(None, help="Preference / prompt data (default: the adapter run's)."),
     split_from: Optional[Path] = typer.Option(None, help="A training run folder: evaluate its held-out part (default: the adapter's run, when it recorded one)."),
     split: str = typer.Option("auto", help="Hold-out unit when not from a run: auto (= question), question, profile, country, respondent."),
@@ -44,7 +44,7 @@ def generate_eval_cmd(
     all_records: bool = typer.Option(False, "--all-records", help="Evaluate every record (no held-out split; only for adapters not trained on this data)."),
     max_records: Optional[int] = typer.Option(None, help="Evaluate at most N records (a deterministic spread over the test part)."),
     max_new_tokens: int = typer.Option(32, help="New tokens per answer."),
-    batch_size: int = typer.Option(8, help="Prompts per generate() call."),
+    batch_size: int = BatchSize(8, help="Prompts per generate() call."),
     sample: bool = typer.Option(False, "--sample/--greedy", help="Sample answers (default: greedy)."),
     temperature: float = typer.Option(1.0, help="Sampling temperature (with --sample)."),
     top_p: float = typer.Option(1.0, help="Nucleus mass (with --sample)."),
@@ -55,11 +55,11 @@ def generate_eval_cmd(
     judge_min_mass: float = typer.Option(0.0, help="Local judge: a verdict whose probability on {A, B} is below this counts as off-format."),
     tie_margin: float = typer.Option(0.0, help="A judge P(adapter better) within this of 0.5 counts as a tie."),
     profile_prompt: Optional[bool] = typer.Option(None, "--profile-prompt/--no-profile-prompt", help="Profile in the system prompt (default: as the run trained)."),
-    chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template", help="Use the model's chat template."),
+    chat_template: bool = ChatTemplate(),
     max_length: Optional[int] = typer.Option(None, help="Cut prompts to N tokens."),
     seed: int = typer.Option(0, help="Seed of the split and of sampling."),
-    dtype: str = typer.Option("auto", help="auto, fp32, bf16."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda."),
+    dtype: str = Dtype(),
+    device: str = Device(),
     out: Path = typer.Option(Path("runs/generate-eval.json"), help="Report (JSON: metrics and every answer)."),
 ) -> None:
     from pluralign.cli.main import run_guarded

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pluralign.cli._common import quiet_libraries
+from pluralign.cli._common import ChatTemplate, Device, Dtype, Model, Threads, quiet_libraries
 from pluralign.errors import PluralignError
 
 HELP = """Serve a model (with a trained adapter or a soft prompt) over HTTP, OpenAI-compatible.
@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
 
 
 def serve_cmd(
-    model: str = typer.Option("smollm2-135m", help="Short name (smollm2-135m), hub id, local folder or .gguf file."),
+    model: str = Model(),
     adapter: Optional[Path] = typer.Option(None, help="A trained adapter folder (pluralign train: RUN/adapter) to apply; a profile-routed one (CuMA) routes on each request's profile."),
     soft_prompt: Optional[Path] = typer.Option(None, help="A soft prompt folder (pluralign softprompt --out) prepended to every prompt."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default; anything else exposes the server to the network)."),
@@ -58,12 +58,12 @@ def serve_cmd(
     body_timeout: float = typer.Option(30.0, help="Seconds a request has to send its body once its headers are in (408 otherwise)."),
     shutdown_timeout: int = typer.Option(10, help="Seconds running requests get to finish on SIGTERM before they are cancelled."),
     survey_batch_size: int = typer.Option(16, help="Survey prompts per forward pass."),
-    chat_template: Optional[bool] = typer.Option(None, "--chat-template/--no-chat-template", help="Use the model's chat template (default: as the adapter's run was trained, else when the tokenizer has one)."),
+    chat_template: Optional[bool] = ChatTemplate(None, help="Use the model's chat template (default: as the adapter's run was trained, else when the tokenizer has one)."),
     profile_prompt: Optional[bool] = typer.Option(None, "--profile-prompt/--no-profile-prompt", help="Default of the requests' profile_prompt: the profile as the persona system prompt (default: as the adapter's run, else on)."),
     labels: Optional[str] = typer.Option(None, help="Default option labels of /v1/survey: auto, digits, letters (default: as the adapter's run, else auto)."),
-    dtype: str = typer.Option("auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
-    threads: int = typer.Option(0, help="CPU threads for torch (0 = torch's default)."),
+    dtype: str = Dtype(),
+    device: str = Device(),
+    threads: int = Threads(),
     log_level: str = typer.Option("warning", help="uvicorn log level: critical, error, warning, info, debug."),
 ) -> None:
     from pluralign.cli.main import run_guarded

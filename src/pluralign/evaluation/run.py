@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from pluralign._fields import helpfield
+from pluralign._fields import helpfield, shared_field
 from pluralign.errors import PluralignError
 
 #: run settings a training run's split record sets (setting -> record key)
@@ -49,7 +49,7 @@ class EvalRunConfig:
     or a comma-separated string. ``explicit``: the settings the caller chose; the others may be set
     from the adapter's run or ``split_from`` (None: every setting that differs from its default)."""
 
-    model: str = _f("smollm2-135m", "Short name (smollm2-135m), hub id, local folder or .gguf file.")
+    model: str = shared_field("model")
     data: str = _f("wvs-shares", "Dataset: a loader name (wvs-shares, wvs-probe, ...), name:path, or a path.")
     strict: bool = _f(False, "Fail on the first unusable cell of the data (default: skip it and count it per reason, reported as dataset.dropped); for loaders that skip cells.", flag="--strict")
     method: str = _f("vanilla,persona", "Comma-separated prompting methods: vanilla, persona, fewshot.")
@@ -66,10 +66,10 @@ class EvalRunConfig:
     k_shot: int = _f(3, "Demonstrations for the fewshot method.")
     scoring: str = _f("next-token", "next-token: one forward pass, label-token probabilities; loglik: full option-text log-likelihood.")
     labels: str = _f("auto", "Option labels: auto (digits up to 9 options, else letters), digits, letters.")
-    chat_template: bool = _f(True, "Use the model's chat template (a plain System/User/Assistant format when off).", flag="--chat-template/--no-chat-template")
-    batch_size: int = _f(16, "Prompts per forward pass.")
-    dtype: str = _f("auto", "auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16.")
-    device: str = _f("auto", "auto, cpu, cuda, cuda:1, ...")
+    chat_template: bool = shared_field("chat_template", help="Use the model's chat template (a plain System/User/Assistant format when off).")
+    batch_size: int = shared_field("batch_size", 16, help="Prompts per forward pass.")
+    dtype: str = shared_field("dtype")
+    device: str = shared_field("device")
     adapter: Path | None = _f(None, "A trained adapter folder (pluralign train) to apply to the model.")
     split_from: Path | None = _f(None, "A training run folder (pluralign train --out): rebuild its data selection, held-out split and prompt format from its split.json (--data, --split, --test-units, --test-frac, --countries, --questions, --seed, --method, --labels, --chat-template; flags given explicitly win). Default with --adapter: the adapter's own run.")
     soft_prompt: Path | None = _f(None, "A soft prompt (pluralign softprompt) to prepend.")
@@ -85,7 +85,7 @@ class EvalRunConfig:
     reference_data: str | None = _f(None, "Compute the references (train_mean, ...) and fewshot demonstrations from this dataset instead of the training part of --data (zero-shot: test groups from another source). Items are matched by id, else by question text and option count.")
     out: Path = _f(Path("runs/eval"), "Output folder: one results JSON per method, summary.json, summary.png.")
     plot: bool = _f(True, "Write summary.png.", flag="--plot/--no-plot")
-    progress: bool = _f(True, "Show a progress bar.", flag="--progress/--no-progress")
+    progress: bool = shared_field("progress", flag="--progress/--no-progress")
     explicit: Any = _f(None, "Names of the settings the caller chose (a flag given on the command line); the others may be set from the adapter's run or split_from. None: every setting that differs from its default.", cli=False)
 
     def chosen(self) -> set[str]:
