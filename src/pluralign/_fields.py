@@ -2,10 +2,14 @@
 the settings many configs and commands share (model, device, dtype, ...), declared once here.
 
 A field's metadata may also say what the CLI builds from it (:mod:`pluralign.cli._common`):
-``choices`` (the accepted values), ``lo`` / ``hi`` with ``open_lo`` / ``open_hi`` (a number's
-range), ``flag`` (a flag name other than ``--field-name``; a ``--x/--no-x`` pair or a lone ``--x``
-for a switch), ``cli`` (False: a config-file or API setting with no flag) and ``cli_default`` (the
-flag's default where the field's default is computed later, e.g. None = "scaled to the run").
+``choices`` (the accepted values; a function returning them, or ``"module:attr"`` naming a
+registry), ``lo`` / ``hi`` with ``open_lo`` / ``open_hi`` (a number's range), ``check`` (a rule
+beyond type and range: device, adapter, cache_dir, out_dir, de_variant), ``flag`` (a flag name
+other than ``--field-name``; a ``--x/--no-x`` pair or a lone ``--x`` for a switch), ``cli``
+(False: a config-file or API setting with no flag), ``cli_default`` (the flag's default where it
+differs from the field's, e.g. None = "scaled to the run"), ``path`` (the flag takes a path),
+``repeat`` (a list given by repeating the flag) and ``item`` (float: a list of numbers).
+A field with ``prefix`` holds a nested settings block whose fields are flags ``--<prefix><name>``.
 """
 
 from __future__ import annotations

@@ -17,8 +17,21 @@ published dimension scores, in the full T x hidden space or a random subspace (B
 * :mod:`~pluralign.blackbox.knowledge`: a BLEnD multiple-choice knowledge check.
 """
 
-from pluralign.blackbox.softprompt import SoftPromptModel, load_soft_prompt, load_soft_prompt_model, save_soft_prompt
-from pluralign.data.loaders.hofstede import DIMENSIONS, country_target, load_hofstede_scores, load_vsm_items
+#: exported names and the module each is read from on first use (``import pluralign.blackbox`` and
+#: its settings, :mod:`pluralign.blackbox.config`, stay light: the CLI builds its flags from them)
+_EXPORTS = {
+    **dict.fromkeys(("SoftPromptModel", "load_soft_prompt", "load_soft_prompt_model", "save_soft_prompt"), "pluralign.blackbox.softprompt"),
+    **dict.fromkeys(("DIMENSIONS", "country_target", "load_hofstede_scores", "load_vsm_items"), "pluralign.data.loaders.hofstede"),
+}
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pluralign.blackbox' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
 
 __all__ = [
     "DIMENSIONS",

@@ -13,36 +13,13 @@ low-dimensional subspace.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from pluralign._fields import helpfield
+from pluralign.blackbox.config import OptimizerConfig
 from pluralign.errors import PluralignError
 from pluralign.registry import Registry
-
-
-@dataclass
-class OptimizerConfig:
-    # differential evolution (pymoo DE)
-    de_variant: str = helpfield("DE/rand/1/bin", "DE strategy DE/<selection>/<n_diffs>/<crossover> (pymoo): rand|best|target-to-best, 1|2, bin|exp.")
-    de_F: float = helpfield(0.5, "DE differential weight F (mutation scale).")
-    de_CR: float = helpfield(0.9, "DE crossover probability CR.")
-    de_prob_mut: float = helpfield(0.0, "Extra polynomial-mutation probability pymoo applies after crossover (0 = classic DE).")
-    # particle swarm (pymoo PSO)
-    pso_w: float = helpfield(0.9, "PSO inertia weight.")
-    pso_c1: float = helpfield(2.0, "PSO cognitive weight (personal best).")
-    pso_c2: float = helpfield(2.0, "PSO social weight (global best).")
-    pso_adaptive: bool = helpfield(True, "Let pymoo adapt w, c1, c2 during the run.")
-    # CMA-ES (cma)
-    cma_sigma: float | None = helpfield(None, "CMA-ES initial step size, as a fraction of the mean bound width; None = 0.3 in the full space, 0.1 in a "
-                          "random subspace (BBT's sigma = 1 for z in [-5, 5]).")
-    cma_diagonal: bool | None = helpfield(None, "cmaes: separable (diagonal) covariance; None = when the search space has more than 1000 dimensions "
-                          "(the full T x hidden space), full covariance in a subspace. sep-cmaes is always diagonal.")
-    # NSGA-II (pymoo)
-    nsga2_eta_crossover: float = helpfield(15.0, "NSGA-II SBX crossover distribution index.")
-    nsga2_eta_mutation: float = helpfield(20.0, "NSGA-II polynomial mutation distribution index.")
 
 
 #: the parts of a DE strategy name DE/<selection>/<n_diffs>/<crossover> that pymoo implements

@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from pluralign._fields import helpfield
+from pluralign.blackbox.config import PopulationConfig
 from pluralign.blackbox.vsm import VSMConfig, dimension_scores, l1_loss
 from pluralign.data.loaders.hofstede import DIMENSIONS, HofstedeTarget, VSMQuestionnaire, load_vsm_items
 from pluralign.errors import PluralignError
@@ -67,19 +67,6 @@ def _warn_slow_bf16(device: torch.device) -> None:
         if cpu_bf16_native() is False:
             log.warning("autocast=bf16 on a CPU without AVX512-BF16 or AMX: bfloat16 products are emulated, about 5x slower "
                         "than fp32 here (BENCHMARKS.md, soft-prompt throughput); use autocast=off")
-
-
-@dataclass
-class PopulationConfig:
-    tokens: int = helpfield(10, "Virtual tokens T prepended to every prompt.")
-    batch_size: int = helpfield(64, "(candidate, prompt) rows per forward pass.")
-    prefix_cache: bool = helpfield(True, "Run the token prefix shared by all prompts once per candidate and reuse its KV cache.")
-    group_cache: bool = helpfield(True, "Also run the stem shared by a group of prompts once per (candidate, group) (needs prefix_cache).")
-    chat_template: bool | None = helpfield(None, "Use the tokenizer's chat template (None = when it has one).")
-    contexts: tuple[str | None, ...] = helpfield((None,), "System messages, one set of 24 prompts each (personas / paraphrases); None = the model's default. Item means are averaged over contexts.")
-    min_mass: float = helpfield(0.05, "Warn when the mean probability on the option labels is below this.")
-    memo: int = helpfield(0, "Remember the label log-probabilities of up to this many candidates (re-asked or shared initial populations are not re-run); 0 = off.")
-    autocast: str = helpfield("off", "off, or bf16: run the matrix products of an fp32 model in bfloat16 (torch.autocast; ~1.9x on a CPU with AVX512-BF16 or AMX, ~5x slower on an AVX2-only CPU, where a warning says so; scores differ slightly; `rescore_exact` gives the fp32 score).")
 
 
 @dataclass

@@ -34,14 +34,14 @@ from __future__ import annotations
 import json
 import pickle
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pluralign._fields import helpfield
-from pluralign.blackbox.optimizers import OPTIMIZERS, OptimizerConfig
+from pluralign.blackbox.config import SearchConfig
+from pluralign.blackbox.optimizers import OPTIMIZERS
 from pluralign.blackbox.population import PopulationEvaluator
 from pluralign.blackbox.softprompt import save_soft_prompt
 from pluralign.blackbox.vsm import scores_dict
@@ -53,24 +53,6 @@ CHECKPOINT = "checkpoint.pkl"
 LOG = "log.jsonl"
 PARETO = "pareto.json"
 PARETO_PROMPTS = "pareto.safetensors"
-
-
-@dataclass
-class SearchConfig:
-    optimizer: str = helpfield("de", "de (differential evolution), pso (particle swarm), cmaes, sep-cmaes "
-                                     "(separable CMA-ES) or nsga2 (two objectives: VSM loss and knowledge accuracy).")
-    pop: int = helpfield(32, "Population size (candidates per generation).")
-    gens: int = helpfield(50, "Generations after the initial population.")
-    seed: int = helpfield(0, "Seed of the initial population and of the optimiser.")
-    init_scale: float = helpfield(1.0, "Initial candidates are embeddings of random real tokens times this.")
-    bound_scale: float = helpfield(1.0, "Bounds per hidden coordinate: [min, max] of the embedding matrix times this.")
-    patience: int = helpfield(0, "Stop after this many generations without improvement (0 = never).")
-    min_delta: float = helpfield(1e-3, "Smallest decrease of the best loss that counts as an improvement.")
-    target_loss: float = helpfield(0.0, "Stop once the best loss is at or below this.")
-    subspace_dim: int = helpfield(0, "Search a random subspace of this many dimensions, prompt = x_init + A z (BBT); 0 = the full T x hidden space.")
-    subspace_scale: float = helpfield(1.0, "A ~ N(0, (scale * std of the embeddings)^2 / d): z ~ N(0, I) moves each prompt coordinate by about scale x that std.")
-    subspace_bound: float = helpfield(5.0, "Bounds of z: [-bound, bound] per coordinate (BBT: 5).")
-    opt: OptimizerConfig = field(default_factory=OptimizerConfig, metadata={"help": "Optimiser hyper-parameters."})
 
 
 @dataclass

@@ -15,43 +15,13 @@ on ``C`` (``C`` calibrated on other countries, or between-country differences).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from pluralign._fields import helpfield
+from pluralign.blackbox.config import VSMConfig
 from pluralign.data.loaders.hofstede import DIMENSIONS, HofstedeTarget, VSMQuestionnaire, load_vsm_items
 from pluralign.errors import PluralignError
-
-
-@dataclass
-class VSMConfig:
-    constants: dict[str, float] = field(
-        default_factory=lambda: {d: 50.0 for d in DIMENSIONS},
-        metadata={"help": "The constant C of each index (PDI, IDV, MAS, UAI, LTO, IVR); 50 centres a neutral respondent."},
-    )
-    reduction: str = helpfield("mean", "L1 loss over the target's measured dimensions: 'mean' (comparable when some are missing) or 'sum'.")
-
-    def __post_init__(self) -> None:
-        unknown = set(self.constants) - set(DIMENSIONS)
-        if unknown:
-            raise PluralignError(f"unknown dimension(s) {sorted(unknown)} in VSM constants (known: {', '.join(DIMENSIONS)})", field="constants")
-        import math
-
-        consts = {}
-        for d in DIMENSIONS:
-            v = self.constants.get(d, 50.0)
-            try:
-                f = float(v)
-            except (TypeError, ValueError, OverflowError):
-                raise PluralignError(f"the VSM constant of {d} must be a number, got {v!r}", field="constants") from None
-            if isinstance(v, bool) or not math.isfinite(f):
-                raise PluralignError(f"the VSM constant of {d} must be a finite number, got {v!r}", field="constants")
-            consts[d] = f
-        self.constants = consts
-        if self.reduction not in ("mean", "sum"):
-            raise PluralignError(f"reduction must be 'mean' or 'sum', got {self.reduction!r}", field="reduction")
 
 
 def index_matrix(q: VSMQuestionnaire | None = None) -> np.ndarray:

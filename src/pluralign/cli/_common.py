@@ -91,22 +91,29 @@ def _cli_type(s: Setting) -> tuple[Any, Any]:
     return (Optional[base] if default is None else base), default
 
 
+def _param(s: Setting) -> inspect.Parameter:
+    ann, default = _cli_type(s)
+    decls = [s.meta["flag"]] if "flag" in s.meta else []
+    if not decls and s.base is bool and default is False:
+        decls = ["--" + s.name.replace("_", "-")]
+    return inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=typer.Option(default, *decls, help=s.help))
+
+
 def option_params(cls) -> list[inspect.Parameter]:
     """One ``typer`` option per setting of the config dataclass ``cls`` (nested settings blocks
     included, named with their prefix), in declaration order: the flag ``--field-name`` (or
     ``metadata["flag"]``; a switch that is off by default is a lone ``--field-name``), the field's
     help and default. Settings with ``metadata["cli"] = False`` are left out (config file / API only)."""
-    out = []
+    return [_param(s) for s in settings(cls) if s.meta.get("cli", True) is not False]
+
+
+def field_option(cls, name: str) -> inspect.Parameter:
+    """The option of the one setting ``name`` (its flat name) of the config dataclass ``cls``, for a
+    command whose options come from several configs (:func:`command_of`)."""
     for s in settings(cls):
-        if s.meta.get("cli", True) is False:
-            continue
-        ann, default = _cli_type(s)
-        decls = [s.meta["flag"]] if "flag" in s.meta else []
-        if not decls and s.base is bool and default is False:
-            decls = ["--" + s.name.replace("_", "-")]
-        out.append(inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, annotation=ann,
-                                     default=typer.Option(default, *decls, help=s.help)))
-    return out
+        if s.name == name:
+            return _param(s)
+    raise KeyError(f"{cls.__name__} has no setting {name!r}")
 
 
 def cli_defaults(cls) -> dict[str, Any]:
@@ -119,14 +126,26 @@ def command_from(cls, run: Callable[..., None], *, before: Sequence[inspect.Para
     """A typer command whose options are ``before``, :func:`option_params` of ``cls``, then ``after``
     (the command's own options); it calls ``run(**arguments)`` through
     :func:`pluralign.cli.main.run_guarded` (one ``error:`` line)."""
+    return command_of([*before, *option_params(cls), *after], run)
+
+
+def command_of(params: Sequence[inspect.Parameter], run: Callable[..., None]) -> Callable[..., None]:
+    """A typer command with the options ``params`` (from :func:`field_option`, :func:`option` and the
+    shared options' parameters) that calls ``run(**arguments)`` through ``run_guarded``."""
 
     def command(**a: Any) -> None:
         from pluralign.cli.main import run_guarded
 
         run_guarded(run, **a)
 
-    command.__signature__ = inspect.Signature([*before, *option_params(cls), *after])  # type: ignore[attr-defined]
+    command.__signature__ = inspect.Signature(list(params))  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}  # typing.get_type_hints(command) reads the flags' types
     return command
+
+
+def shared_option(name: str, annotation: Any, opt: Any) -> inspect.Parameter:
+    """A shared option (``Model()``, ``Dtype()``, ...) as a parameter for :func:`command_of`."""
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=opt)
 
 
 def option(name: str, annotation: Any, default: Any, *decls: str, help: str) -> inspect.Parameter:

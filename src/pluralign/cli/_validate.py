@@ -8,6 +8,7 @@ what each option may hold. A ``pluralign train --config FILE`` is checked field 
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -216,12 +217,6 @@ def _eval_methods():
     return sorted(METHODS)
 
 
-def _optimizers():
-    from pluralign.blackbox.optimizers import OPTIMIZERS
-
-    return sorted(OPTIMIZERS)
-
-
 class FloatList(Rule):
     """Comma-separated numbers (or a list of them, from a config file)."""
 
@@ -237,7 +232,7 @@ class FloatList(Rule):
 
 
 #: ``metadata["check"]`` of a field: a rule that does more than a type, range or choice
-_CHECKS: dict[str, Callable[[], Rule]] = {"device": lambda: Device(), "adapter": lambda: AdapterDir(),
+_CHECKS: dict[str, Callable[[], Rule]] = {"device": lambda: Device(), "adapter": lambda: AdapterDir(), "de_variant": lambda: DEVariant(),
                                           "cache_dir": lambda: CacheDir(), "out_dir": lambda: OutDir(), "out_file": lambda: OutFile()}
 
 
@@ -248,7 +243,11 @@ def rule_of(s) -> Rule:
     if "check" in m:
         return _CHECKS[m["check"]]()
     if "choices" in m:
-        return Choice(m["choices"], optional=optional)
+        choices = m["choices"]
+        if isinstance(choices, str):  # "module:attr", a registry read when an option is checked
+            mod, attr = choices.split(":")
+            choices = lambda: sorted(getattr(importlib.import_module(mod), attr))  # noqa: E731
+        return Choice(choices, optional=optional)
     if base is bool:
         return Bool()
     if base is int:
@@ -287,13 +286,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "top_p": Float(0, 1, open_lo=True), "tie_margin": Float(0, 0.5), "judge_min_mass": Float(0, 1), "seed": SEED,
         "dtype": DTYPE, "device": DEVICE, "max_length": Int(1, optional=True), "out": OutFile(),
     },
-    "softprompt": {
-        "optimizer": Choice(_optimizers), "tokens": Int(1), "pop": Int(2), "gens": Int(0), "seed": SEED, "batch_size": Int(1),
-        "patience": Int(0), "init_scale": Float(0, open_lo=True), "bound_scale": Float(0, open_lo=True),
-        "de_f": Float(0, 2, open_lo=True), "de_cr": Float(0, 1), "pso_w": Float(0), "cma_sigma": Float(0, open_lo=True, optional=True),
-        "reduction": Choice(("mean", "sum")), "knowledge": Int(0), "dtype": DTYPE, "device": DEVICE, "threads": Int(0),
-        "subspace_dim": Int(0), "subspace_scale": Float(0, open_lo=True), "subspace_bound": Float(0, open_lo=True),
-        "autocast": Choice(("off", "bf16")), "out": OutDir(),
+    "softprompt": {  # and the search's settings, from their fields (below)
+        "knowledge": Int(0), "dtype": DTYPE, "device": DEVICE, "threads": Int(0), "out": OutDir(),
     },
     "wordassoc train": {
         "stage": Choice(("sft", "rl", "both")), "train_cues": Int(1, optional=True), "min_responses": Int(1),
@@ -329,6 +323,16 @@ def _study_rules() -> dict[str, Rule]:
 
 RULES["wordassoc study"] = _study_rules()
 
+
+def _softprompt_rules() -> dict[str, Rule]:
+    from pluralign._fields import settings
+    from pluralign.blackbox.config import PopulationConfig, SearchConfig, VSMConfig
+
+    return {s.name: rule_of(s) for cls in (SearchConfig, PopulationConfig, VSMConfig) for s in settings(cls) if s.meta.get("cli", True) is not False}
+
+
+RULES["softprompt"] = {**_softprompt_rules(), **RULES["softprompt"]}
+
 # Rules added for issue 27 (set here, apart from the table above): lists that name nothing are
 # refused in every command that takes them; adapters are checked before the model loads; the DE
 # strategy and a trunk cache folder before any work.
@@ -337,7 +341,6 @@ for _cmd in ("eval", "generate-eval"):
         RULES[_cmd].setdefault(_name, TextList())
 for _cmd, _name in (("eval", "adapter"), ("generate-eval", "adapter")):
     RULES[_cmd][_name] = AdapterDir()
-RULES["softprompt"].setdefault("de_variant", DEVariant())
 
 
 def validate(command: str, a: dict, *, skip: tuple[str, ...] = ()) -> None:

@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from pluralign.cli._common import BatchSize, ChatTemplate, Device, Dtype, Model, Progress, Threads, markdown_table, quiet_libraries
+from pluralign.cli._common import (ChatTemplate, Device, Dtype, Model, Progress, Threads, command_of, field_option, markdown_table, option,
+                                   quiet_libraries, shared_option)
 from pluralign.errors import PluralignError
 
 HELP = """Align a frozen model to a country's Hofstede dimensions with a searched soft prompt.
@@ -43,63 +44,6 @@ def register(app: typer.Typer) -> None:
     app.command("softprompt", help=HELP)(softprompt_cmd)
 
 
-def softprompt_cmd(
-    country: str = typer.Option(..., help="Target country: ISO3 code (USA), name, or Hofstede code (ARA = Arab countries)."),
-    optimizer: str = typer.Option("de", help="de (differential evolution, pymoo), pso (particle swarm, pymoo), cmaes (cma; full covariance "
-                                             "up to 1000 dimensions, diagonal above), sep-cmaes (separable CMA-ES), nsga2 (pymoo NSGA-II: VSM "
-                                             "loss and BLEnD accuracy, needs --knowledge)."),
-    tokens: int = typer.Option(10, help="Virtual tokens T."),
-    pop: int = typer.Option(32, help="Population size."),
-    gens: int = typer.Option(50, help="Generations after the initial population."),
-    model: str = Model(),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default runs/sp-COUNTRY-OPTIMIZER)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pkl."),
-    baseline: bool = typer.Option(False, "--baseline", help="Only score the naive and in-context baselines, no search."),
-    seed: int = typer.Option(0, help="Seed of the initial population and the optimiser."),
-    batch_size: int = BatchSize(64, help="(candidate, item) rows per forward pass."),
-    prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache", help="Reuse the KV cache of the prompt prefix shared by all items."),
-    patience: int = typer.Option(0, help="Early stop after this many generations without improvement (0 = off)."),
-    init_scale: float = typer.Option(1.0, help="Initial candidates: embeddings of random real tokens times this."),
-    bound_scale: float = typer.Option(1.0, help="Bounds: per-coordinate [min, max] of the embedding matrix times this."),
-    de_variant: str = typer.Option("DE/rand/1/bin", "--de-variant", help="DE strategy (pymoo): DE/rand|best|target-to-best/1|2/bin|exp."),
-    de_f: float = typer.Option(0.5, "--de-f", help="DE differential weight F."),
-    de_cr: float = typer.Option(0.9, "--de-cr", help="DE crossover probability CR."),
-    pso_w: float = typer.Option(0.9, help="PSO inertia weight."),
-    cma_sigma: Optional[float] = typer.Option(None, help="CMA-ES initial step as a fraction of the mean bound width (default 0.3 in "
-                                                          "the full space, 0.1 in a subspace: BBT's sigma = 1 for z in [-5, 5])."),
-    subspace_dim: int = typer.Option(500, help="Search a random subspace of this many dimensions (BBT); 0 = the full T x hidden space "
-                                               "(also used when the dimension is not below T x hidden)."),
-    subspace_scale: float = typer.Option(1.0, help="A ~ N(0, (scale x embedding std)^2 / d): a unit z moves each prompt coordinate by about scale x std."),
-    subspace_bound: float = typer.Option(5.0, help="z is kept in [-bound, bound] per coordinate."),
-    autocast: str = typer.Option("off", help="off, or bf16: run the search's matrix products in bfloat16 (about 1.9x faster on CPUs with AVX512-BF16 or AMX, about 5x slower on AVX2-only CPUs; "
-                                             "scores differ slightly from fp32). The baselines, the best prompt's reported score and the "
-                                             "reworded check stay fp32."),
-    objective: str = typer.Option("diff", help="What the search minimises: diff (between-country differences against the "
-                                               "calibration countries' in-context scores; C cancels), l1-calibrated (L1 with C fitted "
-                                               "on the calibration countries, not the target) or l1-c50 (L1 with the fixed --constants; "
-                                               "depends on C). All three are reported."),
-    wordings: str = typer.Option("original,reworded", help="Item wordings the search averages its objective over: original, "
-                                                           "reworded (comma-separated). reworded2 is never searched: the report "
-                                                           "gives the fit on it."),
-    calibration_countries: str = typer.Option(",".join(("GBR", "DEU", "FRA", "SWE", "POL", "RUS", "TUR", "JPN", "KOR", "IDN", "BRA", "MEX")),
-                                              help="Countries (ISO3, Hofstede codes or names) that calibrate C (l1-calibrated) "
-                                                   "and serve as references of the differences (diff); the target is left out if listed."),
-    constants: Optional[str] = typer.Option(None, help="The fixed index constants C of l1-c50, e.g. 'PDI=50,IDV=50' (default 50 for each)."),
-    reduction: str = typer.Option("mean", help="L1 over dimensions: mean or sum."),
-    knowledge: int = typer.Option(0, help="BLEnD knowledge questions to score before and after (0 = skip); with nsga2 the search's "
-                                          "questions, and up to as many more held out for before / after."),
-    chat_template: bool = ChatTemplate(),
-    reworded_check: bool = typer.Option(True, "--reworded-check/--no-reworded-check", help="Score the baselines, the calibration and the "
-                                        "searched prompt on every shipped wording (original, reworded, reworded2), not only on "
-                                        "--wordings: does the prompt's reduction survive wordings it was not searched on?"),
-    dtype: str = Dtype(),
-    device: str = Device(),
-    threads: int = Threads(),
-    progress: bool = Progress(),
-) -> None:
-    from pluralign.cli.main import run_guarded
-
-    run_guarded(_run, **{k: v for k, v in locals().items() if k != "run_guarded"})
 
 
 def _pareto_with_heldout(res, kev, heldout, model, tok, a, ct, out: Path, hidden: int) -> list[dict]:
@@ -388,3 +332,47 @@ def conventions_markdown(readouts: dict, search_wordings, objective_name: str) -
     head = ["", "wording", *[f"{n}{' (searched)' if n == objective_name else ''}" for n in names]]
     return ("Every convention beside the others (l1-c50: fixed C; l1-calibrated: C fitted on the calibration countries; "
             "diff: between-country differences, C cancels):\n" + markdown_table(head, rows))
+
+
+def _softprompt_params() -> list:
+    """The command's options in --help order: the search's settings (:mod:`pluralign.blackbox.config`,
+    their help, defaults and accepted values), the shared ones and the command's own."""
+    from pluralign.blackbox.config import PopulationConfig as P
+    from pluralign.blackbox.config import SearchConfig as S
+    from pluralign.blackbox.config import VSMConfig as V
+
+    f = field_option
+    return [
+        option("country", str, ..., help="Target country: ISO3 code (USA), name, or Hofstede code (ARA = Arab countries)."),
+        f(S, "optimizer"), f(P, "tokens"), f(S, "pop"), f(S, "gens"), shared_option("model", str, Model()),
+        option("out", Optional[Path], None, help="Output folder (default runs/sp-COUNTRY-OPTIMIZER)."),
+        option("resume", bool, False, "--resume", help="Continue from OUT/checkpoint.pkl."),
+        option("baseline", bool, False, "--baseline", help="Only score the naive and in-context baselines, no search."),
+        f(S, "seed"), f(P, "batch_size"), f(P, "prefix_cache"), f(S, "patience"), f(S, "init_scale"), f(S, "bound_scale"),
+        f(S, "de_variant"), f(S, "de_f"), f(S, "de_cr"), f(S, "pso_w"), f(S, "cma_sigma"), f(S, "subspace_dim"), f(S, "subspace_scale"),
+        f(S, "subspace_bound"), f(P, "autocast"),
+        option("objective", str, "diff", help="What the search minimises: diff (between-country differences against the "
+                                               "calibration countries' in-context scores; C cancels), l1-calibrated (L1 with C fitted "
+                                               "on the calibration countries, not the target) or l1-c50 (L1 with the fixed --constants; "
+                                               "depends on C). All three are reported."),
+        option("wordings", str, "original,reworded", help="Item wordings the search averages its objective over: original, "
+                                                           "reworded (comma-separated). reworded2 is never searched: the report "
+                                                           "gives the fit on it."),
+        option("calibration_countries", str, ",".join(("GBR", "DEU", "FRA", "SWE", "POL", "RUS", "TUR", "JPN", "KOR", "IDN", "BRA", "MEX")),
+               help="Countries (ISO3, Hofstede codes or names) that calibrate C (l1-calibrated) "
+                                                   "and serve as references of the differences (diff); the target is left out if listed."),
+        option("constants", Optional[str], None, help="The fixed index constants C of l1-c50, e.g. 'PDI=50,IDV=50' (default 50 for each)."),
+        f(V, "reduction"),
+        option("knowledge", int, 0, help="BLEnD knowledge questions to score before and after (0 = skip); with nsga2 the search's "
+                                          "questions, and up to as many more held out for before / after."),
+        shared_option("chat_template", bool, ChatTemplate()),
+        option("reworded_check", bool, True, "--reworded-check/--no-reworded-check", help="Score the baselines, the calibration and the "
+                                        "searched prompt on every shipped wording (original, reworded, reworded2), not only on "
+                                        "--wordings: does the prompt's reduction survive wordings it was not searched on?"),
+        shared_option("dtype", str, Dtype()), shared_option("device", str, Device()), shared_option("threads", int, Threads()),
+        shared_option("progress", bool, Progress()),
+    ]
+
+
+#: flags from the search's settings and the command's own (``_softprompt_params``)
+softprompt_cmd = command_of(_softprompt_params(), _run)
