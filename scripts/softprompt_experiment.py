@@ -171,7 +171,7 @@ def _knowledge(a, model, tok, opt, tgt, x, H, summary, t0) -> None:
     if kc and tgt.code not in kc and (tgt.iso3 or "") not in kc:
         return
     from pluralign.blackbox.knowledge import blend_region, build_knowledge_set, knowledge_accuracy
-    from pluralign.blackbox.softprompt import SoftPromptModel
+    from pluralign.adapters.softprompt import SoftPromptModel
 
     items = build_knowledge_set(blend_region(tgt.iso3 or tgt.code), n=a.knowledge, seed=a.seed)
     before = knowledge_accuracy(model, tok, items, batch_size=a.batch_size)

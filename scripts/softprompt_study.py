@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {"accuracy": float(r["accuracy"][0]), "naive_accuracy": b["knowledge"]["accuracy"], "n": kt.n,
                 "correct": [int(c) for c in r["correct"][0]]}
 
-    from pluralign.blackbox.softprompt import load_soft_prompt
+    from pluralign.adapters.softprompt import load_soft_prompt
 
     for name, r in summary["runs"].items():  # searches finished before the knowledge check existed
         if a.knowledge > 0 and "knowledge" not in r and (a.out / name / "prompt.safetensors").exists():

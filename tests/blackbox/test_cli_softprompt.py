@@ -71,7 +71,7 @@ def test_a_bf16_search_reports_the_exact_fp32_loss_of_its_prompt(tiny_model_dir,
     assert "re-scored in fp32" in r.output
     from pluralign.blackbox.objective import Calibration, Objective, score_on_wordings
     from pluralign.blackbox.population import PopulationConfig
-    from pluralign.blackbox.softprompt import load_soft_prompt
+    from pluralign.adapters.softprompt import load_soft_prompt
     from pluralign.data.loaders.hofstede import country_target
     from pluralign.models import load_backbone
 
@@ -106,7 +106,7 @@ def test_bad_input_exits_2(args, msg, tmp_path):
 def test_eval_with_mismatched_prompt_exits_2(tiny_model_dir, tmp_path):
     import torch
 
-    from pluralign.blackbox import save_soft_prompt
+    from pluralign.adapters.softprompt import save_soft_prompt
 
     save_soft_prompt(tmp_path / "wide", torch.randn(2, 32), {"model": "other"})
     r = runner.invoke(app, ["eval", "--model", str(tiny_model_dir), "--soft-prompt", str(tmp_path / "wide"), "--method", "vanilla",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pluralign.blackbox import SoftPromptModel, load_soft_prompt, load_soft_prompt_model, save_soft_prompt
+from pluralign.adapters.softprompt import SoftPromptModel, load_soft_prompt, load_soft_prompt_model, save_soft_prompt
 from pluralign.blackbox.population import vsm_prompts
 from pluralign.errors import PluralignError
 from pluralign.evaluation.scoring import OptionScorer

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pluralign.blackbox.softprompt import (
+from pluralign.adapters.softprompt import (
     META_FILE,
     PEFT_CONFIG_FILE,
     PEFT_KEY,

@@ -66,7 +66,7 @@ def test_bad_settings_fail_before_the_model_loads(tmp_path):
     with pytest.raises(PluralignError, match="no split.json") as e:
         evaluate_run(EvalRunConfig(model="no/such/model", split_from=tmp_path, out=tmp_path / "o"))
     assert e.value.field == "split_from"
-    with pytest.raises(PluralignError, match="soft_prompt_loader") as e:  # soft prompts are pluralign.blackbox's, a floor above
+    with pytest.raises(PluralignError, match="soft prompt not found") as e:  # read from pluralign.adapters before the model loads
         evaluate_run(EvalRunConfig(model="no/such/model", soft_prompt=tmp_path, out=tmp_path / "o"))
     assert e.value.field == "soft_prompt"
     assert not (tmp_path / "o").exists()

@@ -259,7 +259,7 @@ SOFT = {
 
 @pytest.mark.parametrize("name", sorted(SOFT))
 def test_eval_soft_prompt_damaged(name, tmp_path, tiny_model_dir, monkeypatch):
-    from pluralign.blackbox.softprompt import save_soft_prompt
+    from pluralign.adapters.softprompt import save_soft_prompt
 
     monkeypatch.chdir(tmp_path)
     d = tmp_path / "sp"

@@ -138,7 +138,7 @@ def test_softprompt_study_with_bf16_searches_reports_exact_fp32_scores(tiny_mode
     import torch
 
     from pluralign.blackbox.population import PopulationConfig, rescore_exact
-    from pluralign.blackbox.softprompt import load_soft_prompt
+    from pluralign.adapters.softprompt import load_soft_prompt
     from pluralign.data.loaders.hofstede import country_target
     from pluralign.models import load_backbone
 

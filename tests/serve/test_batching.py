@@ -123,7 +123,7 @@ def test_concurrent_http_requests_equal_sequential_ones(make_engine, cuma_adapte
 def test_soft_prompt_generation_matches_a_full_recompute(make_engine, tmp_path, tiny_tokenizer):
     """--soft-prompt: virtual tokens in front at prefill, positions shifted, cached decode equals
     re-running SoftPromptModel on the whole sequence each step; batching does not change it."""
-    from pluralign.blackbox.softprompt import save_soft_prompt
+    from pluralign.adapters.softprompt import save_soft_prompt
 
     save_soft_prompt(tmp_path / "sp", torch.randn(3, 64, generator=torch.Generator().manual_seed(0)), {"model": "tiny"})
     eng = make_engine(soft_prompt=tmp_path / "sp", max_batch=4, batch_window_ms=0)

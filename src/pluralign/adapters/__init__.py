@@ -6,6 +6,11 @@ peft baselines (LoRA, DoRA, P-tuning v2) and full fine-tuning, behind one API.
     (out.loss + out.aux_loss).backward()
     save_adapter(model, "runs/cuma/adapter", base_model="smollm2-135m")
     model, profile_kwargs = load_adapter_for_eval(fresh_backbone, "runs/cuma/adapter")
+
+A soft prompt (``pluralign softprompt``: virtual tokens found by the black-box search of
+:mod:`pluralign.blackbox`) is an adapter too: :mod:`pluralign.adapters.softprompt` holds its folder
+format (also a peft PromptTuning adapter) and :class:`SoftPromptModel`, the wrapper that runs a model
+with it, so evaluation and serve load it from this floor.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pluralign.adapters.config import (
 )
 from pluralign.adapters.model import AdaptedModel, gate_probs, uses_profile
 from pluralign.adapters.moe_lora import MoELoRALinear, MoERouter
+from pluralign.adapters.softprompt import SoftPromptModel, load_soft_prompt, load_soft_prompt_model, save_soft_prompt
 from pluralign.errors import PluralignError
 
 
@@ -63,4 +69,5 @@ __all__ = [
     "MoERouter", "PrefixSettings", "adapter_config", "build_adapted_model", "config_help", "gate_probs",
     "get_method", "load_adapter", "load_adapter_for_eval", "read_adapter_config", "read_adapter_weights", "register_method",
     "save_adapter", "torch_file_problem", "uses_profile", "weights_problem",
+    "SoftPromptModel", "load_soft_prompt", "load_soft_prompt_model", "save_soft_prompt",
 ]

@@ -94,10 +94,7 @@ def _run(**a) -> None:
 
     explicit = set(a.pop("explicit", None) or ())
     validate("eval", a)  # every option, before any work
-    loader = None
-    if a.get("soft_prompt"):
-        from pluralign.blackbox import load_soft_prompt_model as loader  # a floor above evaluation
-    res = evaluate_run(EvalRunConfig(**a, explicit=frozenset(explicit)), soft_prompt_loader=loader)
+    res = evaluate_run(EvalRunConfig(**a, explicit=frozenset(explicit)))
     _print(res)
 
 

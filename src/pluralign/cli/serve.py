@@ -115,7 +115,7 @@ def check_args(a: dict) -> dict:
 
         rec = adapter_run_record(a["adapter"])
     if a.get("soft_prompt") is not None:
-        from pluralign.blackbox.softprompt import load_soft_prompt
+        from pluralign.adapters.softprompt import load_soft_prompt
 
         load_soft_prompt(a["soft_prompt"])
     return rec or {}

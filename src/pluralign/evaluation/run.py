@@ -24,7 +24,7 @@ import dataclasses
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pluralign._fields import helpfield, shared_field
 from pluralign.errors import PluralignError
@@ -391,12 +391,12 @@ def _same_data(a, b) -> bool:
 
 
 # --------------------------------------------------------------------------- the run
-def evaluate_run(cfg: EvalRunConfig, *, soft_prompt_loader: Callable[[Any, Any], Any] | None = None) -> EvalRunResult:
+def evaluate_run(cfg: EvalRunConfig) -> EvalRunResult:
     """Run one evaluation described by ``cfg`` (see the module docstring); returns what it wrote.
 
-    ``soft_prompt_loader(model, path) -> model``: wraps the model with ``cfg.soft_prompt``. Soft
-    prompts are :mod:`pluralign.blackbox`'s, a floor above evaluation, so the caller passes
-    :func:`pluralign.blackbox.load_soft_prompt_model` (``pluralign eval --soft-prompt`` does)."""
+    ``cfg.soft_prompt`` (a folder of ``pluralign softprompt``, or a peft PromptTuning adapter) is
+    read by :mod:`pluralign.adapters.softprompt`: checked before the model loads, then wrapped
+    around it with :func:`~pluralign.adapters.softprompt.load_soft_prompt_model`."""
     from pluralign.data import load_dataset, split_dataset
     from pluralign.data.fingerprint import data_label
     from pluralign.data.splits import resolve_auto_split
@@ -409,9 +409,15 @@ def evaluate_run(cfg: EvalRunConfig, *, soft_prompt_loader: Callable[[Any, Any],
     explicit = cfg.chosen()
     a = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name != "explicit"}
     cfg.validate()
-    if a["soft_prompt"] and soft_prompt_loader is None:
-        raise PluralignError("a soft prompt needs soft_prompt_loader=pluralign.blackbox.load_soft_prompt_model "
-                             "(soft prompts live in pluralign.blackbox, a floor above evaluation)", field="soft_prompt")
+    if a["soft_prompt"]:
+        from pluralign.adapters.softprompt import load_soft_prompt
+
+        try:
+            load_soft_prompt(a["soft_prompt"])  # a missing or damaged prompt fails before the model loads
+        except PluralignError as e:
+            if e.field is not None:
+                raise
+            raise PluralignError(e.message, file=e.file, row=e.row, field="soft_prompt") from None
     readouts = _check_readouts(a["readout"], a["samples"], a["bootstrap"])
     claim_output(a["out"], "eval", field="--out", create=False)  # one folder, one kind of run, one writer at a time
     # the run the adapter comes from (what it was trained on) and the run whose split is evaluated
@@ -513,7 +519,9 @@ def evaluate_run(cfg: EvalRunConfig, *, soft_prompt_loader: Callable[[Any, Any],
 
         model, profile_kwargs = load_adapter_for_eval(model, a["adapter"], tokenizer=tok)
     if a["soft_prompt"]:
-        model = soft_prompt_loader(model, a["soft_prompt"])
+        from pluralign.adapters.softprompt import load_soft_prompt_model
+
+        model = load_soft_prompt_model(model, a["soft_prompt"])
     results = []
     paths = []
     out = Path(a["out"])

@@ -38,7 +38,7 @@ before the next decode step (the running rows pause meanwhile); when a group fai
 scored again alone.
 
 A soft prompt (``pluralign softprompt``) is prepended as input embeddings at prefill, laid out as
-:func:`pluralign.blackbox.softprompt.extend_inputs` does: ``[virtual tokens][padding][prompt]``.
+:func:`pluralign.adapters.softprompt.extend_inputs` does: ``[virtual tokens][padding][prompt]``.
 
 Client text never becomes a control token: :meth:`Engine.plain` breaks every occurrence of the
 tokenizer's special tokens (``<|im_end|>``, ``<|im_start|>``, ...) in a message or a profile value
@@ -407,7 +407,7 @@ class Engine:
         self.soft = None
         self.score_model = model
         if soft_prompt is not None:
-            from pluralign.blackbox.softprompt import SoftPromptModel
+            from pluralign.adapters.softprompt import SoftPromptModel
 
             self.score_model = SoftPromptModel(model, soft_prompt).eval()  # checks the hidden size
             self.soft = self.score_model.soft_prompt.detach()
@@ -735,7 +735,7 @@ class Engine:
         self.stats["prefill_rows"] += n
         self.stats["max_prefill_rows"] = max(self.stats["max_prefill_rows"], n)
         if self.soft is not None:
-            from pluralign.blackbox.softprompt import extend_inputs
+            from pluralign.adapters.softprompt import extend_inputs
 
             emb = self.model.get_input_embeddings()(ids)
             x, att, pos = extend_inputs(self.soft[None], emb, att, pos)
@@ -982,7 +982,7 @@ def load_engine(
         info.profile_encoder = spec if profile_kwargs is not None else None
     sp = None
     if soft_prompt is not None:
-        from pluralign.blackbox.softprompt import load_soft_prompt_model
+        from pluralign.adapters.softprompt import load_soft_prompt_model
 
         sp = load_soft_prompt_model(net, soft_prompt).soft_prompt.detach()  # checks the hidden size
         info.soft_prompt = display_name(soft_prompt)

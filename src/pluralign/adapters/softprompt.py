@@ -1,5 +1,10 @@
 """Soft prompts: T virtual-token embeddings prepended to a frozen causal LM's input embeddings.
 
+The prompt's file format and the model wrapper, on the adapters floor (a soft prompt is an adapter:
+``pluralign eval`` and ``pluralign serve`` load it as they load one); the search that finds prompts
+(``pluralign softprompt``) is :mod:`pluralign.blackbox`'s. ``pluralign.blackbox.softprompt`` re-exports
+this module.
+
 :class:`SoftPromptModel` wraps a Hugging Face causal LM so that ``forward(input_ids, attention_mask,
 position_ids, logits_to_keep, ...)`` sees ``[virtual tokens][prompt tokens]``: the attention mask is
 extended with ones, positions are shifted by T (the virtual tokens take positions 0..T-1), and
