@@ -9,7 +9,8 @@ published dimension scores, in the full T x hidden space or a random subspace (B
 * :mod:`~pluralign.blackbox.objective`: objectives that do not depend on the VSM constant C
   (C calibrated on other countries, between-country differences), the three item wordings, the
   batched scoring of several wordings at once;
-* :mod:`~pluralign.blackbox.softprompt`: :class:`SoftPromptModel`, saving / loading prompts;
+* :mod:`~pluralign.adapters.softprompt`: :class:`SoftPromptModel`, saving / loading prompts (the
+  prompt folder is an adapter, so it lives on the adapters floor; re-exported here);
 * :mod:`~pluralign.blackbox.population`: batched scoring of a whole population (the hot loop);
 * :mod:`~pluralign.blackbox.optimizers`: ask/tell optimisers on pymoo and cma;
 * :mod:`~pluralign.blackbox.subspace`: the random-projection subspace around any optimiser;
@@ -20,7 +21,7 @@ published dimension scores, in the full T x hidden space or a random subspace (B
 #: exported names and the module each is read from on first use (``import pluralign.blackbox`` and
 #: its settings, :mod:`pluralign.blackbox.config`, stay light: the CLI builds its flags from them)
 _EXPORTS = {
-    **dict.fromkeys(("SoftPromptModel", "load_soft_prompt", "load_soft_prompt_model", "save_soft_prompt"), "pluralign.blackbox.softprompt"),
+    **dict.fromkeys(("SoftPromptModel", "load_soft_prompt", "load_soft_prompt_model", "save_soft_prompt"), "pluralign.adapters.softprompt"),
     **dict.fromkeys(("DIMENSIONS", "country_target", "load_hofstede_scores", "load_vsm_items"), "pluralign.data.loaders.hofstede"),
 }
 

@@ -40,10 +40,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pluralign.adapters.softprompt import save_soft_prompt
 from pluralign.blackbox.config import SearchConfig
 from pluralign.blackbox.optimizers import OPTIMIZERS
 from pluralign.blackbox.population import PopulationEvaluator
-from pluralign.blackbox.softprompt import save_soft_prompt
 from pluralign.blackbox.vsm import scores_dict
 from pluralign.data.loaders.hofstede import HofstedeTarget
 from pluralign.errors import PluralignError

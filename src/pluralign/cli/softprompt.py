@@ -268,7 +268,7 @@ def _run(**a) -> None:
         results["wordings"] = wording_report(readouts, search_wordings, scored)
         if know_items:
             from pluralign.blackbox.knowledge import knowledge_accuracy
-            from pluralign.blackbox.softprompt import SoftPromptModel
+            from pluralign.adapters.softprompt import SoftPromptModel
 
             sp = SoftPromptModel(model, best)
             results["knowledge_after"] = knowledge_accuracy(sp, tok, know_items, batch_size=a["batch_size"], chat_template=ct)
