@@ -21,8 +21,8 @@ def _dimensions() -> tuple[str, ...]:
 @dataclass
 class OptimizerConfig:
     # differential evolution (pymoo DE)
-    de_variant: str = helpfield("DE/rand/1/bin", "DE strategy (pymoo) DE/selection/differences/crossover: selection rand, best or target-to-best; 1 or 2 difference "
-                                "vectors; crossover bin or exp (e.g. DE/best/2/exp).",
+    de_variant: str = helpfield("DE/rand/1/bin", "DE strategy (pymoo) DE/SEL/N/CR: SEL = rand, best or target-to-best; N = 1 or 2 difference "
+                                "vectors; CR = bin or exp crossover (e.g. DE/best/2/exp).",
                                 check="de_variant", flag="--de-variant")
     de_F: float = helpfield(0.5, "DE differential weight F (mutation scale).", flag="--de-f", lo=0, hi=2, open_lo=True)
     de_CR: float = helpfield(0.9, "DE crossover probability CR.", flag="--de-cr", lo=0, hi=1)
