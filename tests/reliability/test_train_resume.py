@@ -180,3 +180,23 @@ def test_a_bad_setting_is_named_by_its_flag_not_the_internal_field(tiny_model_di
     res = invoke(train_args(tiny_model_dir, tmp_path / "run", extra=["--rank", "100000"]))
     line = assert_one_error(res, contains="--rank")
     assert "field 'r'" not in line
+
+
+def test_a_run_recorded_with_flat_grpo_fields_still_resumes(reference, tiny_model_dir, tmp_path):
+    """train_config.json written before the GRPO settings nested (flat grpo_* keys): --resume reads
+    it as the same configuration; a changed GRPO setting in it is still named (issue 28)."""
+    from pluralign._fields import flatten
+    from pluralign.training import TrainConfig
+
+    run = tmp_path / "run"
+    _copy_run(reference, run)
+    rec = json.loads((run / "train_config.json").read_text())
+    assert isinstance(rec["grpo"], dict)
+    flat = flatten(TrainConfig, rec)
+    (run / "train_config.json").write_text(json.dumps(flat))
+    res = invoke(train_args(tiny_model_dir, run, extra=["--resume"]))
+    assert res.exit_code == 0, res.output
+    assert "finished" in stderr_of(res)
+    (run / "train_config.json").write_text(json.dumps({**flat, "grpo_beta": 0.5}))
+    res = invoke(train_args(tiny_model_dir, run, extra=["--resume"]))
+    assert res.exit_code != 0 and "grpo_beta" in stderr_of(res), res.output
