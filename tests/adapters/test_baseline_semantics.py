@@ -170,7 +170,15 @@ def test_method_lists_and_help_say_which_is_which():
         assert m in ADAPTER_METHODS
     assert "Li et al. 2024" in get_method("mixlora").summary and "Tian et al. 2024" in get_method("hydralora").summary
     help_text = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}["method"]
-    assert "mixlora-qv" in help_text and "hydralora-qv" in help_text and "CuMA authors" in help_text
+    assert "mixlora-qv" in help_text and "hydralora-qv" in help_text
+    # which is which: the --method help points to the command's description, which names the origin of each
+    from typer.testing import CliRunner
+
+    from pluralign.cli.main import app
+
+    shown = " ".join(CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output.replace("│", " ").split())
+    assert "mixlora-qv and hydralora-qv (the CuMA authors' baseline configurations" in shown
+    assert "mixlora (the MixLoRA paper" in shown and "hydralora (the HydraLoRA paper" in shown
 
 
 def test_dense_modules_listed_as_targets_get_experts():
