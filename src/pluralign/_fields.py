@@ -8,7 +8,8 @@ beyond type and range: device, adapter, cache_dir, out_dir, de_variant), ``flag`
 other than ``--field-name``; a ``--x/--no-x`` pair or a lone ``--x`` for a switch), ``cli``
 (False: a config-file or API setting with no flag), ``cli_default`` (the flag's default where it
 differs from the field's, e.g. None = "scaled to the run"), ``path`` (the flag takes a path),
-``repeat`` (a list given by repeating the flag) and ``item`` (float: a list of numbers).
+``repeat`` (a list given by repeating the flag), ``item`` (float: a list of numbers) and ``csv``
+(a comma-separated string of ``choices``).
 A field with ``prefix`` holds a nested settings block whose fields are flags ``--<prefix><name>``.
 """
 
@@ -25,6 +26,15 @@ def helpfield(default: Any, help: str, **meta: Any):
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=md)
     return field(default=default, metadata=md)
+
+
+def restate(cls, name: str, default: Any, **meta: Any):
+    """Field ``name`` of dataclass ``cls`` (a base class) with another default (and ``meta``
+    added), for a subclass that changes only the default: its help and rules stay declared once."""
+    import dataclasses
+
+    f = {g.name: g for g in dataclasses.fields(cls)}[name]
+    return helpfield(default, **{**f.metadata, **meta})
 
 
 # --------------------------------------------------------------------------- shared settings
@@ -99,13 +109,32 @@ def _flag_name(meta: dict, default: str) -> str:
     return flag.split("/")[0].lstrip("-").replace("-", "_") if flag else default
 
 
+def _hints(cls) -> dict[str, Any]:
+    """The resolved field types of ``cls``; a type named only for type checkers (a heavy module's
+    class, e.g. ``LoRASettings``) is ``Any`` rather than an error."""
+    import sys
+    import typing
+
+    try:
+        return typing.get_type_hints(cls)
+    except NameError:
+        out: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            ns = vars(sys.modules[klass.__module__])
+            for k, v in getattr(klass, "__annotations__", {}).items():
+                try:
+                    out[k] = eval(v, ns) if isinstance(v, str) else v  # noqa: S307 - a class's own annotation
+                except NameError:
+                    out[k] = Any
+        return out
+
+
 def settings(cls) -> list[Setting]:
     """Every setting of dataclass ``cls`` in declaration order, the fields of a nested settings
     block (a field with ``metadata["prefix"]``) in its place, named with the prefix."""
     import dataclasses
-    import typing
 
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     out: list[Setting] = []
     for f in dataclasses.fields(cls):
         if not f.init:
@@ -148,3 +177,56 @@ def unflatten(cls, flat: dict) -> dict:
         else:
             out.setdefault(s.path[0], {})[s.path[1]] = v
     return out
+
+
+# --------------------------------------------------------------------------- checks for the Python API
+def _choices_of(meta: dict) -> tuple | None:
+    c = meta.get("choices")
+    if c is None:
+        return None
+    if isinstance(c, str):  # "module:attr", a registry
+        import importlib
+
+        mod, attr = c.split(":")
+        return tuple(sorted(getattr(importlib.import_module(mod), attr)))
+    return tuple(c() if callable(c) else c)
+
+
+def range_error(name: str, meta: dict, v: Any) -> str | None:
+    """What is wrong with value ``v`` of setting ``name`` by its metadata's ``choices`` and
+    ``lo`` / ``hi`` / ``open_lo`` / ``open_hi`` (the rules the CLI checks flags against), or None."""
+    import math
+
+    choices = _choices_of(meta)
+    if choices is not None and isinstance(v, str) and not meta.get("csv"):
+        return None if v in choices else f"unknown {name} {v!r} ({' | '.join(map(str, choices))})"
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or ("lo" not in meta and "hi" not in meta):
+        return None
+    if isinstance(v, float) and not math.isfinite(v):
+        return f"{name} must be a finite number, got {v}"
+    lo, hi, open_lo, open_hi = meta.get("lo"), meta.get("hi"), meta.get("open_lo", False), meta.get("open_hi", False)
+    lo_bad = lo is not None and (v <= lo if open_lo else v < lo)
+    hi_bad = hi is not None and (v >= hi if open_hi else v > hi)
+    if not (lo_bad or hi_bad):
+        return None
+    if hi is None:
+        return f"{name} must be {'>' if open_lo else '>='} {lo}, got {v}"
+    if lo is None:
+        return f"{name} must be {'<' if open_hi else '<='} {hi}, got {v}"
+    return f"{name} must be in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}, got {v}"
+
+
+def check_settings(obj) -> None:
+    """Check each setting of dataclass instance ``obj`` (its own fields; a nested block is checked
+    by its own ``validate``) against its metadata (:func:`range_error`); raise one
+    :class:`pluralign.errors.PluralignError` naming the field. None (an unset optional) passes."""
+    from pluralign.errors import PluralignError
+
+    for s in settings(type(obj)):
+        if len(s.path) > 1:
+            continue
+        name = s.path[0]
+        v = getattr(obj, name)
+        msg = None if v is None else range_error(name, s.meta, v)
+        if msg:
+            raise PluralignError(msg, field=name)

@@ -107,13 +107,24 @@ def option_params(cls) -> list[inspect.Parameter]:
     return [_param(s) for s in settings(cls) if s.meta.get("cli", True) is not False]
 
 
-def field_option(cls, name: str) -> inspect.Parameter:
-    """The option of the one setting ``name`` (its flat name) of the config dataclass ``cls``, for a
-    command whose options come from several configs (:func:`command_of`)."""
+def field_setting(cls, name: str, **meta: Any) -> Setting:
+    """The setting ``name`` (its flat name) of the config dataclass ``cls``; ``meta`` overrides its
+    metadata where a command gives it a wider meaning (``help``, ``cli_default``; a ``flag`` renames it)."""
     for s in settings(cls):
         if s.name == name:
-            return _param(s)
+            if meta:
+                s = Setting(name, s.path, s.field, s.type)
+                s.meta.update(meta)
+                if "flag" in meta:
+                    s.name = meta["flag"].split("/")[0].lstrip("-").replace("-", "_")
+            return s
     raise KeyError(f"{cls.__name__} has no setting {name!r}")
+
+
+def field_option(cls, name: str, **meta: Any) -> inspect.Parameter:
+    """The option of the one setting ``name`` (its flat name) of the config dataclass ``cls``, for a
+    command whose options come from several configs (:func:`command_of`); ``meta``: see :func:`field_setting`."""
+    return _param(field_setting(cls, name, **meta))
 
 
 def cli_defaults(cls) -> dict[str, Any]:

@@ -247,7 +247,7 @@ def rule_of(s) -> Rule:
         if isinstance(choices, str):  # "module:attr", a registry read when an option is checked
             mod, attr = choices.split(":")
             choices = lambda: sorted(getattr(importlib.import_module(mod), attr))  # noqa: E731
-        return Choice(choices, optional=optional)
+        return Choice(choices, optional=optional, csv=m.get("csv", False))
     if base is bool:
         return Bool()
     if base is int:
@@ -289,22 +289,16 @@ RULES: dict[str, dict[str, Rule]] = {
     "softprompt": {  # and the search's settings, from their fields (below)
         "knowledge": Int(0), "dtype": DTYPE, "device": DEVICE, "threads": Int(0), "out": OutDir(),
     },
-    "wordassoc train": {
+    "wordassoc train": {  # and the stages' settings, from their fields (below)
         "stage": Choice(("sft", "rl", "both")), "train_cues": Int(1, optional=True), "min_responses": Int(1),
         "on_bad_row": Choice(("error", "skip")), "on_duplicate": Choice(("error", "merge")),
-        "sft_tasks": Choice(("generation", "ranking"), csv=True), "n_targets": Int(1), "samples_per_cue": Int(1),
-        "n_candidates": Int(2), "sft_steps": Int(1), "sft_lr": Float(0, open_lo=True), "rl_steps": Int(1),
-        "rl_lr": Float(0, open_lo=True), "reward": Choice(("spearman", "precision")), "num_generations": Int(2),
-        "batch_size": Int(1), "lora_r": Int(1), "seed": SEED, "dtype": DTYPE, "device": DEVICE, "threads": Int(0),
-        "out": OutDir(),
+        "lora_r": Int(1), "dtype": DTYPE, "device": DEVICE, "threads": Int(0), "out": OutDir(),
     },
-    "wordassoc eval": {
+    "wordassoc eval": {  # and the generation and transfer settings, from their fields (below)
         "split": Choice(("test", "val")), "eval_cues": Int(1, optional=True), "min_responses": Int(1),
         "on_bad_row": Choice(("error", "skip")), "on_duplicate": Choice(("error", "merge")), "ks": IntList(1),
-        "n_words": Int(1), "num_samples": Int(1), "temperature": Float(0, open_lo=True), "n_candidates": Int(2),
-        "max_new_tokens": Int(1), "batch_size": Int(1), "tasks": Choice(("generation", "ranking"), csv=True),
-        "transfer_items": Int(1, optional=True), "n_tension": Int(1), "seed": SEED, "dtype": DTYPE, "device": DEVICE,
-        "threads": Int(0), "out": OutFile(),
+        "n_words": Int(1), "tasks": Choice(("generation", "ranking"), csv=True),
+        "dtype": DTYPE, "device": DEVICE, "threads": Int(0), "out": OutFile(),
     },
     "wordassoc report": {"out": OutFile()},
     "data inspect": {"top": Int(1)},
@@ -322,6 +316,19 @@ def _study_rules() -> dict[str, Rule]:
 
 
 RULES["wordassoc study"] = _study_rules()
+
+
+def _wordassoc_rules() -> None:
+    """``wordassoc train`` / ``eval``: the rules of the options that are fields of the stage,
+    generation and transfer configs, from those fields (flag names as the commands give them)."""
+    from pluralign.cli._wordassoc_options import EVAL_FLAGS, TRAIN_FLAGS, eval_settings, train_settings
+
+    for cmd, fields, order in (("wordassoc train", train_settings(), TRAIN_FLAGS), ("wordassoc eval", eval_settings(), EVAL_FLAGS)):
+        rules = {**RULES[cmd], **{s.name: rule_of(s) for s in fields}}
+        RULES[cmd] = {n: rules[n] for n in order if n in rules}  # checked in the flags' order
+
+
+_wordassoc_rules()
 
 
 def _softprompt_rules() -> dict[str, Rule]:

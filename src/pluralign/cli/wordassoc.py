@@ -7,7 +7,9 @@ from typing import Optional
 
 import typer
 
-from pluralign.cli._common import BatchSize, Device, Dtype, Model, Progress, Threads, command_from, markdown_table, option, quiet_libraries
+from pluralign.cli._common import (Device, Dtype, Model, Progress, Threads, command_from, command_of, markdown_table, option,
+                                   quiet_libraries, shared_option)
+from pluralign.cli._wordassoc_options import EVAL_FLAGS, TRAIN_FLAGS, eval_settings, train_settings
 from pluralign.errors import PluralignError
 
 HELP = """Word-association learning for cultural alignment (ALIGN, on Small World of Words data).
@@ -40,56 +42,48 @@ def _data(path: Optional[str], language: Optional[str], min_responses: int, on_b
     return load_swow(path, language=language, min_responses=min_responses, on_bad_row=on_bad_row, on_duplicate=on_duplicate)
 
 
-_DATA_HELP = "SWOW strength CSV (or a folder holding one); default: the shared SWOW-EN R1 file."
+def _params(order: list, fields: list, own: dict) -> list:
+    """The options in ``order``: each a field setting's (:func:`train_settings`), else from ``own``."""
+    from pluralign.cli._common import _param
+
+    by = {s.name: s for s in fields}
+    return [_param(by[n]) if n in by else own[n] for n in order]
+
+
 _LANG_HELP = "Data language (en, zh); default from the file name (SWOW-EN / SWOWZH). Must match the prompt template."
-#: options both sub-commands take, with the same meaning
-_W = {
-    "data": typer.Option(None, help=_DATA_HELP),
-    "language": typer.Option(None, help=_LANG_HELP),
-    "on_bad_row": typer.Option("error", help="Malformed strength rows: error (default) or skip (counted)."),
-    "on_duplicate": typer.Option("error", help="Duplicate cue-response rows: error (default) or merge (sum counts)."),
-    "n_candidates": typer.Option(5, help="Candidates per ranking prompt."),
-}
 
 
-@app.command("train", help="Train on word associations: SFT with LoRA, then GRPO with the Spearman ranking reward. "
-             "Re-running with the same --out resumes from the newest checkpoint of each stage.")
-def train_cmd(
-    model: str = Model(),
-    data: Optional[str] = _W["data"],
-    language: Optional[str] = _W["language"],
-    stage: str = typer.Option("both", help="sft, rl (on --adapter or a fresh LoRA) or both (rl continues the SFT adapter)."),
-    adapter: Optional[Path] = typer.Option(None, help="For --stage rl: the SFT adapter to continue."),
-    train_cues: Optional[int] = typer.Option(None, help="Use at most N training cues (a seeded subset; default all)."),
-    min_responses: int = typer.Option(3, help="Drop cues with fewer distinct responses (counted in the summary)."),
-    on_bad_row: str = _W["on_bad_row"],
-    on_duplicate: str = _W["on_duplicate"],
-    sft_tasks: str = typer.Option("generation", help="SFT tasks: generation, or generation,ranking."),
-    n_targets: int = typer.Option(3, help="Responses per SFT target (ALIGN: 3)."),
-    samples_per_cue: int = typer.Option(1, help="SFT samples per cue (next groups of n_targets responses)."),
-    n_candidates: int = _W["n_candidates"],
-    sft_steps: int = typer.Option(100, help="SFT optimizer steps."),
-    sft_lr: float = typer.Option(2e-4, help="SFT learning rate."),
-    rl_steps: int = typer.Option(30, help="GRPO optimizer steps."),
-    rl_lr: float = typer.Option(5e-5, help="GRPO learning rate."),
-    reward: str = typer.Option("spearman", help="RL reward: spearman (ranking; ALIGN) or precision (generation)."),
-    num_generations: int = typer.Option(4, help="GRPO completions per prompt."),
-    batch_size: int = BatchSize(8, help="Per-device batch (GRPO: completions per step)."),
-    lora_r: int = typer.Option(16, help="LoRA rank."),
-    held_out_pairs: str = typer.Option("exclude", help="exclude: drop from the training cues' responses every held-out "
-                                                      "(val or test) cue that has the training cue among its own responses, so "
-                                                      "no reversed pair of a held-out pair is trained on; keep: the cue split only."),
-    seed: int = typer.Option(0, help="Seed of the training-cue subset, shuffling and sampling (and of the cue split unless --split-seed)."),
-    split_seed: Optional[int] = typer.Option(None, help="Seed of the train / val / test cue split (default: --seed)."),
-    dtype: str = Dtype(),
-    device: str = Device(),
-    threads: int = Threads(),
-    out: Path = typer.Option(Path("runs/wordassoc"), help="Output folder: sft/, rl/ (checkpoints, adapter/, summary.json)."),
-    progress: bool = Progress(),
-) -> None:
-    from pluralign.cli.main import run_guarded
+def _data_options(min_help: str) -> dict:
+    """The data options both sub-commands take, with the same meaning, and the shared ones."""
+    from pluralign.cli._common import _param, field_setting
+    from pluralign.wordassoc.study import StudyConfig
 
-    run_guarded(_train, **locals())
+    return {
+        "model": shared_option("model", str, Model()),
+        "data": _param(field_setting(StudyConfig, "data")),  # the study's --data, passed on to these commands
+        "language": option("language", Optional[str], None, help=_LANG_HELP),
+        "min_responses": option("min_responses", int, 3, help=min_help),
+        "on_bad_row": option("on_bad_row", str, "error", help="Malformed strength rows: error (default) or skip (counted)."),
+        "on_duplicate": option("on_duplicate", str, "error", help="Duplicate cue-response rows: error (default) or merge (sum counts)."),
+        "dtype": shared_option("dtype", str, Dtype()), "device": shared_option("device", str, Device()),
+        "threads": shared_option("threads", int, Threads()), "progress": shared_option("progress", bool, Progress()),
+    }
+
+
+def _train_cmd():
+    own = {
+        **_data_options("Drop cues with fewer distinct responses (counted in the summary)."),
+        "stage": option("stage", str, "both", help="sft, rl (on --adapter or a fresh LoRA) or both (rl continues the SFT adapter)."),
+        "adapter": option("adapter", Optional[Path], None, help="For --stage rl: the SFT adapter to continue."),
+        "train_cues": option("train_cues", Optional[int], None, help="Use at most N training cues (a seeded subset; default all)."),
+        "lora_r": option("lora_r", int, 16, help="LoRA rank of both stages (alpha = 2 x rank; every linear layer)."),
+        "held_out_pairs": option("held_out_pairs", str, "exclude", help="exclude: drop from the training cues' responses every held-out "
+                                 "(val or test) cue that has the training cue among its own responses, so no reversed pair of a "
+                                 "held-out pair is trained on; keep: the cue split only."),
+        "split_seed": option("split_seed", Optional[int], None, help="Seed of the train / val / test cue split (default: --seed)."),
+        "out": option("out", Path, Path("runs/wordassoc"), help="Output folder: sft/, rl/ (checkpoints, adapter/, summary.json)."),
+    }
+    return command_of(_params(TRAIN_FLAGS, train_settings(), own), _train)
 
 
 def _train(**a) -> None:
@@ -172,44 +166,24 @@ def _train(**a) -> None:
             typer.echo(f"RL (GRPO, {a['reward']}){done}: reward {rw[0]:.3f} -> {rw[-1]:.3f} ({len(rw)} logs); adapter {r['adapter']}", err=True)
 
 
-@app.command("eval", help="Evaluate on held-out cues: P@K of generated associations, Spearman of rankings, and "
-             "(with --transfer) WVS answers of USA / China with the persona method.")
-def eval_cmd(
-    model: str = Model(),
-    adapter: Optional[Path] = typer.Option(None, help="A word-association adapter (wordassoc train); none = the vanilla model."),
-    data: Optional[str] = _W["data"],
-    language: Optional[str] = _W["language"],
-    split: str = typer.Option("test", help="Which cue part to evaluate: test or val."),
-    eval_cues: Optional[int] = typer.Option(50, help="Evaluate at most N cues of that part (seeded subset)."),
-    min_responses: int = typer.Option(3, help="Drop cues with fewer distinct responses."),
-    on_bad_row: str = _W["on_bad_row"],
-    on_duplicate: str = _W["on_duplicate"],
-    ks: str = typer.Option("5,10,40", help="Comma-separated K of Precision@K."),
-    n_words: int = typer.Option(3, help="Associations asked for per completion (as in training)."),
-    num_samples: int = typer.Option(4, help="Completions per cue for the generation task (1 = greedy); merged by frequency."),
-    temperature: float = typer.Option(1.0, help="Sampling temperature when num_samples > 1."),
-    n_candidates: int = _W["n_candidates"],
-    max_new_tokens: int = typer.Option(24, help="New tokens per completion."),
-    batch_size: int = BatchSize(16, help="Prompts per generate() call (left-padded)."),
-    tasks: str = typer.Option("generation,ranking", help="Which tasks to evaluate: generation, ranking."),
-    transfer: bool = typer.Option(True, "--transfer/--no-transfer", help="Also score WVS answers for USA and China."),
-    transfer_items: Optional[int] = typer.Option(None, help="WVS items for the transfer (high-tension ones first; default all)."),
-    n_tension: int = typer.Option(20, help="Size of the high-tension subset."),
-    fixed_words: int = typer.Option(5, help="Also report P@N at N generated words: cues with fewer distinct words are sampled "
-                                            "again (at most --top-up-rounds rounds) until they have N; 0 = off."),
-    top_up_rounds: int = typer.Option(3, help="Rounds of further samples for --fixed-words."),
-    seed: int = typer.Option(0, help="Seed of sampling (and of the cue split and subset unless --split-seed)."),
-    split_seed: Optional[int] = typer.Option(None, help="Seed of the cue split and of the evaluated subset (default: --seed); "
-                                                        "an adapter that records its split must be evaluated on it."),
-    dtype: str = Dtype(),
-    device: str = Device(),
-    threads: int = Threads(),
-    out: Path = typer.Option(Path("runs/wordassoc/eval.json"), help="Results JSON (written atomically)."),
-    progress: bool = Progress(),
-) -> None:
-    from pluralign.cli.main import run_guarded
-
-    run_guarded(_eval, **locals())
+def _eval_cmd():
+    own = {
+        **_data_options("Drop cues with fewer distinct responses."),
+        "adapter": option("adapter", Optional[Path], None, help="A word-association adapter (wordassoc train); none = the vanilla model."),
+        "split": option("split", str, "test", help="Which cue part to evaluate: test or val."),
+        "eval_cues": option("eval_cues", Optional[int], 50, help="Evaluate at most N cues of that part (seeded subset)."),
+        "ks": option("ks", str, "5,10,40", help="Comma-separated K of Precision@K."),
+        "n_words": option("n_words", int, 3, help="Associations asked for per completion (as in training)."),
+        "tasks": option("tasks", str, "generation,ranking", help="Which tasks to evaluate: generation, ranking."),
+        "transfer": option("transfer", bool, True, "--transfer/--no-transfer", help="Also score WVS answers for USA and China."),
+        "fixed_words": option("fixed_words", int, 5, help="Also report P@N at N generated words: cues with fewer distinct words are "
+                              "sampled again (at most --top-up-rounds rounds) until they have N; 0 = off."),
+        "top_up_rounds": option("top_up_rounds", int, 3, help="Rounds of further samples for --fixed-words."),
+        "split_seed": option("split_seed", Optional[int], None, help="Seed of the cue split and of the evaluated subset (default: --seed); "
+                             "an adapter that records its split must be evaluated on it."),
+        "out": option("out", Path, Path("runs/wordassoc/eval.json"), help="Results JSON (written atomically)."),
+    }
+    return command_of(_params(EVAL_FLAGS, eval_settings(), own), _eval)
 
 
 def _eval(**a) -> None:
@@ -307,6 +281,12 @@ def _eval(**a) -> None:
         typer.echo(f"transfer: per-country {r['per_group']}", err=True)
     atomic_write_json(a["out"], res)
     typer.echo(f"wrote {a['out']}", err=True)
+
+
+train_cmd = app.command("train", help="Train on word associations: SFT with LoRA, then GRPO with the Spearman ranking reward. "
+                        "Re-running with the same --out resumes from the newest checkpoint of each stage.")(_train_cmd())
+eval_cmd = app.command("eval", help="Evaluate on held-out cues: P@K of generated associations, Spearman of rankings, and "
+                       "(with --transfer) WVS answers of USA / China with the persona method.")(_eval_cmd())
 
 
 @app.command("report", help="Table of several `wordassoc eval` results (the first is the baseline for the transfer comparison).")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from pluralign._fields import flatten, helpfield, settings, shared_field, unflatten
+from pluralign._fields import check_settings, flatten, helpfield, settings, shared_field, unflatten
 from pluralign.errors import PluralignError
 
 TASKS = ("individual", "distributional")
@@ -61,22 +61,9 @@ class GRPOSettings:
     mask_truncated_completions: bool = _f(False, "GRPO: leave completions that hit the length limit out of the loss.", flag="--grpo-mask-truncated")
 
     def validate(self) -> "GRPOSettings":
-        if self.num_generations < 2:
-            raise PluralignError(f"num_generations must be >= 2 (a group), got {self.num_generations}", field="num_generations")
-        if self.max_completion_length < 1:
-            raise PluralignError(f"max_completion_length must be >= 1, got {self.max_completion_length}", field="max_completion_length")
-        if not self.temperature > 0:
-            raise PluralignError(f"temperature must be > 0, got {self.temperature}", field="temperature")
-        if not 0 < self.top_p <= 1:
-            raise PluralignError(f"top_p must be in (0, 1], got {self.top_p}", field="top_p")
-        if self.beta < 0 or self.epsilon < 0 or (self.epsilon_high is not None and self.epsilon_high < 0):
-            raise PluralignError("beta, epsilon and epsilon_high must be >= 0", field="beta" if self.beta < 0 else "epsilon")
-        if self.num_iterations < 1:
-            raise PluralignError(f"num_iterations must be >= 1, got {self.num_iterations}", field="num_iterations")
-        if self.loss_type not in LOSS_TYPES:
-            raise PluralignError(f"unknown loss_type {self.loss_type!r} ({' | '.join(LOSS_TYPES)})", field="loss_type")
-        if self.scale_rewards not in SCALE_REWARDS:
-            raise PluralignError(f"unknown scale_rewards {self.scale_rewards!r} ({' | '.join(SCALE_REWARDS)})", field="scale_rewards")
+        """Each setting within its range and choices, as its field's metadata says (the rules of the
+        ``--grpo-*`` flags)."""
+        check_settings(self)
         return self
 
 
@@ -159,37 +146,11 @@ class TrainConfig:
             self.grpo = GRPOSettings(**self.grpo)
 
     def validate(self) -> "TrainConfig":
-        from pluralign.training.methods import METHODS
-
-        if self.method not in METHODS:
-            raise PluralignError(f"unknown method {self.method!r} (available: {', '.join(METHODS)})", field="method")
-        if self.task not in TASKS:
-            raise PluralignError(f"unknown task {self.task!r} (individual | distributional)", field="task")
-        if self.stage not in STAGES:
-            raise PluralignError(f"unknown stage {self.stage!r} (sft | dpo | grpo)", field="stage")
-        if not (0 <= self.option_mass_weight < float("inf")):
-            raise PluralignError(f"option_mass_weight must be a finite number >= 0, got {self.option_mass_weight}", field="option_mass_weight")
-        if self.val_frac < 0 or self.val_frac >= 1:
-            raise PluralignError(f"val_frac must be in [0, 1), got {self.val_frac}", field="val_frac")
+        """Each setting within its range and choices, as its field's metadata says (the rules the
+        ``pluralign train`` flags are checked against), and the settings that depend on each other."""
+        check_settings(self)
         if self.split != "country,question" and (self.test_questions or self.question_test_frac is not None):
             raise PluralignError("test_questions / question_test_frac need the two-way split (split 'country,question')", field="split")
-        if self.soft_label_norm not in SOFT_NORMS:
-            raise PluralignError(f"unknown soft-label normalisation {self.soft_label_norm!r} (vocab | options)", field="soft_label_norm")
-        for name in ("steps", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise PluralignError(f"{name} must be >= 1, got {getattr(self, name)}", field=name)
-        if self.lr <= 0:
-            raise PluralignError(f"lr must be positive, got {self.lr}", field="lr")
-        if self.save_steps < 0:
-            raise PluralignError(f"save_steps must be >= 0, got {self.save_steps}", field="save_steps")
-        if self.top_layers is not None and self.top_layers < 1:
-            raise PluralignError(f"top_layers must be >= 1, got {self.top_layers}", field="top_layers")
-        if self.epochs is not None and not (self.epochs > 0 and self.epochs < float("inf")):
-            raise PluralignError(f"epochs must be a positive number, got {self.epochs}", field="epochs")
-        if self.max_examples is not None and self.max_examples < 1:
-            raise PluralignError(f"max_examples must be >= 1, got {self.max_examples}", field="max_examples")
-        if self.completion_max_length < 2:
-            raise PluralignError(f"completion_max_length must be >= 2, got {self.completion_max_length}", field="completion_max_length")
         if self.stage == "grpo":
             self.grpo.validate()
             g = self.grpo

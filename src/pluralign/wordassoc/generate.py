@@ -11,31 +11,19 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from pluralign._fields import helpfield
 from pluralign.data.loaders.swow import SwowData, check_language
 from pluralign.errors import PluralignError
 from pluralign.models.chat import build_chat_prompt
+from pluralign.wordassoc.config import GenConfig
 from pluralign.wordassoc.metrics import distinct_counts, precision_at_k, ranking_spearman
 from pluralign.wordassoc.tasks import generation_messages, parse_associations, ranking_examples
 from pluralign.wordassoc.stats import cue_interval
-
-
-@dataclass
-class GenConfig:
-    batch_size: int = helpfield(16, "Prompts per generate() call (left-padded).")
-    max_new_tokens: int = helpfield(32, "New tokens per completion.")
-    num_samples: int = helpfield(1, "Completions per prompt: 1 = greedy; >1 = sampled and merged.")
-    temperature: float = helpfield(1.0, "Sampling temperature (num_samples > 1).")
-    top_p: float = helpfield(0.95, "Nucleus sampling mass (num_samples > 1).")
-    seed: int = helpfield(0, "Seed of sampling.")
-    chat_template: bool | None = helpfield(None, "Use the model's chat template (None = if it has one).")
-    min_new_tokens: int | None = helpfield(None, "Force at least this many new tokens (benchmarks only).")
 
 
 def _device(model) -> torch.device:

@@ -27,22 +27,16 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
-from pluralign._fields import helpfield
 from pluralign.adapters.config import LoRASettings
 from pluralign.data.loaders.swow import SwowData, check_language
 from pluralign.errors import PluralignError
 from pluralign.io import atomic_write_json
 from pluralign.training.config import GRPOSettings
-
-
-def align_lora(**kw) -> LoRASettings:
-    """The LoRA of both stages: :class:`pluralign.adapters.config.LoRASettings` (the one declaration
-    of LoRA settings) on every linear layer (``all-linear``), as ALIGN; ``kw`` overrides fields."""
-    return LoRASettings(**{"target_modules": ("all-linear",), **kw})
+from pluralign.wordassoc.config import RLStage, SFTStage, align_lora
 
 
 def lora_config(lora: LoRASettings):
@@ -78,42 +72,6 @@ def _lora_record(lora: LoRASettings | None) -> dict | None:
     if lora.layers_to_transform is not None:
         d["layers_to_transform"] = list(lora.layers_to_transform)
     return d
-
-
-@dataclass
-class SFTStage:
-    output_dir: str = helpfield("runs/wordassoc/sft", "Checkpoints and the final adapter (<dir>/adapter).")
-    tasks: str = helpfield("generation", "Training tasks: generation, or generation,ranking.")
-    n_targets: int = helpfield(3, "Responses per generation target (ALIGN used 3).")
-    samples_per_cue: int = helpfield(1, "Generation samples per cue (next strength-ordered groups of n_targets).")
-    n_candidates: int = helpfield(5, "Candidates per ranking sample (when ranking is a task).")
-    max_steps: int = helpfield(100, "Optimizer steps (-1: use epochs).")
-    epochs: float = helpfield(1.0, "Epochs when max_steps is -1.")
-    batch_size: int = helpfield(8, "Per-device batch size.")
-    grad_accum: int = helpfield(1, "Gradient accumulation steps.")
-    learning_rate: float = helpfield(2e-4, "Peak learning rate (LoRA).")
-    max_length: int = helpfield(256, "Truncate prompt+completion to this many tokens.")
-    save_steps: int = helpfield(50, "Checkpoint every N steps (resumable).")
-    logging_steps: int = helpfield(5, "Log the loss every N steps.")
-    seed: int = helpfield(0, "Seed of shuffling, dropout and LoRA init.")
-    lora: LoRASettings = field(default_factory=align_lora, metadata={"help": "LoRA settings (default: rank 16, alpha 32, every linear layer)."})
-
-
-@dataclass
-class RLStage:
-    output_dir: str = helpfield("runs/wordassoc/rl", "Checkpoints and the final adapter (<dir>/adapter).")
-    reward: str = helpfield("spearman", "Reward: spearman (ranking, ALIGN) or precision (generation).")
-    n_candidates: int = helpfield(5, "Candidates per ranking prompt.")
-    n_targets: int = helpfield(3, "Words asked for (precision reward).")
-    max_steps: int = helpfield(30, "Optimizer steps.")
-    batch_size: int = helpfield(8, "Completions per device step (= prompts x grpo.num_generations).")
-    grpo: GRPOSettings = field(default_factory=GRPOSettings, metadata={"help": "The GRPO settings (pluralign.training.grpo; the same as "
-                                                                              "`pluralign train --stage grpo`): group size, completion length, sampling, KL, clipping."})
-    learning_rate: float = helpfield(5e-5, "Learning rate.")
-    save_steps: int = helpfield(25, "Checkpoint every N steps (resumable).")
-    logging_steps: int = helpfield(1, "Log reward every N steps.")
-    seed: int = helpfield(0, "Seed of sampling and shuffling.")
-    lora: LoRASettings | None = field(default_factory=align_lora, metadata={"help": "LoRA settings when no SFT adapter is given (None: train all weights; tiny models only)."})
 
 
 def _last_checkpoint(out: Path) -> str | None:

@@ -17,27 +17,15 @@ through :func:`pluralign.evaluation.runner.evaluate`, before and after training.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import numpy as np
 
-from pluralign._fields import helpfield
 from pluralign.data.countries import country_name
 from pluralign.data.tasks import SurveyDataset
 from pluralign.errors import PluralignError
 from pluralign.evaluation import metrics as M
+from pluralign.wordassoc.config import TransferConfig
 from pluralign.wordassoc.stats import sign_test
-
-
-@dataclass
-class TransferConfig:
-    countries: tuple[str, str] = helpfield(("USA", "CHN"), "The two countries compared (ISO3 or names).")
-    target: str = helpfield("USA", "The culture of the training data (SWOW-EN: USA).")
-    n_tension: int = helpfield(20, "Size of the high-tension subset (largest US-China JSD).")
-    n_items: int | None = helpfield(None, "Evaluate at most this many items: all high-tension ones plus a hashed sample of the rest (None = all).")
-    method: str = helpfield("persona", "Prompting method of the evaluation (persona conditions on the country).")
-    batch_size: int = helpfield(16, "Prompts per forward pass.")
-    seed: int = helpfield(0, "Seed of the item sample.")
 
 
 def tension_ranking(ds: SurveyDataset, a: str, b: str) -> list[tuple[str, float]]:
