@@ -156,12 +156,13 @@ def test_the_study_runs_missing_steps_only_and_stops_on_a_failure(tmp_path):
 
     cfg = StudyConfig(out=str(tmp_path / "st"), seeds=(0, 1), split_seed=4)
     steps = plan(cfg)
-    assert [s.name for s in steps] == ["eval vanilla", "s0 SFT", "s0 GRPO", "s0 eval SFT", "s0 eval SFT+GRPO",
-                                       "s1 SFT", "s1 GRPO", "s1 eval SFT", "s1 eval SFT+GRPO"]
+    assert [s.name for s in steps] == ["eval vanilla", "s0 SFT", "s0 eval SFT", "s0 GRPO", "s0 eval SFT+GRPO",
+                                       "s1 SFT", "s1 eval SFT", "s1 GRPO", "s1 eval SFT+GRPO"]
     for s in steps:
         argv = s.argv
         assert argv[argv.index("--split-seed") + 1] == "4"
-    rl = steps[2].argv
+    rl = steps[3].argv  # s0 GRPO: continues the s0 SFT adapter
+    assert rl[0] == "train" and rl[rl.index("--stage") + 1] == "rl"
     assert rl[rl.index("--adapter") + 1].endswith("s0/sft/adapter") and rl[rl.index("--seed") + 1] == "0"
     assert steps[1].argv[steps[1].argv.index("--held-out-pairs") + 1] == "exclude"
     ran = []

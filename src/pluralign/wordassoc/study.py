@@ -77,7 +77,9 @@ def _common(cfg: StudyConfig) -> list[str]:
 
 
 def plan(cfg: StudyConfig) -> list[Step]:
-    """The steps in order (seed-major, so that a partial study holds complete seeds)."""
+    """The steps in order: seed-major, so that a partial study holds complete seeds, and each SFT
+    adapter evaluated before its GRPO stage starts, so that a study stopped during GRPO already has
+    the seed's SFT row."""
     if not cfg.seeds:
         raise PluralignError("names no seed", field="--seeds")
     out = Path(cfg.out)
@@ -94,10 +96,10 @@ def plan(cfg: StudyConfig) -> list[Step]:
         sft, rl = d / "sft" / "adapter", d / "rl" / "adapter"
         steps += [
             Step(f"s{s} SFT", ["train", *tr, "--stage", "sft", "--seed", str(s), "--out", str(d)], sft / "adapter_config.json", d / "sft.log"),
-            Step(f"s{s} GRPO", ["train", *tr, "--stage", "rl", "--adapter", str(sft), "--seed", str(s), "--out", str(d)],
-                 rl / "adapter_config.json", d / "rl.log"),
             Step(f"s{s} eval SFT", ["eval", *ev, "--adapter", str(sft), "--seed", str(s), "--out", str(d / "eval-sft.json")],
                  d / "eval-sft.json", d / "eval-sft.log"),
+            Step(f"s{s} GRPO", ["train", *tr, "--stage", "rl", "--adapter", str(sft), "--seed", str(s), "--out", str(d)],
+                 rl / "adapter_config.json", d / "rl.log"),
             Step(f"s{s} eval SFT+GRPO", ["eval", *ev, "--adapter", str(rl), "--seed", str(s), "--out", str(d / "eval-rl.json")],
                  d / "eval-rl.json", d / "eval-rl.log"),
         ]
