@@ -147,7 +147,9 @@ def test_auto_split_is_country_for_group_data_in_train_and_eval(tmp_path, tiny_m
 
 def test_a_runs_units_with_commas_are_not_split_again():
     """Profile keys hold commas ("Greek, Modern"): the run's test units reach the split as they were."""
-    from pluralign.cli.evaluate import SELECTION, _apply_record, _csv
+    from pluralign.evaluation.run import SELECTION
+    from pluralign.evaluation.run import apply_record as _apply_record
+    from pluralign.evaluation.run import split_csv as _csv
 
     units = ["country=Cyprus|language=Greek, Modern", "country=Japan"]
     a = {"test_units": None, "countries": None, "questions": None}

@@ -8,9 +8,7 @@ from typing import Optional
 import typer
 
 from pluralign.cli._common import BatchSize, ChatTemplate, Device, Dtype, Model, Progress, markdown_table, quiet_libraries
-from pluralign.evaluation.run import SELECTION, EvalRunConfig, evaluate_run
-from pluralign.evaluation.run import apply_record as _apply_record  # noqa: F401  (the old names)
-from pluralign.evaluation.run import split_csv as _csv  # noqa: F401
+from pluralign.evaluation.run import EvalRunConfig, evaluate_run
 
 EVAL_HELP = """Evaluate a causal LM on survey-style value questions, conditioned on demographic profiles.
 
