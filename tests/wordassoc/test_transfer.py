@@ -50,3 +50,42 @@ def test_tension_items_and_moves():
     assert cmp["table"]["all"]["United States"]["before"]["n"] == 12
     rows = transfer_rows(cmp, "a → b")
     assert len(rows) == 4 and "5/5 own" in rows[2][-1]
+
+
+def test_study_report_pools_the_transfer_over_seeds(tmp_path):
+    """The study's report carries the transfer: per seed (the `wordassoc report` table) and over seeds
+    (JSD mean [range], each seed's sign test toward the target culture, the seeds' counts added up)."""
+    from pluralign.wordassoc.report import transfer_table
+    from pluralign.wordassoc.study import StudyConfig, pooled_markdown
+
+    cfg = TransferConfig(n_tension=5, n_items=12, seed=0)
+    test, tension, _ = transfer_dataset(cfg)
+    h = test.human_distributions()
+
+    def res(pred_fn) -> dict:
+        gen = {"P@5": 0.1, "per_cue": {"P@5": {"a": 0.1}}, "distinct_words": {"n_cues": 1, "mean": 3.0, "median": 3.0}}
+        return {"schema": "pluralign.wordassoc.eval/1", "n_eval_cues": 1, "generation": gen, "ranking": {},
+                "transfer": {"config": {"countries": list(cfg.countries), "target": cfg.target, "n_tension": 5,
+                                        "n_items": 12, "seed": 0}, "result": _result(test, pred_fn)}}
+
+    uniform = res(lambda e: np.full(len(e.probs), 1 / len(e.probs)))
+    like_us = res(lambda e: h[("United States", e.item_id)])
+    like_cn = res(lambda e: h[("China", e.item_id)])
+    results = {"vanilla": uniform, 0: {"SFT": like_us}, 1: {"SFT": like_cn}}
+    text = pooled_markdown(StudyConfig(out=str(tmp_path), seeds=(0, 1)), results)
+    assert "## Value transfer" in text
+    row = next(ln for ln in text.splitlines() if ln.startswith("| vanilla → SFT | United States | 2 |"))
+    moves = [compare_transfer(uniform["transfer"]["result"], r["transfer"]["result"], test, tension, cfg)
+             ["moves_high_tension"]["United States"]["sign_test_target_United States"] for r in (like_us, like_cn)]
+    assert moves[0]["toward"] == 5 and moves[1]["toward"] < moves[1]["away"]  # the seeds disagree
+    assert "s0: 5 vs 0" in row and f"s1: {moves[1]['toward']} vs {moves[1]['away']}" in row
+    total = (moves[0]["toward"] + moves[1]["toward"], moves[0]["away"] + moves[1]["away"])
+    assert row.rstrip(" |").split("| ")[-1].startswith(f"{total[0]} vs {total[1]}")
+    # JSD of the US persona over the high-tension items: vanilla → mean of the two seeds [their range]
+    after = [compare_transfer(uniform["transfer"]["result"], r["transfer"]["result"], test, tension, cfg)
+             ["table"]["high_tension"]["United States"]["after"]["jsd"] for r in (like_us, like_cn)]
+    assert f"→ {np.mean(after):.3f} [{min(after):.3f}, {max(after):.3f}]" in row
+    # each seed's section has the `wordassoc report` transfer table
+    assert text.count("high-tension answers moved") == 2
+    assert transfer_table([uniform, like_us], ["vanilla", "SFT"]) in text
+    assert transfer_table([uniform], ["vanilla"]) == ""

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pluralign.cli._common import (Device, Dtype, Model, Progress, Threads, command_from, command_of, markdown_table, option,
+from pluralign.cli._common import (Device, Dtype, Model, Progress, Threads, command_from, command_of, option,
                                    quiet_libraries, shared_option)
 from pluralign.cli._wordassoc_options import EVAL_FLAGS, TRAIN_FLAGS, eval_settings, train_settings
 from pluralign.errors import PluralignError
@@ -303,7 +303,6 @@ def report_cmd(
 def _report(results: list[Path], labels: Optional[str], out: Optional[Path]) -> None:
     from pluralign.cli._validate import validate
     from pluralign.io import atomic_write_text, read_json
-    from pluralign.wordassoc.transfer import TransferConfig, compare_transfer, transfer_dataset, transfer_rows
 
     validate("wordassoc report", {"out": out})
     from pluralign.io import check_replaceable, is_markdown_table_file
@@ -317,19 +316,12 @@ def _report(results: list[Path], labels: Optional[str], out: Optional[Path]) -> 
     names = [x.strip() for x in labels.split(",")] if labels else [r.get("adapter") or "vanilla" for r in rs]
     if len(names) != len(rs):
         raise PluralignError(f"{len(names)} labels for {len(rs)} results", field="labels")
-    from pluralign.wordassoc.report import wordassoc_tables
+    from pluralign.wordassoc.report import transfer_table, wordassoc_tables
 
     text = wordassoc_tables(rs, names)
-    if all("transfer" in r for r in rs) and len(rs) > 1:
-        base = rs[0]["transfer"]
-        cfg = base["config"]
-        tc = TransferConfig(countries=tuple(cfg["countries"]), target=cfg["target"], n_tension=cfg["n_tension"], n_items=cfg["n_items"], seed=cfg["seed"])
-        test, tension, _ = transfer_dataset(tc)
-        trows = []
-        for n, r in zip(names[1:], rs[1:]):
-            cmp = compare_transfer(base["result"], r["transfer"]["result"], test, tension, tc)
-            trows += transfer_rows(cmp, f"{names[0]} → {n}")
-        text += "\n" + markdown_table(["change", "country", "items", "JSD", "EMD", "high-tension answers moved"], trows) + "\n"
+    transfer = transfer_table(rs, names)
+    if transfer:
+        text += "\n" + transfer
     typer.echo(text)
     if out:
         atomic_write_text(out, text)

@@ -3,6 +3,8 @@
 :func:`wordassoc_tables`: every metric with its bootstrap interval over cues, the distinct words per
 cue, P@N at N generated words; the paired changes between models; the same on the cues held out for
 real (no reversed pair in the model's training data, :mod:`pluralign.wordassoc.heldout`).
+:func:`transfer_comparisons` / :func:`transfer_table`: the WVS transfer of each model against the first
+(:func:`pluralign.wordassoc.transfer.compare_transfer`), the same table in both reports.
 """
 
 from __future__ import annotations
@@ -104,6 +106,34 @@ def wordassoc_tables(rs: list[dict], names: list[str]) -> str:
     return text
 
 
+def transfer_comparisons(rs: list[dict]) -> list[dict] | None:
+    """:func:`~pluralign.wordassoc.transfer.compare_transfer` of each result after the first against the
+    first (the baseline), on the transfer items the baseline was scored on; None when a result has no
+    transfer part or there is nothing to compare."""
+    from pluralign.wordassoc.transfer import TransferConfig, compare_transfer, transfer_dataset
+
+    if len(rs) < 2 or not all("transfer" in r for r in rs):
+        return None
+    base = rs[0]["transfer"]
+    c = base["config"]
+    tc = TransferConfig(countries=tuple(c["countries"]), target=c["target"], n_tension=c["n_tension"], n_items=c["n_items"],
+                        seed=c["seed"])
+    test, tension, _ = transfer_dataset(tc)
+    return [compare_transfer(base["result"], r["transfer"]["result"], test, tension, tc) for r in rs[1:]]
+
+
+def transfer_table(rs: list[dict], names: list[str]) -> str:
+    """The transfer rows (:func:`~pluralign.wordassoc.transfer.transfer_rows`) of each model against the
+    first, as markdown; "" when the results have no transfer part."""
+    from pluralign.wordassoc.transfer import transfer_rows
+
+    cmps = transfer_comparisons(rs)
+    if not cmps:
+        return ""
+    rows = [row for n, cmp in zip(names[1:], cmps) for row in transfer_rows(cmp, f"{names[0]} → {n}")]
+    return markdown_table(["change", "country", "items", "JSD", "EMD", "high-tension answers moved"], rows) + "\n"
+
+
 def _with_interval(res: dict, metric: str) -> str:
     """``0.093 [0.071, 0.117]`` from a result's ``intervals`` (older results: the bare value)."""
     iv = res.get("intervals", {}).get(metric)
@@ -113,4 +143,4 @@ def _with_interval(res: dict, metric: str) -> str:
     return f"{v:.3f}" if isinstance(v, float) else v
 
 
-__all__ = ["markdown_table", "wordassoc_tables"]
+__all__ = ["markdown_table", "wordassoc_tables", "transfer_comparisons", "transfer_table"]

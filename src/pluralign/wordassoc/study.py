@@ -8,7 +8,7 @@ interrupted study (a training step that was cut off resumes from its last checkp
     OUT/eval-vanilla.json                      the model without an adapter (once)
     OUT/s<seed>/sft/adapter, OUT/s<seed>/rl/adapter
     OUT/s<seed>/eval-sft.json, OUT/s<seed>/eval-rl.json
-    OUT/report.md                              per seed, and pooled over seeds
+    OUT/report.md                              per seed, and pooled over seeds (associations and WVS transfer)
 
 All seeds share one cue split and one evaluated subset (``split_seed``); the seed sets the training
 cues' sample, shuffling, LoRA initialisation and sampling. Training excludes the reversed pairs of
@@ -154,7 +154,7 @@ def load_results(cfg: StudyConfig) -> dict:
 
 
 def _metric(r: dict, key: str, clean: bool = False) -> tuple[float | None, dict | None]:
-    """(mean, per-cue dict) of ``P@5``, ``fixed`` (P@N at N words), ``spearman`` or ``distinct``."""
+    """(mean, per-cue dict) of ``P@K`` (``P@5``, ``P@10``, ...), ``fixed`` (P@N at N words), ``spearman`` or ``distinct``."""
     task = "ranking" if key == "spearman" else "generation"
     g = r.get(task) or {}
     if clean:
@@ -173,7 +173,7 @@ def pooled_markdown(cfg: StudyConfig, results: dict | None = None) -> str:
     and the paired changes over (seed, cue) pairs, on all cues and on the cues held out for real."""
     import numpy as np
 
-    from pluralign.wordassoc.report import markdown_table, wordassoc_tables
+    from pluralign.wordassoc.report import markdown_table, transfer_table, wordassoc_tables
     from pluralign.wordassoc.stats import LEVEL, fmt_interval, paired_change
 
     results = load_results(cfg) if results is None else results
@@ -181,7 +181,7 @@ def pooled_markdown(cfg: StudyConfig, results: dict | None = None) -> str:
     if "vanilla" not in results or not seeds:
         raise PluralignError(f"no finished evaluation in {cfg.out} yet (run the study first)", field="--out")
     text = [f"# ALIGN study: {len(seeds)} of {len(cfg.seeds)} seeds finished ({', '.join(map(str, seeds))})", ""]
-    keys = [("P@5", "P@5"), ("fixed", f"P@{cfg.fixed_words} at {cfg.fixed_words} words"), ("spearman", "Spearman"),
+    keys = [("P@5", "P@5"), ("P@10", "P@10"), ("fixed", f"P@{cfg.fixed_words} at {cfg.fixed_words} words"), ("spearman", "Spearman"),
             ("distinct", "distinct words / cue")]
     for clean in (False, True):
         rows = []
@@ -200,7 +200,7 @@ def pooled_markdown(cfg: StudyConfig, results: dict | None = None) -> str:
         crows = []
         for a, b in (("vanilla", "SFT"), ("vanilla", "SFT+GRPO"), ("SFT", "SFT+GRPO")):
             crow = [f"{a} → {b}"]
-            for k, _ in keys[:3]:
+            for k, _ in keys[:4]:
                 pa, pb = {}, {}
                 for s in seeds:
                     ra = results["vanilla"] if a == "vanilla" else results[s].get(a)
@@ -217,15 +217,61 @@ def pooled_markdown(cfg: StudyConfig, results: dict | None = None) -> str:
                 ch = paired_change(pa, pb)
                 crow += [fmt_interval(ch["diff"]), fmt_interval(ch["relative"], pct=True)]
             crows.append(crow)
-        head = ["change"] + [x for _, lab in keys[:3] for x in (f"Δ {lab}", "relative")]
+        head = ["change"] + [x for _, lab in keys[:4] for x in (f"Δ {lab}", "relative")]
         text += [markdown_table(head, crows), "",
                  f"Paired over (seed, cue) pairs both evaluations hold; {int(100 * LEVEL)} % bootstrap intervals over those pairs "
                  "(each seed's cues are the same cues, so the intervals mix cue and seed variation).", ""]
+    text += _pooled_transfer(results, seeds)
     for s in seeds:
         names = ["vanilla", *[m for m in MODELS[1:] if m in results[s]]]
         rs = [results["vanilla"], *[results[s][m] for m in MODELS[1:] if m in results[s]]]
         text += [f"## Seed {s}", "", wordassoc_tables(rs, names)]
+        transfer = transfer_table(rs, names)
+        if transfer:
+            text += [transfer]
     return "\n".join(text)
+
+
+def _pooled_transfer(results: dict, seeds: list[int]) -> list[str]:
+    """The WVS transfer over seeds: each country's JSD (all items, high-tension items) of vanilla and of
+    each trained model (mean over seeds [range]), and each seed's high-tension moves toward the target
+    culture with its sign test, then the seeds' counts added up."""
+    import numpy as np
+
+    from pluralign.wordassoc.report import markdown_table, transfer_comparisons
+    from pluralign.wordassoc.stats import sign_test
+
+    per: dict = {}  # model -> [(seed, comparison)]
+    for s in seeds:
+        models = [m for m in MODELS[1:] if m in results[s]]
+        cmps = transfer_comparisons([results["vanilla"], *[results[s][m] for m in models]])
+        for m, cmp in zip(models, cmps or []):
+            per.setdefault(m, []).append((s, cmp))
+    if not per:
+        return []
+    rows = []
+    for m, got in per.items():
+        first = got[0][1]
+        target = first["target"]
+        for c in first["countries"]:
+            cells = [f"vanilla → {m}", c, len(got)]
+            for subset in ("all", "high_tension"):
+                before = first["table"][subset][c]["before"]["jsd"]
+                after = [cmp["table"][subset][c]["after"]["jsd"] for _, cmp in got]
+                rng = f" [{min(after):.3f}, {max(after):.3f}]" if len(after) > 1 else ""
+                cells.append(f"{before:.3f} → {np.mean(after):.3f}{rng}")
+            tests = [(s, cmp["moves_high_tension"][c][f"sign_test_target_{target}"]) for s, cmp in got]
+            cells.append("; ".join(f"s{s}: {t['toward']} vs {t['away']} (p = {t['p_two_sided']:.2g})" for s, t in tests))
+            tot = sign_test(sum(t["toward"] for _, t in tests), sum(t["away"] for _, t in tests))
+            cells.append(f"{tot['toward']} vs {tot['away']} (p = {tot['p_two_sided']:.2g})")
+            rows.append(cells)
+    n_items, n_tension = first["n_items"], first["n_tension"]
+    head = ["change", "country", "seeds", f"JSD, all {n_items} items", f"JSD, {n_tension} high-tension items",
+            f"high-tension answers toward {target} vs away, per seed", "seeds added up"]
+    return ["## Value transfer (WVS answers, persona), over seeds", "", markdown_table(head, rows), "",
+            f"JSD: vanilla → mean over seeds [lowest, highest seed]. Toward {target}: the margin JSD(pred, other country) − "
+            f"JSD(pred, {target}) grew on that item (unchanged answers dropped); p: two-sided exact sign test. The seeds share "
+            "the same items, so the added-up test treats repeated items as independent and is optimistic.", ""]
 
 
 def parse_seeds(s: str | Sequence[int]) -> tuple[int, ...]:
