@@ -85,6 +85,17 @@ def test_study_report_pools_the_transfer_over_seeds(tmp_path):
     after = [compare_transfer(uniform["transfer"]["result"], r["transfer"]["result"], test, tension, cfg)
              ["table"]["high_tension"]["United States"]["after"]["jsd"] for r in (like_us, like_cn)]
     assert f"→ {np.mean(after):.3f} [{min(after):.3f}, {max(after):.3f}]" in row
+    # the control: vanilla -> the uniform answer, which no model needs (flattening alone)
+    ctrl = next(ln for ln in text.splitlines() if ln.startswith("| vanilla → uniform (no model) | United States | – |"))
+    flat = compare_transfer(uniform["transfer"]["result"], uniform["transfer"]["result"], test, tension, cfg)
+    assert "0 vs 0 (p = 1)" in ctrl and flat["moves_high_tension"]["United States"]["n"] == 5  # uniform -> uniform: all ties
+    # label mass: vanilla -> mean over seeds, from each answer's mass on the option labels
+    for r, m in ((uniform, 0.5), (like_us, 0.2), (like_cn, 0.1)):
+        for p in r["transfer"]["result"]["predictions"]:
+            p["mass"] = m
+    text = pooled_markdown(StudyConfig(out=str(tmp_path), seeds=(0, 1)), results)
+    row = next(ln for ln in text.splitlines() if ln.startswith("| vanilla → SFT | China | 2 |"))
+    assert "| 0.500 → 0.150 [0.100, 0.200] |" in row
     # each seed's section has the `wordassoc report` transfer table
     assert text.count("high-tension answers moved") == 2
     assert transfer_table([uniform, like_us], ["vanilla", "SFT"]) in text

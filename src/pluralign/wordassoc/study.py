@@ -232,46 +232,76 @@ def pooled_markdown(cfg: StudyConfig, results: dict | None = None) -> str:
     return "\n".join(text)
 
 
+def _uniform_like(r: dict) -> dict:
+    """``r`` with every transfer answer replaced by the uniform distribution over its options: the
+    answer that needs no model, and the end point of an answer distribution that only flattens."""
+    t = r["transfer"]
+    preds = [dict(p, probs=[1.0 / len(p["probs"])] * len(p["probs"]), mass=None) for p in t["result"]["predictions"]]
+    return {"transfer": {**t, "result": {**t["result"], "predictions": preds}}}
+
+
+def _label_mass(r: dict, country: str) -> float | None:
+    """Mean next-token probability mass on the option labels of ``country``'s transfer answers."""
+    import numpy as np
+
+    m = [p["mass"] for p in r["transfer"]["result"].get("predictions", [])
+         if p.get("group") == country and isinstance(p.get("mass"), (int, float))]
+    return float(np.mean(m)) if m else None
+
+
 def _pooled_transfer(results: dict, seeds: list[int]) -> list[str]:
-    """The WVS transfer over seeds: each country's JSD (all items, high-tension items) of vanilla and of
-    each trained model (mean over seeds [range]), and each seed's high-tension moves toward the target
-    culture with its sign test, then the seeds' counts added up."""
+    """The WVS transfer over seeds: each country's JSD (all items, high-tension items) and label mass,
+    vanilla → each trained model (mean over seeds [range]), each seed's high-tension moves toward the
+    target culture with its sign test, and the seeds' counts added up; and, as the control, the same
+    change from vanilla to the uniform answer (what flattening alone does)."""
     import numpy as np
 
     from pluralign.wordassoc.report import markdown_table, transfer_comparisons
     from pluralign.wordassoc.stats import sign_test
 
-    per: dict = {}  # model -> [(seed, comparison)]
+    vanilla = results["vanilla"]
+    per: dict = {}  # model -> [(seed, comparison, result)]
     for s in seeds:
         models = [m for m in MODELS[1:] if m in results[s]]
-        cmps = transfer_comparisons([results["vanilla"], *[results[s][m] for m in models]])
+        cmps = transfer_comparisons([vanilla, *[results[s][m] for m in models]])
         for m, cmp in zip(models, cmps or []):
-            per.setdefault(m, []).append((s, cmp))
+            per.setdefault(m, []).append((s, cmp, results[s][m]))
     if not per:
         return []
+    uniform = transfer_comparisons([vanilla, _uniform_like(vanilla)])[0]
+
+    def span(before: float | None, after: list) -> str:
+        after = [a for a in after if a is not None]
+        if before is None or not after:
+            return "–"
+        rng = f" [{min(after):.3f}, {max(after):.3f}]" if len(after) > 1 else ""
+        return f"{before:.3f} → {np.mean(after):.3f}{rng}"
+
     rows = []
-    for m, got in per.items():
+    for m, got in [*per.items(), ("uniform (no model)", [("–", uniform, None)])]:
         first = got[0][1]
         target = first["target"]
         for c in first["countries"]:
-            cells = [f"vanilla → {m}", c, len(got)]
+            cells = [f"vanilla → {m}", c, len(got) if got[0][2] is not None else "–"]
             for subset in ("all", "high_tension"):
-                before = first["table"][subset][c]["before"]["jsd"]
-                after = [cmp["table"][subset][c]["after"]["jsd"] for _, cmp in got]
-                rng = f" [{min(after):.3f}, {max(after):.3f}]" if len(after) > 1 else ""
-                cells.append(f"{before:.3f} → {np.mean(after):.3f}{rng}")
-            tests = [(s, cmp["moves_high_tension"][c][f"sign_test_target_{target}"]) for s, cmp in got]
-            cells.append("; ".join(f"s{s}: {t['toward']} vs {t['away']} (p = {t['p_two_sided']:.2g})" for s, t in tests))
+                cells.append(span(first["table"][subset][c]["before"]["jsd"],
+                                  [cmp["table"][subset][c]["after"]["jsd"] for _, cmp, _ in got]))
+            cells.append(span(_label_mass(vanilla, c), [_label_mass(r, c) for _, _, r in got if r is not None]))
+            tests = [(s, cmp["moves_high_tension"][c][f"sign_test_target_{target}"]) for s, cmp, _ in got]
+            cells.append("; ".join((f"s{s}: " if s != "–" else "") + f"{t['toward']} vs {t['away']} (p = {t['p_two_sided']:.2g})"
+                                   for s, t in tests))
             tot = sign_test(sum(t["toward"] for _, t in tests), sum(t["away"] for _, t in tests))
-            cells.append(f"{tot['toward']} vs {tot['away']} (p = {tot['p_two_sided']:.2g})")
+            cells.append(f"{tot['toward']} vs {tot['away']} (p = {tot['p_two_sided']:.2g})" if len(tests) > 1 else "–")
             rows.append(cells)
-    n_items, n_tension = first["n_items"], first["n_tension"]
-    head = ["change", "country", "seeds", f"JSD, all {n_items} items", f"JSD, {n_tension} high-tension items",
+    n_items, n_tension = uniform["n_items"], uniform["n_tension"]
+    head = ["change", "country", "seeds", f"JSD, all {n_items} items", f"JSD, {n_tension} high-tension items", "label mass",
             f"high-tension answers toward {target} vs away, per seed", "seeds added up"]
     return ["## Value transfer (WVS answers, persona), over seeds", "", markdown_table(head, rows), "",
-            f"JSD: vanilla → mean over seeds [lowest, highest seed]. Toward {target}: the margin JSD(pred, other country) − "
-            f"JSD(pred, {target}) grew on that item (unchanged answers dropped); p: two-sided exact sign test. The seeds share "
-            "the same items, so the added-up test treats repeated items as independent and is optimistic.", ""]
+            f"JSD: vanilla → mean over seeds [lowest, highest seed]. Label mass: the next-token probability on the option labels "
+            f"(mean over items). Toward {target}: the margin JSD(pred, other country) − JSD(pred, {target}) grew on that item "
+            "(unchanged answers dropped); p: two-sided exact sign test. The seeds share the same items, so the added-up test "
+            "treats repeated items as independent and is optimistic. The uniform row is the control: every answer replaced "
+            "by the uniform distribution, the end point of answers that only flatten.", ""]
 
 
 def parse_seeds(s: str | Sequence[int]) -> tuple[int, ...]:
