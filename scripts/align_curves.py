@@ -62,7 +62,8 @@ def main(run: str, out: str) -> None:
                 b.plot(np.arange(w, len(r) + 1), np.convolve(r, np.ones(w) / w, mode="valid"), color=colour,
                        label=f"{label + ', ' if label else ''}mean of {w} steps")
             cfg = rl["config"]
-            titles[1] = f"GRPO, {cfg['num_generations']} completions x {cfg['batch_size'] // cfg['num_generations']} prompts a step"
+            n_gen = (cfg.get("grpo") or cfg)["num_generations"]  # nested since the GRPO block (issue 28); flat before
+            titles[1] = f"GRPO, {n_gen} completions x {cfg['batch_size'] // n_gen} prompts a step"
     a.set_xlabel("SFT step")
     a.set_ylabel("loss (completion tokens)")
     a.set_title(titles[0], fontsize=9)

@@ -13,18 +13,19 @@ def _script():
     return load_script("align_curves")
 
 
-def _run(d: Path, shift: float) -> None:
+def _run(d: Path, shift: float, nested: bool = True) -> None:
     (d / "sft").mkdir(parents=True)
     (d / "rl").mkdir()
     (d / "sft" / "summary.json").write_text(json.dumps({"losses": [3 - shift, 2.5, 2.1], "n_cues": 10,
                                                          "config": {"logging_steps": 5, "batch_size": 8}}))
-    (d / "rl" / "summary.json").write_text(json.dumps({"rewards": [0.01 * i + shift for i in range(30)],
-                                                        "config": {"num_generations": 4, "batch_size": 8}}))
+    # `wordassoc train` writes the GRPO settings nested (config.grpo); summaries before issue 28 had them flat
+    cfg = {"grpo": {"num_generations": 4}, "batch_size": 8} if nested else {"num_generations": 4, "batch_size": 8}
+    (d / "rl" / "summary.json").write_text(json.dumps({"rewards": [0.01 * i + shift for i in range(30)], "config": cfg}))
 
 
 def test_one_run_and_a_study(tmp_path, capsys):
     ac = _script()
-    _run(tmp_path / "one", 0.0)
+    _run(tmp_path / "one", 0.0, nested=False)
     ac.main(str(tmp_path / "one"), str(tmp_path / "one.png"))
     assert (tmp_path / "one.png").stat().st_size > 1000
     for s in (0, 1):
