@@ -75,11 +75,13 @@ def test_router_sees_each_samples_profile_in_generation_and_loss(tmp_path, tiny_
     model = _cuma()
     seen_ids: dict[int, torch.Tensor] = {}  # routing context -> input ids of its first (prefill / full) forward
     routed: list[tuple[int, torch.Tensor, bool]] = []
+    alive: list = []  # every context seen stays referenced, so no later context can reuse its id()
 
     def pre_hook(module, args, kwargs):
         ctx = active_context()
         ids = kwargs.get("input_ids")
         if ctx is not None and ids is not None and id(ctx) not in seen_ids:
+            alive.append(ctx)
             seen_ids[id(ctx)] = ids.detach().clone()
 
     real_route = MoERouter.route
