@@ -122,12 +122,13 @@ def transfer_comparisons(rs: list[dict]) -> list[dict] | None:
     return [compare_transfer(base["result"], r["transfer"]["result"], test, tension, tc) for r in rs[1:]]
 
 
-def transfer_table(rs: list[dict], names: list[str]) -> str:
+def transfer_table(rs: list[dict], names: list[str], cmps: list[dict] | None = None) -> str:
     """The transfer rows (:func:`~pluralign.wordassoc.transfer.transfer_rows`) of each model against the
-    first, as markdown; "" when the results have no transfer part."""
+    first, as markdown; "" when the results have no transfer part. ``cmps``: their
+    :func:`transfer_comparisons`, when the caller has them already."""
     from pluralign.wordassoc.transfer import transfer_rows
 
-    cmps = transfer_comparisons(rs)
+    cmps = transfer_comparisons(rs) if cmps is None else cmps
     if not cmps:
         return ""
     rows = [row for n, cmp in zip(names[1:], cmps) for row in transfer_rows(cmp, f"{names[0]} → {n}")]

@@ -173,7 +173,7 @@ def pooled_markdown(cfg: StudyConfig, results: dict | None = None) -> str:
     and the paired changes over (seed, cue) pairs, on all cues and on the cues held out for real."""
     import numpy as np
 
-    from pluralign.wordassoc.report import markdown_table, transfer_table, wordassoc_tables
+    from pluralign.wordassoc.report import markdown_table, transfer_comparisons, transfer_table, wordassoc_tables
     from pluralign.wordassoc.stats import LEVEL, fmt_interval, paired_change
 
     results = load_results(cfg) if results is None else results
@@ -221,12 +221,15 @@ def pooled_markdown(cfg: StudyConfig, results: dict | None = None) -> str:
         text += [markdown_table(head, crows), "",
                  f"Paired over (seed, cue) pairs both evaluations hold; {int(100 * LEVEL)} % bootstrap intervals over those pairs "
                  "(each seed's cues are the same cues, so the intervals mix cue and seed variation).", ""]
-    text += _pooled_transfer(results, seeds)
+    per_seed = {}  # seed -> (model names, results, transfer comparisons against vanilla), each computed once
     for s in seeds:
         names = ["vanilla", *[m for m in MODELS[1:] if m in results[s]]]
-        rs = [results["vanilla"], *[results[s][m] for m in MODELS[1:] if m in results[s]]]
+        rs = [results["vanilla"], *[results[s][m] for m in names[1:]]]
+        per_seed[s] = (names, rs, transfer_comparisons(rs))
+    text += _pooled_transfer(results, per_seed)
+    for s, (names, rs, cmps) in per_seed.items():
         text += [f"## Seed {s}", "", wordassoc_tables(rs, names)]
-        transfer = transfer_table(rs, names)
+        transfer = transfer_table(rs, names, cmps)
         if transfer:
             text += [transfer]
     return "\n".join(text)
@@ -249,8 +252,9 @@ def _label_mass(r: dict, country: str) -> float | None:
     return float(np.mean(m)) if m else None
 
 
-def _pooled_transfer(results: dict, seeds: list[int]) -> list[str]:
-    """The WVS transfer over seeds: each country's JSD (all items, high-tension items) and label mass,
+def _pooled_transfer(results: dict, per_seed: dict) -> list[str]:
+    """The WVS transfer over seeds (``per_seed``: seed -> (names, results, comparisons) of
+    :func:`pooled_markdown`): each country's JSD (all items, high-tension items) and label mass,
     vanilla → each trained model (mean over seeds [range]), each seed's high-tension moves toward the
     target culture with its sign test, and the seeds' counts added up; and, as the control, the same
     change from vanilla to the uniform answer (what flattening alone does)."""
@@ -261,11 +265,9 @@ def _pooled_transfer(results: dict, seeds: list[int]) -> list[str]:
 
     vanilla = results["vanilla"]
     per: dict = {}  # model -> [(seed, comparison, result)]
-    for s in seeds:
-        models = [m for m in MODELS[1:] if m in results[s]]
-        cmps = transfer_comparisons([vanilla, *[results[s][m] for m in models]])
-        for m, cmp in zip(models, cmps or []):
-            per.setdefault(m, []).append((s, cmp, results[s][m]))
+    for s, (names, rs, cmps) in per_seed.items():
+        for m, r, cmp in zip(names[1:], rs[1:], cmps or []):
+            per.setdefault(m, []).append((s, cmp, r))
     if not per:
         return []
     uniform = transfer_comparisons([vanilla, _uniform_like(vanilla)])[0]
