@@ -204,3 +204,18 @@ def test_unknown_scoring_is_a_clean_error(tiny_llama, tiny_tokenizer, three_coun
 def test_loglik_scoring_runs(tiny_llama, tiny_tokenizer, three_countries):
     res = evaluate(tiny_llama, tiny_tokenizer, three_countries, EvalConfig(method="vanilla", scoring="loglik"), progress=False)
     assert res["metrics"]["n"] == 6 and 0 <= res["metrics"]["emd"] <= 1
+
+
+def test_option_mass_is_reported_per_group(tiny_llama, tiny_tokenizer, three_countries):
+    """Each group's option_mass is the mean label mass of that group's rows, so a persona prompt
+    that makes the model say a label less for one country shows in that country's row."""
+    res = evaluate(tiny_llama, tiny_tokenizer, three_countries, EvalConfig(method="persona"), progress=False)
+    by_group: dict[str, list[float]] = {}
+    for p in res["predictions"]:
+        by_group.setdefault(p["group"], []).append(p["mass"])
+    assert set(by_group) == set(res["per_group"])
+    for g, ms in by_group.items():
+        assert res["per_group"][g]["option_mass"] == pytest.approx(sum(ms) / len(ms), abs=1e-5)
+    masses = [res["per_group"][g]["option_mass"] for g in sorted(by_group)]
+    assert len(set(round(m, 6) for m in masses)) > 1  # the persona prompts differ, so do the masses
+    assert res["metrics"]["option_mass"] == pytest.approx(sum(sum(ms) for ms in by_group.values()) / 6, abs=1e-5)

@@ -257,6 +257,7 @@ def evaluate(
     preds = predict(model, tok, test, cfg, train=train, profile_kwargs=profile_kwargs, progress=progress)
     overall, per_group = compute_metrics(test, preds.probs)
     overall["option_mass"] = float(np.mean(preds.mass))
+    _add_group_mass(test, preds.mass, per_group)
     from pluralign.evaluation.bootstrap import add_benchmark
 
     boot = dict(n_boot=cfg.bootstrap, seed=cfg.seed, level=cfg.confidence, unit=cfg.bootstrap_unit)
@@ -291,6 +292,18 @@ def evaluate(
             _pred_row(e, p, m) for e, p, m in zip(test.examples, preds.probs, preds.mass)
         ]
     return result
+
+
+def _add_group_mass(test: SurveyDataset, mass, per_group: dict[str, dict]) -> None:
+    """Set ``per_group[g]["option_mass"]``: the mean next-token mass on the option labels over the
+    group's examples (how much the model SAYS a label when it answers as that group)."""
+    by_group: dict[str, list[float]] = defaultdict(list)
+    for e, m in zip(test.examples, mass):
+        if m is not None and np.isfinite(m):
+            by_group[e.group].append(float(m))
+    for g, row in per_group.items():
+        if by_group.get(g):
+            row["option_mass"] = float(np.mean(by_group[g]))
 
 
 def _pred_row(e, p, mass) -> dict:
