@@ -9,7 +9,7 @@
 #
 # A finished step (its adapter or report exists) is skipped; a training step that stopped part-way
 # continues from its newest checkpoint (--resume). Every run writes OUT/<method>-<stage>.log.
-# About 3.7 h for both chains on the 2-core CPU (cost table of blend-preference.md).
+# About 2 h for both chains side by side with THREADS=1 on the 2-core CPU (cost table of blend-preference.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-runs/blend}"
@@ -56,4 +56,4 @@ for m in lora cuma; do for s in sft dpo grpo; do
   [ -f "$OUT/eval-$m-$s.json" ] && reports+=("$OUT/eval-$m-$s.json")
 done; done
 pluralign compare "${reports[@]}" | tee "$OUT/compare.md"
-for r in "${reports[@]}"; do python scripts/blend_rematch.py "$r"; done | tee "$OUT/rematch.md"
+python scripts/blend_rematch.py "${reports[@]}" | tee "$OUT/rematch.md"   # one table, every report
