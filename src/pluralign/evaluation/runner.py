@@ -296,14 +296,13 @@ def evaluate(
 
 def _add_group_mass(test: SurveyDataset, mass, per_group: dict[str, dict]) -> None:
     """Set ``per_group[g]["option_mass"]``: the mean next-token mass on the option labels over the
-    group's examples (how much the model SAYS a label when it answers as that group)."""
+    group's examples (how much the model SAYS a label when it answers as that group), averaged
+    like the overall ``option_mass``."""
     by_group: dict[str, list[float]] = defaultdict(list)
     for e, m in zip(test.examples, mass):
-        if m is not None and np.isfinite(m):
-            by_group[e.group].append(float(m))
+        by_group[e.group].append(m)
     for g, row in per_group.items():
-        if by_group.get(g):
-            row["option_mass"] = float(np.mean(by_group[g]))
+        row["option_mass"] = float(np.mean(by_group[g]))
 
 
 def _pred_row(e, p, mass) -> dict:
